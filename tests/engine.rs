@@ -1,0 +1,288 @@
+//! Two engines wired back to back: the XEP-0267 handshake and its policy, without a server.
+
+use std::fs;
+use std::path::Path;
+
+use server_trust::store::{Decision, QueuedAct};
+use server_trust::{Action, Actor, Config, Domain, Engine, PresenceKind, Subscription};
+
+fn engine(root: &Path, host: &str, config: Config) -> Engine {
+    Engine::open(root, host, config).unwrap()
+}
+
+fn cfg() -> Config {
+    Config { watch: false, ..Config::default() }
+}
+
+/// Presence the engine asked to send, as (to, type).
+fn sent(actions: &[Action]) -> Vec<(String, &'static str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, kind, .. } => Some((to.to_string(), kind.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers every Send from `from_host` to `to` and returns what `to` answered.
+fn deliver(from_host: &str, actions: &[Action], to: &Engine) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Send { to: dest, kind, id } = a
+            && dest.as_str() == to.host().as_str()
+        {
+            out.extend(to.inbound(from_host, *kind, id.as_deref()).unwrap());
+        }
+    }
+    out
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    m: Engine,
+    c: Engine,
+}
+
+fn pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let m = engine(&dir.path().join("m"), "montague.lit", cfg());
+    let c = engine(&dir.path().join("c"), "capulet.lit", cfg());
+    Pair { _dir: dir, m, c }
+}
+
+#[test]
+fn full_handshake_reaches_both_with_one_prompt() {
+    let p = pair();
+    // Nothing is sent until the admin asks.
+    assert!(p.m.poll().unwrap().is_empty());
+    let a = p.m.request("capulet.lit", Actor::Cli).unwrap();
+    assert_eq!(sent(&a), [("capulet.lit".into(), "subscribe")]);
+    assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::NonePendingOut);
+
+    // capulet: pending, admin notified, nothing sent back.
+    let c1 = deliver("montague.lit", &a, &p.c);
+    assert!(sent(&c1).is_empty(), "must not auto-approve: {c1:?}");
+    assert!(c1.iter().any(|a| matches!(a, Action::Notify { text, .. } if text.contains("approve montague.lit"))));
+    assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::NonePendingIn);
+    assert!(p.c.store().pending_path(&Domain::new("montague.lit").unwrap()).exists());
+    assert!(!p.c.is_trusted("montague.lit", None));
+
+    // capulet approves: subscribed + presence + reciprocal subscribe.
+    let c2 = p.c.approve("montague.lit", Actor::Cli).unwrap();
+    assert_eq!(
+        sent(&c2),
+        [
+            ("montague.lit".into(), "subscribed"),
+            ("montague.lit".into(), "available"),
+            ("montague.lit".into(), "subscribe")
+        ]
+    );
+    assert!(p.c.is_trusted("montague.lit", None));
+    assert!(!p.c.store().pending_path(&Domain::new("montague.lit").unwrap()).exists());
+
+    // montague: To, then the reciprocal subscribe is pre-approved: no second prompt.
+    let m2 = deliver("capulet.lit", &c2, &p.m);
+    assert_eq!(sent(&m2), [("capulet.lit".into(), "subscribed"), ("capulet.lit".into(), "available")]);
+    assert!(!m2.iter().any(|a| matches!(a, Action::Notify { text, .. } if text.contains("request from"))));
+    assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::Both);
+    assert_eq!(p.m.store().pending_count(), 0);
+
+    let c3 = deliver("montague.lit", &m2, &p.c);
+    assert!(sent(&c3).is_empty());
+    assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::Both);
+    assert!(p.m.is_trusted("capulet.lit", None) && p.c.is_trusted("montague.lit", None));
+
+    // Audit trail names the actors.
+    let log = p.c.store().read_audit().unwrap();
+    assert!(log.iter().any(|r| r.actor == "cli" && r.event == "approve"));
+    assert!(log.iter().any(|r| r.actor == "peer" && r.event == "inbound subscribe"));
+}
+
+#[test]
+fn deny_sends_unsubscribed_and_grants_nothing() {
+    let p = pair();
+    let a = p.m.request("capulet.lit", Actor::Cli).unwrap();
+    deliver("montague.lit", &a, &p.c);
+    let d = p.c.deny("montague.lit", Actor::Cli).unwrap();
+    assert_eq!(sent(&d), [("montague.lit".into(), "unsubscribed")]);
+    assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::None);
+    deliver("capulet.lit", &d, &p.m);
+    assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::None);
+    assert!(!p.m.is_trusted("capulet.lit", None) && !p.c.is_trusted("montague.lit", None));
+    assert!(p.c.approve("montague.lit", Actor::Cli).is_err(), "nothing left to approve");
+}
+
+#[test]
+fn revoke_drops_trust_on_both_sides() {
+    let p = pair();
+    let a = p.m.request("capulet.lit", Actor::Cli).unwrap();
+    deliver("montague.lit", &a, &p.c);
+    let c2 = p.c.approve("montague.lit", Actor::Cli).unwrap();
+    let m2 = deliver("capulet.lit", &c2, &p.m);
+    deliver("montague.lit", &m2, &p.c);
+    let r = p.m.revoke("capulet.lit", Actor::Cli).unwrap();
+    assert_eq!(sent(&r), [("capulet.lit".into(), "unsubscribe"), ("capulet.lit".into(), "unsubscribed")]);
+    assert!(r.contains(&Action::TrustChanged { peer: Domain::new("capulet.lit").unwrap(), trusted: false }));
+    deliver("montague.lit", &r, &p.c);
+    assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::None);
+    assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::None);
+    assert!(!p.m.is_trusted("capulet.lit", None) && !p.c.is_trusted("montague.lit", None));
+}
+
+#[test]
+fn probe_reveals_presence_only_to_approved_peers() {
+    let p = pair();
+    let a = p.c.inbound("montague.lit", PresenceKind::Probe, Some("p1")).unwrap();
+    assert_eq!(sent(&a), [("montague.lit".into(), "unsubscribed")]);
+    let r = p.m.request("capulet.lit", Actor::Cli).unwrap();
+    deliver("montague.lit", &r, &p.c);
+    p.c.approve("montague.lit", Actor::Cli).unwrap();
+    let a = p.c.inbound("montague.lit", PresenceKind::Probe, Some("p2")).unwrap();
+    assert_eq!(sent(&a), [("montague.lit".into(), "available")]);
+}
+
+#[test]
+fn repeated_subscribe_prompts_once_and_subscribed_unasked_is_ignored() {
+    let p = pair();
+    let first = p.c.inbound("montague.lit", PresenceKind::Subscribe, Some("s1")).unwrap();
+    assert_eq!(first.iter().filter(|a| matches!(a, Action::Notify { .. })).count(), 1);
+    for _ in 0..50 {
+        let again = p.c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+    }
+    // An approval we never asked for grants nothing.
+    let x = p.c.inbound("verona.lit", PresenceKind::Subscribed, None).unwrap();
+    assert!(x.is_empty());
+    assert_eq!(p.c.state("verona.lit").unwrap(), Subscription::None);
+}
+
+#[test]
+fn user_and_full_jids_never_enter_the_roster() {
+    let p = pair();
+    for bad in ["alice@montague.lit", "montague.lit/res", "../../etc/passwd", ""] {
+        assert!(p.c.inbound(bad, PresenceKind::Subscribe, None).is_err(), "{bad}");
+    }
+    assert!(p.c.roster().is_empty());
+    assert_eq!(p.c.store().pending_count(), 0);
+}
+
+#[test]
+fn pending_cap_drops_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(dir.path(), "capulet.lit", Config { max_pending: 3, ..cfg() });
+    for i in 0..10 {
+        c.inbound(&format!("s{i}.lit"), PresenceKind::Subscribe, None).unwrap();
+    }
+    assert_eq!(c.store().pending_count(), 3);
+    assert_eq!(c.roster().len(), 3);
+    let dropped = c.inbound("late.lit", PresenceKind::Subscribe, None).unwrap();
+    assert!(dropped.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("already pending"))));
+    assert_eq!(c.state("late.lit").unwrap(), Subscription::None);
+}
+
+#[test]
+fn file_edit_and_cli_decisions_are_picked_up_by_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(dir.path(), "capulet.lit", Config { watch: true, ..cfg() });
+    c.poll().unwrap();
+    c.inbound("montague.lit", PresenceKind::Subscribe, Some("s1")).unwrap();
+    c.inbound("verona.lit", PresenceKind::Subscribe, Some("s2")).unwrap();
+    // An admin edits one file by hand ...
+    let path = c.store().pending_path(&Domain::new("montague.lit").unwrap());
+    let text = fs::read_to_string(&path).unwrap().replace("\"pending\"", "\"approve\"");
+    fs::write(&path, text).unwrap();
+    // ... and another process (the CLI) denies the other through the store.
+    let cli = server_trust::Store::open(dir.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
+    cli.set_decision(&Domain::new("verona.lit").unwrap(), Decision::Deny, "cli").unwrap();
+    cli.queue(&Domain::new("padua.lit").unwrap(), QueuedAct::Request, "cli").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got.extend(c.poll().unwrap());
+        if sent(&got).len() >= 5 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let s = sent(&got);
+    assert!(s.contains(&("montague.lit".into(), "subscribed")), "{got:?}");
+    assert!(s.contains(&("verona.lit".into(), "unsubscribed")), "{got:?}");
+    assert!(s.contains(&("padua.lit".into(), "subscribe")), "{got:?}");
+    assert!(c.is_trusted("montague.lit", None));
+    assert_eq!(c.state("padua.lit").unwrap(), Subscription::NonePendingOut);
+    let log = c.store().read_audit().unwrap();
+    assert!(log.iter().any(|r| r.actor == "file" && r.event == "approve"), "{log:?}");
+    assert!(log.iter().any(|r| r.actor == "cli" && r.event == "deny"));
+    // Nothing changed since: poll is empty.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.poll().unwrap();
+    assert!(c.poll().unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_pending_file_is_reported_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(dir.path(), "capulet.lit", cfg());
+    c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    let path = c.store().pending_path(&Domain::new("montague.lit").unwrap());
+    fs::write(&path, "peer = \"montague.lit\"\ndecision = [oops\n").unwrap();
+    let a = c.poll().unwrap();
+    assert!(a.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("montague.lit.toml:2"))), "{a:?}");
+    assert!(c.poll().unwrap().is_empty(), "reported once");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "peer = \"montague.lit\"\ndecision = [oops\n");
+    // A repeat subscribe does not overwrite it either.
+    c.inbound("montague.lit", PresenceKind::Subscribe, None).ok();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "peer = \"montague.lit\"\ndecision = [oops\n");
+}
+
+#[test]
+fn corrupt_roster_refuses_to_open_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(engine(dir.path(), "capulet.lit", cfg()));
+    let path = dir.path().join("capulet.lit/roster.toml");
+    fs::write(&path, "[peers.\"montague.lit\"]\nstate = \"bestest\"\n").unwrap();
+    let err = Engine::open(dir.path(), "capulet.lit", cfg()).err().unwrap().to_string();
+    assert!(err.contains("roster.toml:2"), "{err}");
+    assert!(fs::read_to_string(&path).unwrap().contains("bestest"));
+}
+
+#[test]
+fn state_survives_reopen_and_scopes_filter_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = engine(dir.path(), "capulet.lit", cfg());
+        c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+        c.approve("montague.lit", Actor::Shell).unwrap();
+        c.set_groups("montague.lit", vec!["incidents".into()], Actor::Cli).unwrap();
+    }
+    let c = engine(dir.path(), "capulet.lit", cfg());
+    assert_eq!(c.state("montague.lit").unwrap(), Subscription::FromPendingOut);
+    assert!(c.is_trusted("montague.lit", None));
+    assert!(c.is_trusted("Montague.LIT", Some("incidents")));
+    assert!(!c.is_trusted("montague.lit", Some("muc-limits")));
+    let start = c.startup_actions();
+    assert_eq!(sent(&start), [("montague.lit".into(), "available")]);
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let e = Engine::open(&root, "capulet.lit", cfg()).unwrap();
+                for i in 0..25 {
+                    e.inbound(&format!("p{t}-{i}.lit"), PresenceKind::Subscribe, None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let e = engine(&root, "capulet.lit", cfg());
+    assert_eq!(e.roster().len(), 100, "every writer's entries survive");
+    assert_eq!(e.store().pending_count(), 100);
+}

@@ -1,1 +1,24 @@
-fn main(){}
+//! Regenerates `include/server_trust.h` from `src/ffi.rs` with cbindgen.
+//!
+//! The header is committed; `tests/c_abi.rs` fails when the committed file differs from what
+//! this produces, so CI catches a stale header. Regenerate with plain `cargo build`.
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
+    match cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+    {
+        // write_to_file only touches the file when the content changed.
+        Ok(bindings) => {
+            bindings.write_to_file(dir.join("include/server_trust.h"));
+        }
+        // Let rustc report the syntax error with a proper span instead.
+        Err(e) => println!("cargo:warning=cbindgen: {e}"),
+    }
+}

@@ -1,0 +1,159 @@
+/* The whole XEP-0267 handshake between two engines, driven from C through the public header.
+ * Built by tests/c_abi.rs with -std=c99 -Wall -Wextra -Werror -pedantic.
+ * Usage: handshake STORE_DIR  (exit 0 on success, prints the failing check otherwise) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_trust.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                             \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                         \
+        }                                                                       \
+    } while (0)
+
+static void print_status(const char *what, st_status s, const st_engine *e) {
+    char buf[256] = "";
+    if (e != NULL) {
+        st_engine_last_error(e, buf, sizeof buf, NULL);
+    }
+    fprintf(stderr, "%s: %s (%s)\n", what, st_status_str(s), buf);
+}
+
+/* Delivers every SEND action addressed to `to_host` into `to`; returns what `to` answered
+ * as a newly allocated list (caller frees). Counts sends of `type` into *count if given. */
+static st_actions *deliver(const char *from_host, st_actions *acts, st_engine *to, const char *to_host) {
+    st_actions *answers = NULL;
+    size_t i;
+    for (i = 0; i < st_actions_len(acts); i++) {
+        st_action a;
+        st_actions *got = NULL;
+        st_status s;
+        CHECK(st_actions_get(acts, i, &a) == ST_STATUS_OK);
+        if (a.kind != ST_ACTION_SEND || strcmp(a.peer, to_host) != 0) {
+            continue;
+        }
+        s = st_engine_inbound(to, from_host, a.presence_type, a.id, &got);
+        if (s != ST_STATUS_OK) {
+            print_status("inbound", s, to);
+            failures++;
+            continue;
+        }
+        if (answers == NULL) {
+            answers = got;
+        } else {
+            st_actions_free(got); /* the handshake needs at most one answering batch per step */
+        }
+    }
+    return answers;
+}
+
+static int count_sends(const st_actions *acts, const char *type) {
+    size_t i;
+    int n = 0;
+    for (i = 0; i < st_actions_len(acts); i++) {
+        st_action a;
+        if (st_actions_get(acts, i, &a) == ST_STATUS_OK && a.kind == ST_ACTION_SEND &&
+            strcmp(a.presence_type, type) == 0) {
+            n++;
+        }
+    }
+    return n;
+}
+
+static int trusted(const st_engine *e, const char *peer) {
+    bool t = false;
+    CHECK(st_is_trusted(e, peer, NULL, &t) == ST_STATUS_OK);
+    return t ? 1 : 0;
+}
+
+static st_subscription state(const st_engine *e, const char *peer) {
+    st_subscription s = 99;
+    CHECK(st_engine_state(e, peer, &s) == ST_STATUS_OK);
+    return s;
+}
+
+int main(int argc, char **argv) {
+    char mroot[4096], croot[4096];
+    st_engine *m = NULL, *c = NULL;
+    st_actions *a1 = NULL, *c1 = NULL, *c2 = NULL, *m2 = NULL, *c3 = NULL, *bad = NULL;
+    st_options opts = st_options_default();
+    st_subscription next = 0;
+    st_disposition disp = 0;
+    st_status s;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s STORE_DIR\n", argv[0]);
+        return 2;
+    }
+    snprintf(mroot, sizeof mroot, "%s/m", argv[1]);
+    snprintf(croot, sizeof croot, "%s/c", argv[1]);
+    opts.watch = 0;
+
+    /* The pure transition function, for hosts with their own storage. */
+    CHECK(st_transition(ST_SUBSCRIPTION_NONE, ST_DIRECTION_INBOUND, ST_PRESENCE_TYPE_SUBSCRIBE, &next, &disp) == ST_STATUS_OK);
+    CHECK(next == ST_SUBSCRIPTION_NONE_PENDING_IN && disp == ST_DISPOSITION_DELIVER);
+    CHECK(st_transition(ST_SUBSCRIPTION_BOTH, ST_DIRECTION_INBOUND, ST_PRESENCE_TYPE_SUBSCRIBE, &next, &disp) == ST_STATUS_OK);
+    CHECK(next == ST_SUBSCRIPTION_BOTH && disp == ST_DISPOSITION_AUTO_REPLY);
+    CHECK(st_transition(9, 0, 0, &next, &disp) == ST_STATUS_INVALID_ARGUMENT);
+    CHECK(st_transition(0, 7, 0, &next, &disp) == ST_STATUS_INVALID_ARGUMENT);
+
+    s = st_engine_open(mroot, "montague.lit", &opts, &m);
+    if (s != ST_STATUS_OK) { print_status("open montague", s, NULL); return 1; }
+    s = st_engine_open(croot, "capulet.lit", &opts, &c);
+    if (s != ST_STATUS_OK) { print_status("open capulet", s, NULL); return 1; }
+
+    /* Bad input is a status, never a crash. */
+    CHECK(st_engine_inbound(c, "alice@montague.lit", "subscribe", NULL, &bad) == ST_STATUS_INVALID_DOMAIN);
+    CHECK(st_engine_inbound(c, "montague.lit/res", "subscribe", NULL, &bad) == ST_STATUS_INVALID_DOMAIN);
+    CHECK(st_engine_inbound(c, NULL, "subscribe", NULL, &bad) == ST_STATUS_NULL_PARAMETER);
+    CHECK(st_engine_approve(c, "montague.lit", &bad) == ST_STATUS_NO_PENDING_REQUEST);
+    CHECK(bad == NULL);
+
+    /* montague's admin asks. */
+    CHECK(st_engine_request(m, "capulet.lit", &a1) == ST_STATUS_OK);
+    CHECK(count_sends(a1, "subscribe") == 1);
+    CHECK(state(m, "capulet.lit") == ST_SUBSCRIPTION_NONE_PENDING_OUT);
+
+    /* capulet holds it for its admin: nothing goes back. */
+    c1 = deliver("montague.lit", a1, c, "capulet.lit");
+    CHECK(c1 != NULL && count_sends(c1, "subscribed") == 0);
+    CHECK(state(c, "montague.lit") == ST_SUBSCRIPTION_NONE_PENDING_IN);
+    CHECK(!trusted(c, "montague.lit"));
+
+    /* capulet's admin approves: subscribed + reciprocal subscribe. */
+    CHECK(st_engine_approve(c, "montague.lit", &c2) == ST_STATUS_OK);
+    CHECK(count_sends(c2, "subscribed") == 1 && count_sends(c2, "subscribe") == 1);
+    CHECK(trusted(c, "montague.lit"));
+
+    /* montague: pre-approved by its own request, answers without a second prompt. */
+    m2 = deliver("capulet.lit", c2, m, "montague.lit");
+    CHECK(m2 != NULL && count_sends(m2, "subscribed") == 1);
+    CHECK(state(m, "capulet.lit") == ST_SUBSCRIPTION_BOTH);
+    c3 = deliver("montague.lit", m2, c, "capulet.lit");
+    CHECK(state(c, "montague.lit") == ST_SUBSCRIPTION_BOTH);
+    CHECK(trusted(m, "capulet.lit") && trusted(c, "montague.lit"));
+
+    printf("montague sees capulet.lit: state %u trusted %d\n", (unsigned)state(m, "capulet.lit"), trusted(m, "capulet.lit"));
+    printf("capulet sees montague.lit: state %u trusted %d\n", (unsigned)state(c, "montague.lit"), trusted(c, "montague.lit"));
+
+    st_actions_free(a1);
+    st_actions_free(c1);
+    st_actions_free(c2);
+    st_actions_free(m2);
+    st_actions_free(c3);
+    st_engine_free(m);
+    st_engine_free(c);
+    st_engine_free(NULL);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("C handshake OK (server-trust %s)\n", st_version());
+    return 0;
+}

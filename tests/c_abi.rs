@@ -1,0 +1,75 @@
+//! The C ABI as a C program sees it: the committed header, the system C compiler, the
+//! built cdylib.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Directory holding the cdylib that `cargo test` built next to this test binary.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf() // target/<profile>/deps -> target/<profile>
+}
+
+#[test]
+fn c_program_runs_the_whole_handshake() {
+    let out = tempfile::tempdir().unwrap();
+    let bin = out.path().join("handshake");
+    let lib = lib_dir();
+    assert!(lib.join("libserver_trust.so").exists(), "cdylib missing in {}", lib.display());
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
+        .arg(&bin)
+        .arg(repo().join("tests/c/handshake.c"))
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lserver_trust")
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "C compile failed");
+    let run = Command::new(&bin)
+        .arg(out.path())
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "C handshake failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("C handshake OK"), "{stdout}");
+    assert!(stdout.contains("state 8 trusted 1"), "{stdout}");
+}
+
+#[test]
+fn header_compiles_as_cpp_too() {
+    let out = tempfile::tempdir().unwrap();
+    let src = out.path().join("h.cpp");
+    std::fs::write(&src, "#include \"server_trust.h\"\nint main() { return st_status_str(0) ? 0 : 1; }\n").unwrap();
+    let status = Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(&src)
+        .status();
+    match status {
+        Ok(s) => assert!(s.success(), "header does not compile as C++"),
+        Err(e) => panic!("g++ not available: {e}"),
+    }
+}
+
+/// build.rs regenerates the header on every build; a difference from the committed file
+/// means someone changed the ABI without committing the header.
+#[test]
+fn committed_header_is_current() {
+    let out = Command::new("git")
+        .args(["diff", "--exit-code", "HEAD", "--", "include/server_trust.h"])
+        .current_dir(repo())
+        .output()
+        .expect("git is needed to check the committed header");
+    assert!(
+        out.status.success(),
+        "include/server_trust.h differs from the committed one; commit it:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -25,11 +25,25 @@ static void print_status(const char *what, st_status s, const st_engine *e) {
     fprintf(stderr, "%s: %s (%s)\n", what, st_status_str(s), buf);
 }
 
-/* Delivers every SEND action addressed to `to_host` into `to`; returns what `to` answered
- * as a newly allocated list (caller frees). Counts sends of `type` into *count if given. */
-static st_actions *deliver(const char *from_host, st_actions *acts, st_engine *to, const char *to_host) {
-    st_actions *answers = NULL;
+/* Everything one engine answered to a delivery. */
+typedef struct {
+    st_actions *lists[16];
+    size_t n;
+} batch;
+
+static void batch_free(batch *b) {
     size_t i;
+    for (i = 0; i < b->n; i++) {
+        st_actions_free(b->lists[i]);
+    }
+    b->n = 0;
+}
+
+/* Delivers every SEND action of `acts` addressed to `to_host` into `to`. */
+static batch deliver(const char *from_host, const st_actions *acts, st_engine *to, const char *to_host) {
+    batch out;
+    size_t i;
+    out.n = 0;
     for (i = 0; i < st_actions_len(acts); i++) {
         st_action a;
         st_actions *got = NULL;
@@ -42,15 +56,13 @@ static st_actions *deliver(const char *from_host, st_actions *acts, st_engine *t
         if (s != ST_STATUS_OK) {
             print_status("inbound", s, to);
             failures++;
-            continue;
-        }
-        if (answers == NULL) {
-            answers = got;
+        } else if (out.n < sizeof out.lists / sizeof out.lists[0]) {
+            out.lists[out.n++] = got;
         } else {
-            st_actions_free(got); /* the handshake needs at most one answering batch per step */
+            st_actions_free(got);
         }
     }
-    return answers;
+    return out;
 }
 
 static int count_sends(const st_actions *acts, const char *type) {
@@ -64,6 +76,33 @@ static int count_sends(const st_actions *acts, const char *type) {
         }
     }
     return n;
+}
+
+static int batch_sends(const batch *b, const char *type) {
+    size_t i;
+    int n = 0;
+    for (i = 0; i < b->n; i++) {
+        n += count_sends(b->lists[i], type);
+    }
+    return n;
+}
+
+/* Delivers a whole batch (all its lists) and returns the answers. */
+static batch deliver_batch(const char *from_host, const batch *b, st_engine *to, const char *to_host) {
+    batch out;
+    size_t i, j;
+    out.n = 0;
+    for (i = 0; i < b->n; i++) {
+        batch part = deliver(from_host, b->lists[i], to, to_host);
+        for (j = 0; j < part.n; j++) {
+            if (out.n < sizeof out.lists / sizeof out.lists[0]) {
+                out.lists[out.n++] = part.lists[j];
+            } else {
+                st_actions_free(part.lists[j]);
+            }
+        }
+    }
+    return out;
 }
 
 static int trusted(const st_engine *e, const char *peer) {
@@ -81,7 +120,8 @@ static st_subscription state(const st_engine *e, const char *peer) {
 int main(int argc, char **argv) {
     char mroot[4096], croot[4096];
     st_engine *m = NULL, *c = NULL;
-    st_actions *a1 = NULL, *c1 = NULL, *c2 = NULL, *m2 = NULL, *c3 = NULL, *bad = NULL;
+    st_actions *a1 = NULL, *c2 = NULL, *bad = NULL;
+    batch c1, m2, c3, c2b;
     st_options opts = st_options_default();
     st_subscription next = 0;
     st_disposition disp = 0;
@@ -122,7 +162,7 @@ int main(int argc, char **argv) {
 
     /* capulet holds it for its admin: nothing goes back. */
     c1 = deliver("montague.lit", a1, c, "capulet.lit");
-    CHECK(c1 != NULL && count_sends(c1, "subscribed") == 0);
+    CHECK(c1.n == 1 && batch_sends(&c1, "subscribed") == 0);
     CHECK(state(c, "montague.lit") == ST_SUBSCRIPTION_NONE_PENDING_IN);
     CHECK(!trusted(c, "montague.lit"));
 
@@ -132,10 +172,13 @@ int main(int argc, char **argv) {
     CHECK(trusted(c, "montague.lit"));
 
     /* montague: pre-approved by its own request, answers without a second prompt. */
-    m2 = deliver("capulet.lit", c2, m, "montague.lit");
-    CHECK(m2 != NULL && count_sends(m2, "subscribed") == 1);
+    c2b.n = 1;
+    c2b.lists[0] = c2;
+    m2 = deliver_batch("capulet.lit", &c2b, m, "montague.lit");
+    CHECK(batch_sends(&m2, "subscribed") == 1 && batch_sends(&m2, "subscribe") == 0);
     CHECK(state(m, "capulet.lit") == ST_SUBSCRIPTION_BOTH);
-    c3 = deliver("montague.lit", m2, c, "capulet.lit");
+    c3 = deliver_batch("montague.lit", &m2, c, "capulet.lit");
+    CHECK(batch_sends(&c3, "subscribed") == 0);
     CHECK(state(c, "montague.lit") == ST_SUBSCRIPTION_BOTH);
     CHECK(trusted(m, "capulet.lit") && trusted(c, "montague.lit"));
 
@@ -143,10 +186,10 @@ int main(int argc, char **argv) {
     printf("capulet sees montague.lit: state %u trusted %d\n", (unsigned)state(c, "montague.lit"), trusted(c, "montague.lit"));
 
     st_actions_free(a1);
-    st_actions_free(c1);
-    st_actions_free(c2);
-    st_actions_free(m2);
-    st_actions_free(c3);
+    batch_free(&c1);
+    batch_free(&c2b); /* owns c2 */
+    batch_free(&m2);
+    batch_free(&c3);
     st_engine_free(m);
     st_engine_free(c);
     st_engine_free(NULL);

@@ -1,0 +1,134 @@
+-- mod_lab.lua -- TEST-ONLY Prosody 0.12 module used by the Rust integration-test harness
+-- (tests/support/prosody.rs). Never deploy this on a real server: it lets anyone with access
+-- to the admin socket make a local host send arbitrary stanzas.
+--
+-- Global module (module:set_global()), listed in the global modules_enabled. It provides:
+--
+--  1. Recorder: every presence/message/iq event for every local host ("presence/host",
+--     "presence/bare", "presence/full", same for message and iq) is appended as one JSON line to
+--     <data_path>/lab-received.jsonl (option lab_record_file), from ANY origin (s2sin, s2sout,
+--     local, c2s), hooked at priority 1000 and never consuming the event. Stanzas a local host
+--     routes to a remote domain ("route/remote") are recorded too, with dir = "out".
+--     Fields: t (util.time.now()), dir ("in"/"out"), event, host, origin_type,
+--     origin_from_host, name, type, from, to, id, body (messages only), xml.
+--  2. Readiness: <data_path>/lab-ready is written on "server-started".
+--  3. Admin shell commands (mod_admin_shell env, 0.12.3 style):
+--        lab:send(xml)  -- parse with util.xml, post as the local host (from must be local)
+--        lab:ping()
+--     e.g.  prosodyctl --config CFG shell 'lab:send([==[<presence from="a.lit" to="b.lit"/>]==])'
+
+module:set_global();
+
+local xml_parse = require "util.xml".parse;
+local jid_host = require "util.jid".host;
+local json = require "util.json";
+local now = require "util.time".now;
+local hosts = prosody.hosts;
+
+local in_server = prosody.process_type == "prosody";
+
+local record_file = module:get_option_path("lab_record_file", "lab-received.jsonl", "data");
+
+local function record(fields)
+	local line = json.encode(fields);
+	local f, err = io.open(record_file, "a");
+	if not f then
+		module:log("error", "lab: cannot open %s: %s", record_file, err);
+		return;
+	end
+	-- one write() per line so a concurrent reader sees whole lines
+	f:setvbuf("full", #line + 2);
+	f:write(line, "\n");
+	f:close();
+end
+
+local function stanza_fields(stanza, host, dir, event_name, origin)
+	local body;
+	if stanza.name == "message" then
+		body = stanza:get_child_text("body");
+	end
+	return {
+		t = now();
+		dir = dir;
+		event = event_name;
+		host = host;
+		origin_type = origin and origin.type or nil;
+		origin_from_host = origin and origin.from_host or nil;
+		name = stanza.name;
+		type = stanza.attr.type;
+		from = stanza.attr.from;
+		to = stanza.attr.to;
+		id = stanza.attr.id;
+		body = body;
+		xml = tostring(stanza);
+	};
+end
+
+-- (1) recorder
+function module.add_host(host_module)
+	if not in_server then return; end
+	local host = host_module.host;
+	for _, name in ipairs({ "presence", "message", "iq" }) do
+		for _, kind in ipairs({ "host", "bare", "full" }) do
+			local event_name = name.."/"..kind;
+			host_module:hook(event_name, function (event)
+				local ok, err = pcall(function ()
+					record(stanza_fields(event.stanza, host, "in", event_name, event.origin));
+				end);
+				if not ok then module:log("error", "lab recorder failed: %s", err); end
+				-- never consume: return nothing
+			end, 1000);
+		end
+	end
+	host_module:hook("route/remote", function (event)
+		local ok, err = pcall(function ()
+			local stanza = event.stanza;
+			if stanza.name ~= "presence" and stanza.name ~= "message" and stanza.name ~= "iq" then return; end
+			record(stanza_fields(stanza, host, "out", "route/remote", event.origin));
+		end);
+		if not ok then module:log("error", "lab recorder (out) failed: %s", err); end
+	end, 1000);
+end
+
+-- (3) admin shell commands
+local function inject(xml)
+	if type(xml) ~= "string" then return nil, "usage: lab:send(xml)"; end
+	local stanza, err = xml_parse(xml);
+	if not stanza then return nil, "XML parse error: "..tostring(err); end
+	local from_host = stanza.attr.from and jid_host(stanza.attr.from);
+	if not (from_host and hosts[from_host]) then
+		return nil, "'from' must be a local host (or a JID at one), got "..tostring(stanza.attr.from);
+	end
+	module:log("info", "lab injecting at t=%.6f: %s", now(), stanza);
+	prosody.core_post_stanza(hosts[from_host], stanza);
+	return true, "sent "..stanza:top_tag();
+end
+
+local shell_env = module:shared("/*/admin_shell/env");
+shell_env.lab = {
+	send = function (self, xml) -- luacheck: ignore 212/self
+		return inject(xml);
+	end;
+	ping = function (self) -- luacheck: ignore 212/self
+		return true, "lab alive in pid "..tostring(require "util.pposix".getpid());
+	end;
+};
+
+function module.unload()
+	shell_env.lab = nil;
+end
+
+-- (2) readiness file
+if in_server then
+	local ready_file = prosody.paths.data.."/lab-ready";
+	local function write_ready()
+		local f = io.open(ready_file, "w");
+		if f then f:write(("%.6f\n"):format(now())); f:close(); end
+		module:log("info", "lab: server-started t=%.6f", now());
+	end
+	module:hook_global("server-started", write_ready);
+	-- Loaded into an already running server (e.g. "module:load('lab')" from the shell):
+	-- server-started has fired already, so write the file now.
+	if prosody.lab_started then write_ready(); end
+	module:hook_global("server-started", function () prosody.lab_started = true; end);
+end

@@ -1,0 +1,176 @@
+//! Lua 5.4 C module `server_trust_lua`: the engine as seen from Prosody.
+//!
+//! Built with mlua's `module` feature, so it links against the host's Lua (Prosody's
+//! `lua5.4`) and never brings a second runtime. Engine errors come back Lua-style as
+//! `nil, message`; a Rust panic becomes a Lua error that Prosody logs, never a crash.
+//! Load with `package.loadlib(path, "luaopen_server_trust_lua")`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mlua::prelude::*;
+use server_trust::{Action, Actor, Config, Engine};
+
+/// An open engine, shared by reference counting so Lua can copy the handle freely.
+struct LuaEngine(Arc<Engine>);
+
+/// Lua convention: the value on success, `nil, message` for an engine error.
+fn lua_result<T>(
+    lua: &Lua,
+    r: server_trust::Result<T>,
+    convert: impl FnOnce(&Lua, T) -> LuaResult<LuaValue>,
+) -> LuaResult<LuaMultiValue> {
+    match r {
+        Ok(v) => Ok(LuaMultiValue::from_iter([convert(lua, v)?])),
+        Err(e) => Ok(LuaMultiValue::from_iter([LuaValue::Nil, e.to_string().into_lua(lua)?])),
+    }
+}
+
+fn string(lua: &Lua, s: &str) -> LuaResult<LuaValue> {
+    s.into_lua(lua)
+}
+
+fn actions_table(lua: &Lua, actions: Vec<Action>) -> LuaResult<LuaValue> {
+    let list = lua.create_table_with_capacity(actions.len(), 0)?;
+    for a in actions {
+        let t = lua.create_table()?;
+        match a {
+            Action::Send { to, kind, id } => {
+                t.set("kind", "send")?;
+                t.set("to", to.as_str())?;
+                t.set("type", kind.as_str())?;
+                t.set("id", id)?;
+            }
+            Action::Notify { peer, text } => {
+                t.set("kind", "notify")?;
+                t.set("peer", peer.as_str())?;
+                t.set("text", text)?;
+            }
+            Action::TrustChanged { peer, trusted } => {
+                t.set("kind", "trust")?;
+                t.set("peer", peer.as_str())?;
+                t.set("trusted", trusted)?;
+            }
+            Action::Log { level, text } => {
+                t.set("kind", "log")?;
+                t.set("level", level.as_str())?;
+                t.set("text", text)?;
+            }
+        }
+        list.push(t)?;
+    }
+    Ok(LuaValue::Table(list))
+}
+
+fn actor(name: Option<String>) -> LuaResult<Actor> {
+    name.as_deref().unwrap_or("shell").parse().map_err(LuaError::external)
+}
+
+fn secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl LuaUserData for LuaEngine {
+    fn add_methods<M: LuaUserDataMethods<Self>>(m: &mut M) {
+        m.add_method("is_trusted", |_, this, (peer, scope): (LuaString, Option<LuaString>)| {
+            let scope = scope.as_ref().map(|s| s.to_str()).transpose()?;
+            Ok(this.0.is_trusted(&peer.to_str()?, scope.as_deref()))
+        });
+        m.add_method("state", |lua, this, peer: String| {
+            lua_result(lua, this.0.state(&peer), |lua, s| string(lua, s.as_str()))
+        });
+        m.add_method("inbound", |lua, this, (from, ty, id): (String, Option<String>, Option<String>)| {
+            let r = ty.as_deref().unwrap_or("").parse().and_then(|k| this.0.inbound(&from, k, id.as_deref()));
+            lua_result(lua, r, actions_table)
+        });
+        macro_rules! act {
+            ($name:literal, $method:ident) => {
+                m.add_method($name, |lua, this, (peer, who): (String, Option<String>)| {
+                    let r = this.0.$method(&peer, actor(who)?);
+                    lua_result(lua, r, actions_table)
+                });
+            };
+        }
+        act!("request", request);
+        act!("approve", approve);
+        act!("deny", deny);
+        act!("revoke", revoke);
+        m.add_method("poll", |lua, this, ()| {
+            lua_result(lua, this.0.poll(), actions_table)
+        });
+        m.add_method("startup", |lua, this, ()| actions_table(lua, this.0.startup_actions()));
+        m.add_method("set_groups", |lua, this, (peer, groups, who): (String, Vec<String>, Option<String>)| {
+            lua_result(lua, this.0.set_groups(&peer, groups, actor(who)?), |_, ()| Ok(LuaValue::Boolean(true)))
+        });
+        m.add_method("roster", |lua, this, ()| {
+            let list = lua.create_table()?;
+            for (peer, e) in this.0.roster() {
+                let t = lua.create_table()?;
+                t.set("peer", peer.as_str())?;
+                t.set("state", e.state.as_str())?;
+                t.set("trusted", e.state.from())?;
+                t.set("groups", e.groups.clone())?;
+                t.set("note", e.note.clone())?;
+                t.set("approved_at", e.approved_at.clone())?;
+                t.set("pre_approved", e.pre_approved)?;
+                if let Some(p) = this.0.presence(peer.as_str()) {
+                    t.set("available", p.available)?;
+                    t.set("last_seen", secs(p.last_seen))?;
+                }
+                list.push(t)?;
+            }
+            Ok(list)
+        });
+        m.add_method("pending", |lua, this, ()| {
+            let (reqs, bad) = this.0.store().list_pending();
+            let list = lua.create_table()?;
+            for r in reqs {
+                let t = lua.create_table()?;
+                t.set("peer", r.peer.as_str())?;
+                t.set("first_seen", r.first_seen)?;
+                t.set("last_seen", r.last_seen)?;
+                t.set("times_seen", r.times_seen)?;
+                t.set("decision", format!("{:?}", r.decision).to_lowercase())?;
+                t.set("file", this.0.store().pending_path(&r.peer).display().to_string())?;
+                list.push(t)?;
+            }
+            let errors: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
+            Ok((list, errors))
+        });
+        m.add_method("host", |_, this, ()| Ok(this.0.host().to_string()));
+        m.add_method("store_dir", |_, this, ()| Ok(this.0.store().dir().display().to_string()));
+    }
+}
+
+/// `open(store_root, host, options)`; options: reciprocate, preapprove_on_request,
+/// max_pending, repeat_window (seconds), watch. Returns the engine or `nil, message`.
+fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
+    let mut c = Config::default();
+    if let Some(o) = opts {
+        c.reciprocate = o.get::<Option<bool>>("reciprocate")?.unwrap_or(c.reciprocate);
+        c.preapprove_on_request = o.get::<Option<bool>>("preapprove_on_request")?.unwrap_or(c.preapprove_on_request);
+        c.max_pending = o.get::<Option<usize>>("max_pending")?.unwrap_or(c.max_pending);
+        c.watch = o.get::<Option<bool>>("watch")?.unwrap_or(c.watch);
+        if let Some(w) = o.get::<Option<f64>>("repeat_window")? {
+            c.repeat_window = Duration::from_secs_f64(w.max(0.0));
+        }
+    }
+    lua_result(lua, Engine::open(Path::new(&root), &host, c), |lua, e| {
+        Ok(LuaValue::UserData(lua.create_userdata(LuaEngine(Arc::new(e)))?))
+    })
+}
+
+/// `validate(s)`: the normalised server domain, or `nil, reason`.
+fn validate(lua: &Lua, s: String) -> LuaResult<LuaMultiValue> {
+    lua_result(lua, server_trust::Domain::new(&s), |lua, d| string(lua, d.as_str()))
+}
+
+#[mlua::lua_module]
+fn server_trust_lua(lua: &Lua) -> LuaResult<LuaTable> {
+    let exports = lua.create_table()?;
+    exports.set("open", lua.create_function(open)?)?;
+    exports.set("validate", lua.create_function(validate)?)?;
+    exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    Ok(exports)
+}

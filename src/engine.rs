@@ -654,6 +654,11 @@ impl Step<'_> {
                 if !after.pending_in() && before.state.pending_in() {
                     self.engine.store.remove_pending(peer)?;
                 }
+                // A denied request takes its pre-approval with it: if the peer asks later,
+                // the admin is prompted like for anyone else.
+                if ty == SubscriptionType::Unsubscribed && before.state.pending_out() {
+                    self.update(peer, |e| e.pre_approved = false);
+                }
                 let what = match ty {
                     SubscriptionType::Subscribed => "approved our request: we are subscribed",
                     SubscriptionType::Unsubscribe => "withdrew its subscription to us",

@@ -13,23 +13,28 @@ use crate::error::{Error, Result};
 
 /// The nine subscription states of RFC 6121 Appendix A.1, numbered as in the C ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum Subscription {
     /// No subscription either way.
     None = 0,
     /// We asked the peer; no answer yet.
+    #[serde(rename = "none+pending-out")]
     NonePendingOut = 1,
     /// The peer asked us; the admin has not decided.
+    #[serde(rename = "none+pending-in")]
     NonePendingIn = 2,
     /// Both asked, neither answered.
+    #[serde(rename = "none+pending-out-in")]
     NonePendingOutIn = 3,
     /// We are subscribed to the peer (the peer trusts us).
     To = 4,
     /// We are subscribed to the peer, and the peer asked us.
+    #[serde(rename = "to+pending-in")]
     ToPendingIn = 5,
     /// The peer is subscribed to us (we trust the peer).
     From = 6,
     /// We trust the peer and asked it back.
+    #[serde(rename = "from+pending-out")]
     FromPendingOut = 7,
     /// Mutual trust.
     Both = 8,
@@ -287,6 +292,14 @@ mod tests {
             for (state, expected) in Subscription::ALL.into_iter().zip(row) {
                 assert_eq!(transition(state, dir, ty), expected, "{state} {dir:?} {ty:?}");
             }
+        }
+    }
+
+    #[test]
+    fn file_names_match_display_names() {
+        for s in Subscription::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
         }
     }
 

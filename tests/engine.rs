@@ -109,6 +109,11 @@ fn deny_sends_unsubscribed_and_grants_nothing() {
     assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::None);
     deliver("capulet.lit", &d, &p.m);
     assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::None);
+    assert!(p.m.entry("capulet.lit").unwrap().is_none(), "denial clears the pre-approval");
+    // So a later request from capulet prompts montague's admin.
+    let later = p.m.inbound("capulet.lit", PresenceKind::Subscribe, None).unwrap();
+    assert!(sent(&later).is_empty(), "{later:?}");
+    assert_eq!(p.m.state("capulet.lit").unwrap(), Subscription::NonePendingIn);
     assert!(!p.m.is_trusted("capulet.lit", None) && !p.c.is_trusted("montague.lit", None));
     assert!(p.c.approve("montague.lit", Actor::Cli).is_err(), "nothing left to approve");
 }

@@ -58,6 +58,9 @@ pub struct LabOptions {
     pub extra_global: String,
     /// Lua config text appended inside each VirtualHost section.
     pub extra_host: String,
+    /// More VirtualHosts served by the montague server (same address and certificate), so
+    /// tests can send from many distinct server domains.
+    pub montague_extra_hosts: Vec<String>,
 }
 
 pub struct Lab {
@@ -424,7 +427,10 @@ impl Lab {
         let hosts_file = dir.join("hosts");
         fs::write(
             &hosts_file,
-            format!("{ip_m} {MONTAGUE}\n{ip_c} {CAPULET}\n"),
+            format!(
+                "{ip_m} {MONTAGUE}\n{ip_c} {CAPULET}\n{}",
+                opts.montague_extra_hosts.iter().map(|h| format!("{ip_m} {h}\n")).collect::<String>()
+            ),
         )
         .unwrap();
 
@@ -608,6 +614,16 @@ modules_enabled = {{
             c.push_str("\t-- extra_host\n");
             c.push_str(&opts.extra_host);
             c.push('\n');
+        }
+        if self.host == MONTAGUE {
+            for extra in &opts.montague_extra_hosts {
+                c.push_str(&format!(
+                    "\nVirtualHost {host}\n\tssl = {{\n\t\tcertificate = {crt};\n\t\tkey = {key};\n\t}}\n",
+                    host = lua_str(extra),
+                    crt = lua_path(&certs.join(format!("{MONTAGUE}.crt"))),
+                    key = lua_path(&certs.join(format!("{MONTAGUE}.key"))),
+                ));
+            }
         }
         c
     }

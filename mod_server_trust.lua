@@ -1,0 +1,249 @@
+-- mod_server_trust: XEP-0267 Server Buddies for Prosody 0.12
+-- Copyright (C) 2026 the server-trust authors. MPL-2.0.
+--
+-- A thin bridge: Prosody hooks in, the Rust engine (server_trust_lua.so) decides, its
+-- actions go out as stanzas, chat messages and events. No trust policy lives here.
+-- Stock mod_presence answers every 'subscribe' to the host JID with 'subscribed'; our
+-- presence/host hook runs first and always stops the event, so that never happens.
+
+local st = require "util.stanza";
+local jid_split = require "util.jid".split;
+local jid_prep = require "util.jid".prep;
+local set = require "util.set";
+local ipairs, pairs, next, pcall, type = ipairs, pairs, next, pcall, type;
+
+local host = module.host;
+local is_server = prosody.process_type == "prosody";
+
+local store_root = module:get_option_path("server_trust_store", "server_trust", "data");
+local native_path = module:get_option_path("server_trust_native_path", "server_trust_lua.so");
+local poll_interval = module:get_option_number("server_trust_poll_interval", 0.25);
+local notify_admins = module:get_option_boolean("server_trust_notify_admins", true);
+local options = {
+	reciprocate = module:get_option_boolean("server_trust_reciprocate", true);
+	preapprove_on_request = module:get_option_boolean("server_trust_preapprove", true);
+	max_pending = module:get_option_number("server_trust_max_pending", 1000);
+	repeat_window = module:get_option_number("server_trust_repeat_window", 60);
+	watch = module:get_option_boolean("server_trust_watch", true);
+};
+-- Higher than mod_presence's presence/host handler (priority 0): we must run first.
+local hook_priority = 10;
+
+-- The native module: next to this file, at server_trust_native_path, or on package.cpath.
+local function load_native()
+	local open, err = package.loadlib(native_path, "luaopen_server_trust_lua");
+	if open then return open(); end
+	local ok, native = pcall(require, "server_trust_lua");
+	if ok then return native; end
+	return nil, err;
+end
+
+local native, native_err = load_native();
+local engine, engine_err;
+if native then
+	engine, engine_err = native.open(store_root, host, options);
+else
+	engine_err = "cannot load server_trust_lua.so ("..tostring(native_err)..")";
+end
+if not engine then
+	-- Fail closed: still swallow host subscriptions below, so stock auto-approval never runs.
+	module:log("error", "Server buddies disabled, every request will be dropped: %s", engine_err);
+end
+
+local function admins()
+	return module:get_option_inherited_set("admins", set.new()) / jid_prep;
+end
+
+-- Carries out what the engine decided.
+local function perform(actions, err)
+	if not actions then
+		module:log("warn", "server-trust: %s", err);
+		return nil, err;
+	end
+	for _, a in ipairs(actions) do
+		if a.kind == "send" then
+			local ptype = a.type ~= "available" and a.type or nil;
+			module:send(st.presence({ from = host, to = a.to, type = ptype, id = a.id }));
+		elseif a.kind == "notify" then
+			module:log("warn", "%s", a.text);
+			if notify_admins then
+				for admin in admins() do
+					module:send(st.message({ from = host, to = admin, type = "chat" }):text_tag("body", a.text));
+				end
+			end
+		elseif a.kind == "trust" then
+			local event = a.trusted and "server-trust/added" or "server-trust/removed";
+			module:fire_event(event, { host = host, peer = a.peer });
+			-- Metronome's mod_server_presence names, so its modules work unchanged.
+			module:fire_event(a.trusted and "peer-subscription-completed" or "peer-subscription-removed", a.peer);
+		elseif a.kind == "log" then
+			module:log(a.level, "%s", a.text);
+		end
+	end
+	return actions;
+end
+
+-- Engine calls go through here: a Rust error becomes a log line, never a failed hook.
+local function call(method, ...)
+	if not engine then return nil, engine_err; end
+	local ok, actions, err = pcall(engine[method], engine, ...);
+	if not ok then return perform(nil, actions); end
+	return perform(actions, err);
+end
+
+module:hook("presence/host", function (event)
+	local origin, stanza = event.origin, event.stanza;
+	local node, from_host, resource = jid_split(stanza.attr.from);
+	local ptype = stanza.attr.type or "available";
+	if node or resource or (origin.type ~= "s2sin" and origin.type ~= "s2sout") then
+		-- XEP-0267 is between servers: users and local entities get no trust, no auto-approval.
+		module:log("debug", "Ignoring %s presence to %s from non-server %s", ptype, host, stanza.attr.from);
+		return true;
+	end
+	if ptype ~= "error" then
+		call("inbound", from_host, ptype, stanza.attr.id);
+	end
+	return true;
+end, hook_priority);
+
+-- Public API: module:depends("server_trust").is_trusted(peer[, scope])
+function is_trusted(peer, scope) -- luacheck: ignore 131
+	if not engine or type(peer) ~= "string" then return false; end
+	return engine:is_trusted(peer, scope);
+end
+
+function get_engine() -- luacheck: ignore 131
+	return engine;
+end
+
+-- Metronome modules ask with the bare domain (or an event table on some call sites).
+module:hook("peer-is-subscribed", function (data)
+	local peer = type(data) == "table" and (data.peer or data.host) or data;
+	return is_trusted(peer);
+end);
+
+if is_server and engine then
+	-- After startup: our presence to approved peers, probes to peers that approved us.
+	module:add_timer(0, function ()
+		call("startup");
+	end);
+	-- Decisions made with the CLI or by editing a pending file.
+	module:add_timer(poll_interval, function ()
+		call("poll");
+		return poll_interval;
+	end);
+end
+
+-- Admin surfaces share one registry of the hosts' engines (the shell is global).
+local registry = module:shared("/*/server_trust/engines");
+registry[host] = { engine = engine; call = call };
+
+-- Shell target: (host, peer), or just (peer) when a single host serves buddies.
+local function target(a, b)
+	if b then
+		if not registry[a] then return nil, "server_trust is not loaded on "..tostring(a); end
+		return a, b;
+	end
+	local only;
+	for h in pairs(registry) do
+		if only then return nil, "several hosts serve buddies: give the host first"; end
+		only = h;
+	end
+	return only, a;
+end
+
+local shell = {};
+for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
+	shell[act] = function (self, a, b) -- luacheck: ignore 212/self
+		local h, peer = target(a, b);
+		if not h then return false, peer; end
+		local ok, err = registry[h].call(act, peer, "shell");
+		if not ok then return false, err; end
+		return true, act.." "..peer.." on "..h;
+	end;
+end
+function shell:pending(h)
+	local n = 0;
+	for name, r in pairs(registry) do
+		if r.engine and (not h or h == name) then
+			for _, p in ipairs(r.engine:pending()) do
+				self.session.print(name, p.peer, p.decision, "first seen "..p.first_seen, p.times_seen.."x");
+				n = n + 1;
+			end
+		end
+	end
+	return true, n.." pending";
+end
+function shell:list(h)
+	local n = 0;
+	for name, r in pairs(registry) do
+		if r.engine and (not h or h == name) then
+			for _, e in ipairs(r.engine:roster()) do
+				self.session.print(name, e.peer, e.state, e.trusted and "trusted" or "-", table.concat(e.groups, ","));
+				n = n + 1;
+			end
+		end
+	end
+	return true, n.." peers";
+end
+module:shared("/*/admin_shell/env").server_trust = shell;
+
+-- XEP-0050 ad-hoc commands for the host's admins.
+module:depends("adhoc");
+local adhoc_new = module:require("adhoc").new;
+local dataforms = require "util.dataforms";
+local form_type = { name = "FORM_TYPE", type = "hidden", value = "http://jabber.org/protocol/admin" };
+
+local function peer_command(title, node, act)
+	local layout = dataforms.new({ title = title; form_type;
+		{ name = "peer", type = "text-single", label = "Server domain", required = true } });
+	module:provides("adhoc", adhoc_new(title, node, function (_, data, state)
+		if data.action == "cancel" then return { status = "canceled" }; end
+		if not state or not data.form then
+			return { status = "executing", actions = { "complete" }, form = layout }, "executing";
+		end
+		local fields = layout:data(data.form);
+		local ok, err = call(act, fields.peer or "", "adhoc");
+		if not ok then return { status = "completed", error = { message = err } }; end
+		return { status = "completed", info = act.." "..fields.peer..": done" };
+	end, "admin"));
+end
+peer_command("Request a server buddy", "urn:xmpp:server-trust#request", "request");
+peer_command("Revoke a server buddy", "urn:xmpp:server-trust#revoke", "revoke");
+
+-- One choice per pending peer, with no default: the admin must pick approve or deny.
+local function pending_layout(peers)
+	local fields = { title = "Pending server buddy requests"; form_type };
+	for _, peer in ipairs(peers) do
+		fields[#fields+1] = { name = peer, type = "list-single", label = peer,
+			options = { { label = "Approve", value = "approve" }, { label = "Deny", value = "deny" },
+				{ label = "Decide later", value = "later" } } };
+	end
+	return dataforms.new(fields);
+end
+
+module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-trust#pending", function (_, data, state)
+	if data.action == "cancel" then return { status = "canceled" }; end
+	if not engine then return { status = "completed", error = { message = engine_err } }; end
+	if not state or not data.form then
+		local peers = {};
+		for _, p in ipairs(engine:pending()) do peers[#peers+1] = p.peer; end
+		if #peers == 0 then return { status = "completed", info = "No pending requests" }; end
+		return { status = "executing", actions = { "complete" }, form = pending_layout(peers) }, { peers = peers };
+	end
+	local fields = pending_layout(state.peers):data(data.form);
+	local done = {};
+	for _, peer in ipairs(state.peers) do
+		local choice = fields[peer];
+		if choice == "approve" or choice == "deny" then
+			local ok, err = call(choice, peer, "adhoc");
+			done[#done+1] = peer..": "..(ok and choice or tostring(err));
+		end
+	end
+	return { status = "completed", info = #done > 0 and table.concat(done, "\n") or "Nothing decided" };
+end, "admin"));
+
+function module.unload()
+	registry[host] = nil;
+	if next(registry) == nil then module:shared("/*/admin_shell/env").server_trust = nil; end
+end

@@ -10,6 +10,7 @@ local st = require "util.stanza";
 local jid_split = require "util.jid".split;
 local jid_prep = require "util.jid".prep;
 local set = require "util.set";
+local new_id = require "util.id".medium;
 local ipairs, pairs, next, pcall, type = ipairs, pairs, next, pcall, type;
 
 local host = module.host;
@@ -63,7 +64,7 @@ local function perform(actions, err)
 	for _, a in ipairs(actions) do
 		if a.kind == "send" then
 			local ptype = a.type ~= "available" and a.type or nil;
-			module:send(st.presence({ from = host, to = a.to, type = ptype, id = a.id }));
+			module:send(st.presence({ from = host, to = a.to, type = ptype, id = a.id or new_id() }));
 		elseif a.kind == "notify" then
 			module:log("warn", "%s", a.text);
 			if notify_admins then

@@ -190,10 +190,10 @@ fn list(store: &Store, json: bool) -> Result<()> {
         println!("{}", serde_json::Value::Array(v));
         return Ok(());
     }
-    println!("roster of {} ({} peers)", store.host(), peers.len());
+    println!("roster of {} ({} peer(s))", store.host(), peers.len());
     for (d, e) in &peers {
         let trust = if e.state.from() { "trusted" } else { "-" };
-        println!("  {d:<32} {:<20} {trust:<8} {}", e.state.as_str(), e.groups.join(","));
+        println!("  {:<32} {:<20} {trust:<8} {}", d.as_str(), e.state.as_str(), e.groups.join(","));
     }
     Ok(())
 }

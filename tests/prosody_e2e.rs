@@ -141,6 +141,7 @@ fn a_b_c_subscribe_only_on_request_prompt_then_approve_by_cli() {
     // second prompt (pre-approved by its own request); both reach Both.
     cli(c, &["approve", MONTAGUE]);
     let ok = m.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
+    assert!(sub.id.is_some(), "requests carry an id");
     assert_eq!(ok.id, sub.id, "the approval echoes the request's id");
     m.wait_for("reciprocal subscribe from capulet", WAIT, presence_from(CAPULET, "subscribe"));
     c.wait_for("subscribed from montague", WAIT, presence_from(MONTAGUE, "subscribed"));

@@ -1,0 +1,83 @@
+//! The main job, end to end: two real Prosody 0.12 servers (montague.lit, capulet.lit)
+//! federating over s2s on loopback become XEP-0267 server buddies through the admin CLI.
+//! Run with `bash scripts/demo.sh` (installs Prosody, builds, runs this).
+
+#[path = "../tests/support/prosody.rs"]
+#[allow(dead_code)]
+mod prosody;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server};
+
+fn cli_path() -> PathBuf {
+    prosody::target_debug_dir().join("server-trust")
+}
+
+fn cli(srv: &Server, args: &[&str]) -> String {
+    let out = Command::new(cli_path())
+        .arg("--store")
+        .arg(&srv.store)
+        .arg("--host")
+        .arg(&srv.host)
+        .args(args)
+        .output()
+        .expect("run server-trust (cargo build --workspace first)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "server-trust {args:?}: {text}");
+    text
+}
+
+fn show(who: &str, cmd: &str, out: &str) {
+    println!("\n[{who}]$ server-trust {cmd}");
+    for line in out.lines() {
+        println!("    {line}");
+    }
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("  ... {what} ({} ms)", t0.elapsed().as_millis());
+}
+
+fn has(path: &Path) -> bool {
+    path.exists()
+}
+
+fn main() {
+    assert!(cli_path().exists(), "{} missing: run `cargo build --workspace`", cli_path().display());
+    println!("Starting two Prosody servers on loopback with mod_server_trust ...");
+    let lab = Lab::start(LabOptions { server_trust: true, ..LabOptions::default() });
+    let (m, c) = (&lab.montague, &lab.capulet);
+    println!("  montague.lit on {}:5269, capulet.lit on {}:5269", m.ip, c.ip);
+
+    show("montague admin", &format!("request {CAPULET}"), &cli(m, &["request", CAPULET]));
+    let pending = c.store.join(CAPULET).join("pending").join(format!("{MONTAGUE}.toml"));
+    wait_until("capulet received montague's subscribe and prompted its admin", || has(&pending));
+    println!("\ncapulet's pending request file {}:", pending.display());
+    for line in std::fs::read_to_string(&pending).unwrap().lines() {
+        println!("    {line}");
+    }
+    show("capulet admin", "pending", &cli(c, &["pending"]));
+    show("capulet admin", &format!("approve {MONTAGUE}"), &cli(c, &["approve", MONTAGUE]));
+    let both = |s: &Server, peer: &str| cli(s, &["list"]).lines().any(|l| l.contains(peer) && l.contains("both"));
+    wait_until("both servers reached subscription Both", || both(m, CAPULET) && both(c, MONTAGUE));
+
+    show("montague admin", "list", &cli(m, &["list"]));
+    show("capulet admin", "list", &cli(c, &["list"]));
+    show("capulet admin", &format!("log --peer {MONTAGUE}"), &cli(c, &["log", "--peer", MONTAGUE]));
+
+    println!("\nStanzas montague.lit received from capulet.lit over s2s:");
+    for s in m.received().iter().filter(|s| s.via_s2s() && s.from.as_deref() == Some(CAPULET)) {
+        println!("    {}", s.xml);
+    }
+    println!("\nStopping both servers.");
+    drop(lab);
+    println!("Done: montague.lit and capulet.lit are server buddies (state Both on each side).");
+}

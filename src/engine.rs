@@ -762,6 +762,18 @@ impl Step<'_> {
             self.report(err);
         }
         for req in pending {
+            // A crash between writing the file and saving the roster leaves a request the
+            // roster does not know: recover it rather than lose it.
+            if !self.entry(&req.peer).state.pending_in() {
+                let before = self.entry(&req.peer).state;
+                self.actor = Actor::Engine;
+                if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1 == Disposition::Deliver {
+                    self.apply(&req.peer, Direction::Inbound, SubscriptionType::Subscribe, "recovered pending request");
+                } else {
+                    self.engine.store.remove_pending(&req.peer)?;
+                    continue;
+                }
+            }
             if req.decision == Decision::Pending {
                 continue;
             }

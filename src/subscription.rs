@@ -312,4 +312,73 @@ mod tests {
         }
         assert_eq!(Subscription::from_index(9), Option::None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn any_state() -> impl Strategy<Value = Subscription> {
+            (0u32..9).prop_map(|n| Subscription::from_index(n).unwrap())
+        }
+        fn any_type() -> impl Strategy<Value = SubscriptionType> {
+            (0u32..4).prop_map(|n| SubscriptionType::from_index(n).unwrap())
+        }
+        fn any_dir() -> impl Strategy<Value = Direction> {
+            (0u32..2).prop_map(|n| Direction::from_index(n).unwrap())
+        }
+
+        /// One server's side of a pair: sends `ty`, the peer receives it if it is routed,
+        /// and an auto-reply comes back at once.
+        fn send(me: &mut Subscription, peer: &mut Subscription, ty: SubscriptionType) {
+            let (next, disp) = transition(*me, Direction::Outbound, ty);
+            *me = next;
+            if disp == Disposition::Drop {
+                return;
+            }
+            let (pnext, pdisp) = transition(*peer, Direction::Inbound, ty);
+            *peer = pnext;
+            if pdisp == Disposition::AutoReply {
+                *me = transition(*me, Direction::Inbound, SubscriptionType::Subscribed).0;
+            }
+        }
+
+        proptest! {
+            /// XEP-0267: trust (From) is only ever granted by our own `subscribed`, i.e. an
+            /// admin act; no inbound stanza can make us trust a peer.
+            #[test]
+            fn only_an_outbound_subscribed_grants_trust(s in any_state(), d in any_dir(), t in any_type()) {
+                let (next, disp) = transition(s, d, t);
+                if next.from() && !s.from() {
+                    prop_assert_eq!((d, t), (Direction::Outbound, SubscriptionType::Subscribed));
+                    prop_assert!(s.pending_in(), "approval without a request");
+                }
+                if next.to() && !s.to() {
+                    prop_assert_eq!((d, t), (Direction::Inbound, SubscriptionType::Subscribed));
+                    prop_assert!(s.pending_out(), "subscribed we never asked for");
+                }
+                if disp == Disposition::Drop {
+                    prop_assert_eq!(next, s, "a dropped stanza changes nothing");
+                }
+                if disp == Disposition::AutoReply {
+                    prop_assert!(s.from() && d == Direction::Inbound && t == SubscriptionType::Subscribe);
+                }
+                // Applying the same stanza twice changes nothing more (retransmissions are safe).
+                prop_assert_eq!(transition(next, d, t).0, next);
+            }
+
+            /// Two servers exchanging any sequence of subscription stanzas (delivered in
+            /// order) always agree: my To is your From, my Pending Out is your Pending In.
+            #[test]
+            fn two_servers_stay_consistent(ops in proptest::collection::vec((any::<bool>(), any_type()), 0..40)) {
+                let (mut a, mut b) = (Subscription::None, Subscription::None);
+                for (a_sends, ty) in ops {
+                    if a_sends { send(&mut a, &mut b, ty) } else { send(&mut b, &mut a, ty) }
+                    prop_assert_eq!(a.to(), b.from(), "{} vs {}", a, b);
+                    prop_assert_eq!(a.from(), b.to(), "{} vs {}", a, b);
+                    prop_assert_eq!(a.pending_out(), b.pending_in(), "{} vs {}", a, b);
+                    prop_assert_eq!(a.pending_in(), b.pending_out(), "{} vs {}", a, b);
+                }
+            }
+        }
+    }
 }

@@ -242,7 +242,14 @@ pub struct Engine {
     ops: Mutex<Ops>,
     presence: Mutex<HashMap<Domain, PeerPresence>>,
     dirty: Arc<AtomicBool>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Mutex<Option<Watch>>,
+}
+
+/// The inotify watcher and the process that started it: its thread does not survive a
+/// fork (Prosody daemonizes after loading modules), so the child must start its own.
+struct Watch {
+    pid: u32,
+    _watcher: notify::RecommendedWatcher,
 }
 
 /// State only touched with the ops lock held.
@@ -284,7 +291,7 @@ impl Engine {
             }),
             presence: Mutex::new(HashMap::new()),
             dirty,
-            _watcher: watcher,
+            watcher: Mutex::new(watcher),
         };
         {
             let mut ops = engine.ops.lock();
@@ -442,7 +449,18 @@ impl Engine {
     /// hand edits of the roster. Returns the actions those imply. With the watcher running
     /// and nothing changed this is one atomic load: no disk work.
     pub fn poll(&self) -> Result<Vec<Action>> {
-        if self._watcher.is_some() && !self.dirty.swap(false, Ordering::AcqRel) {
+        let watching = {
+            let mut w = self.watcher.lock();
+            if w.as_ref().is_some_and(|w| w.pid != std::process::id()) {
+                // Forked: the watcher's thread stayed in the parent. Dropping it here would
+                // wait for that thread forever, so leak it and start a new one.
+                std::mem::forget(w.take());
+                *w = watch(self.store.dir(), self.dirty.clone());
+                self.dirty.store(true, Ordering::Release);
+            }
+            w.is_some()
+        };
+        if watching && !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
         self.with_step(Actor::File, |step| step.poll())
@@ -505,7 +523,7 @@ impl Engine {
     }
 }
 
-fn watch(dir: &Path, dirty: Arc<AtomicBool>) -> Option<notify::RecommendedWatcher> {
+fn watch(dir: &Path, dirty: Arc<AtomicBool>) -> Option<Watch> {
     use notify::Watcher;
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Our own audit appends and temp files are not decisions; anything else may be.
@@ -522,7 +540,7 @@ fn watch(dir: &Path, dirty: Arc<AtomicBool>) -> Option<notify::RecommendedWatche
     })
     .ok()?;
     w.watch(dir, notify::RecursiveMode::Recursive).ok()?;
-    Some(w)
+    Some(Watch { pid: std::process::id(), _watcher: w })
 }
 
 impl Step<'_> {

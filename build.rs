@@ -9,11 +9,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
-    match cbindgen::Builder::new()
-        .with_crate(&dir)
-        .with_config(config)
-        .generate()
-    {
+    match cbindgen::Builder::new().with_crate(&dir).with_config(config).generate() {
         // write_to_file only touches the file when the content changed.
         Ok(bindings) => {
             bindings.write_to_file(dir.join("include/server_trust.h"));

@@ -12,6 +12,7 @@ local jid_prep = require "util.jid".prep;
 local set = require "util.set";
 local new_id = require "util.id".medium;
 local ipairs, pairs, next, pcall, type = ipairs, pairs, next, pcall, type;
+local os_date, floor, t_concat = os.date, math.floor, table.concat;
 
 local host = module.host;
 local is_server = prosody.process_type == "prosody";
@@ -101,7 +102,11 @@ module:hook("presence/host", function (event)
 		module:log("debug", "Ignoring %s presence to %s from non-server %s", ptype, host, stanza.attr.from);
 		return true;
 	end
-	if ptype ~= "error" then
+	if ptype == "error" then
+		-- e.g. our subscribe bounced: remote-server-not-found, the admin should know.
+		local _, condition, text = stanza:get_error();
+		module:log("warn", "Presence error from %s: %s %s", from_host, condition, text or "");
+	else
 		call("inbound", from_host, ptype, stanza.attr.id);
 	end
 	return true;
@@ -180,7 +185,9 @@ function shell:list(h)
 	for name, r in pairs(registry) do
 		if r.engine and (not h or h == name) then
 			for _, e in ipairs(r.engine:roster()) do
-				self.session.print(name, e.peer, e.state, e.trusted and "trusted" or "-", table.concat(e.groups, ","));
+				local seen = e.last_seen and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.last_seen)) or "never";
+				self.session.print(name, e.peer, e.state, e.trusted and "trusted" or "-",
+					e.available and "available" or "unavailable", "seen "..seen, t_concat(e.groups, ","));
 				n = n + 1;
 			end
 		end
@@ -241,7 +248,7 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 			done[#done+1] = peer..": "..(ok and choice or tostring(err));
 		end
 	end
-	return { status = "completed", info = #done > 0 and table.concat(done, "\n") or "Nothing decided" };
+	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or "Nothing decided" };
 end, "admin"));
 
 function module.unload()

@@ -66,7 +66,8 @@ fn main() {
     }
     show("capulet admin", "pending", &cli(c, &["pending"]));
     show("capulet admin", &format!("approve {MONTAGUE}"), &cli(c, &["approve", MONTAGUE]));
-    let both = |s: &Server, peer: &str| cli(s, &["list"]).lines().any(|l| l.contains(peer) && l.contains("both"));
+    let both =
+        |s: &Server, peer: &str| cli(s, &["list"]).lines().any(|l| l.contains(peer) && l.contains("both"));
     wait_until("both servers reached subscription Both", || both(m, CAPULET) && both(c, MONTAGUE));
 
     show("montague admin", "list", &cli(m, &["list"]));

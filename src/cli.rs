@@ -217,7 +217,11 @@ fn pending(store: &Store, json: bool) -> Result<()> {
             );
         }
     }
-    if bad.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(format!("{} unreadable pending file(s)", bad.len()))) }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("{} unreadable pending file(s)", bad.len())))
+    }
 }
 
 fn show(store: &Store, peer: &Domain, json: bool) -> Result<()> {

@@ -28,10 +28,8 @@ impl Domain {
     /// assert!(Domain::new("alice@capulet.lit").is_err());
     /// ```
     pub fn new(input: &str) -> Result<Domain> {
-        let refuse = |reason: &str| Error::InvalidDomain {
-            input: truncate(input),
-            reason: reason.to_string(),
-        };
+        let refuse =
+            |reason: &str| Error::InvalidDomain { input: truncate(input), reason: reason.to_string() };
         if input.is_empty() {
             return Err(refuse("empty"));
         }
@@ -56,9 +54,7 @@ impl Domain {
 
     /// Returns the domain when `s` is already lowercase LDH ASCII with sane labels.
     fn fast_path(s: &str) -> Option<Domain> {
-        let ldh = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        let ldh = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
         (ldh && s.len() <= 253 && Self::check_labels(s).is_ok()).then(|| Domain(s.to_string()))
     }
 

@@ -284,11 +284,7 @@ impl Engine {
             store,
             config,
             roster: RwLock::new(HashMap::new()),
-            ops: Mutex::new(Ops {
-                roster_fp: None,
-                last_repeat: HashMap::new(),
-                reported: HashMap::new(),
-            }),
+            ops: Mutex::new(Ops { roster_fp: None, last_repeat: HashMap::new(), reported: HashMap::new() }),
             presence: Mutex::new(HashMap::new()),
             dirty,
             watcher: Mutex::new(watcher),
@@ -347,8 +343,7 @@ impl Engine {
 
     /// The whole roster, sorted by domain.
     pub fn roster(&self) -> Vec<(Domain, RosterEntry)> {
-        let mut v: Vec<_> =
-            self.roster.read().iter().map(|(d, e)| (d.clone(), e.clone())).collect();
+        let mut v: Vec<_> = self.roster.read().iter().map(|(d, e)| (d.clone(), e.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -473,7 +468,8 @@ impl Engine {
         let mut ops = self.ops.lock();
         let _lock = self.store.lock()?;
         let mut actions = self.refresh_roster(&mut ops)?;
-        let mut step = Step { engine: self, ops: &mut ops, actor, actions: Vec::new(), roster_changed: false };
+        let mut step =
+            Step { engine: self, ops: &mut ops, actor, actions: Vec::new(), roster_changed: false };
         let result = f(&mut step);
         let (changed, step_actions) = (step.roster_changed, step.actions);
         if changed {
@@ -514,9 +510,8 @@ impl Engine {
     }
 
     fn save_roster(&self, ops: &mut Ops) -> Result<()> {
-        let file = RosterFile {
-            peers: self.roster.read().iter().map(|(d, e)| (d.clone(), e.clone())).collect(),
-        };
+        let file =
+            RosterFile { peers: self.roster.read().iter().map(|(d, e)| (d.clone(), e.clone())).collect() };
         self.store.save_roster(&file)?;
         ops.roster_fp = self.store.roster_fingerprint();
         Ok(())
@@ -616,11 +611,22 @@ impl Step<'_> {
                 // RFC 6121 §3.4: the admin pre-approved this peer by requesting it.
                 self.apply(peer, Direction::Inbound, ty, &event);
                 self.actor = Actor::Engine;
-                self.apply(peer, Direction::Outbound, SubscriptionType::Subscribed, "approve (pre-approved by request)");
+                self.apply(
+                    peer,
+                    Direction::Outbound,
+                    SubscriptionType::Subscribed,
+                    "approve (pre-approved by request)",
+                );
                 self.update(peer, |e| e.pre_approved = false);
                 self.send(peer, PresenceKind::Subscribed, id);
                 self.send(peer, PresenceKind::Available, None);
-                self.notify(peer, format!("{peer} is now subscribed to {} (pre-approved by your request)", self.engine.host));
+                self.notify(
+                    peer,
+                    format!(
+                        "{peer} is now subscribed to {} (pre-approved by your request)",
+                        self.engine.host
+                    ),
+                );
             }
             (SubscriptionType::Subscribe, Disposition::Deliver) => {
                 let max = self.engine.config.max_pending;
@@ -649,7 +655,8 @@ impl Step<'_> {
                 self.apply(peer, Direction::Inbound, ty, &event);
                 self.ops.last_repeat.insert(peer.clone(), Instant::now());
                 let host = &self.engine.host;
-                let root = self.engine.store.dir().parent().unwrap_or(self.engine.store.dir()).display().to_string();
+                let root =
+                    self.engine.store.dir().parent().unwrap_or(self.engine.store.dir()).display().to_string();
                 self.notify(
                     peer,
                     format!(
@@ -715,7 +722,8 @@ impl Step<'_> {
             return Ok(());
         }
         self.apply(peer, Direction::Outbound, SubscriptionType::Subscribe, "request");
-        let pre = self.engine.config.preapprove_on_request && !before.state.from() && !before.state.pending_in();
+        let pre =
+            self.engine.config.preapprove_on_request && !before.state.from() && !before.state.pending_in();
         let actor = self.actor.as_str().to_string();
         self.update(peer, |e| {
             e.requested_at = Some(now_rfc3339());
@@ -785,8 +793,15 @@ impl Step<'_> {
             if !self.entry(&req.peer).state.pending_in() {
                 let before = self.entry(&req.peer).state;
                 self.actor = Actor::Engine;
-                if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1 == Disposition::Deliver {
-                    self.apply(&req.peer, Direction::Inbound, SubscriptionType::Subscribe, "recovered pending request");
+                if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1
+                    == Disposition::Deliver
+                {
+                    self.apply(
+                        &req.peer,
+                        Direction::Inbound,
+                        SubscriptionType::Subscribe,
+                        "recovered pending request",
+                    );
                 } else {
                     self.engine.store.remove_pending(&req.peer)?;
                     continue;
@@ -829,7 +844,10 @@ impl Step<'_> {
     /// A queued decision is consumed whether it succeeded or not; failures are logged.
     fn after_queued(&mut self, peer: &Domain, r: Result<()>, consume: impl Fn(&Self, &Domain) -> Result<()>) {
         if let Err(e) = r {
-            self.log(LogLevel::Warn, format!("{}'s decision on {peer} not applied: {e}", self.actor.as_str()));
+            self.log(
+                LogLevel::Warn,
+                format!("{}'s decision on {peer} not applied: {e}", self.actor.as_str()),
+            );
         }
         if let Err(e) = consume(self, peer) {
             self.report(e);

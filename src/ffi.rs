@@ -457,7 +457,11 @@ unsafe fn admin(
 /// # Safety
 /// `engine` from `st_engine_open`; `peer` NUL-terminated; `out` writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn st_engine_request(engine: *mut st_engine, peer: *const c_char, out: *mut *mut st_actions) -> st_status {
+pub unsafe extern "C" fn st_engine_request(
+    engine: *mut st_engine,
+    peer: *const c_char,
+    out: *mut *mut st_actions,
+) -> st_status {
     unsafe { admin(engine, peer, out, Engine::request) }
 }
 
@@ -467,7 +471,11 @@ pub unsafe extern "C" fn st_engine_request(engine: *mut st_engine, peer: *const 
 /// # Safety
 /// `engine` from `st_engine_open`; `peer` NUL-terminated; `out` writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn st_engine_approve(engine: *mut st_engine, peer: *const c_char, out: *mut *mut st_actions) -> st_status {
+pub unsafe extern "C" fn st_engine_approve(
+    engine: *mut st_engine,
+    peer: *const c_char,
+    out: *mut *mut st_actions,
+) -> st_status {
     unsafe { admin(engine, peer, out, Engine::approve) }
 }
 
@@ -476,7 +484,11 @@ pub unsafe extern "C" fn st_engine_approve(engine: *mut st_engine, peer: *const 
 /// # Safety
 /// `engine` from `st_engine_open`; `peer` NUL-terminated; `out` writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn st_engine_deny(engine: *mut st_engine, peer: *const c_char, out: *mut *mut st_actions) -> st_status {
+pub unsafe extern "C" fn st_engine_deny(
+    engine: *mut st_engine,
+    peer: *const c_char,
+    out: *mut *mut st_actions,
+) -> st_status {
     unsafe { admin(engine, peer, out, Engine::deny) }
 }
 
@@ -485,7 +497,11 @@ pub unsafe extern "C" fn st_engine_deny(engine: *mut st_engine, peer: *const c_c
 /// # Safety
 /// `engine` from `st_engine_open`; `peer` NUL-terminated; `out` writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn st_engine_revoke(engine: *mut st_engine, peer: *const c_char, out: *mut *mut st_actions) -> st_status {
+pub unsafe extern "C" fn st_engine_revoke(
+    engine: *mut st_engine,
+    peer: *const c_char,
+    out: *mut *mut st_actions,
+) -> st_status {
     unsafe { admin(engine, peer, out, Engine::revoke) }
 }
 
@@ -689,7 +705,10 @@ mod tests {
         let mut e = null_mut();
         unsafe {
             assert_eq!(st_engine_open(null(), c"a.lit".as_ptr(), null(), &mut e), st_status::NullParameter);
-            assert_eq!(st_engine_open(root.as_ptr(), c"alice@a.lit".as_ptr(), null(), &mut e), st_status::InvalidDomain);
+            assert_eq!(
+                st_engine_open(root.as_ptr(), c"alice@a.lit".as_ptr(), null(), &mut e),
+                st_status::InvalidDomain
+            );
             assert_eq!(st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e), st_status::Ok);
             let bad = [0xffu8, 0xfe, 0];
             let mut t = true;
@@ -702,8 +721,14 @@ mod tests {
             let mut n = 0;
             assert_eq!(st_engine_last_error(e, buf.as_mut_ptr(), buf.len(), &mut n), st_status::Ok);
             assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), "no pending request from b.lit");
-            assert_eq!(st_engine_inbound(e, c"b.lit".as_ptr(), c"bogus".as_ptr(), null(), &mut out), st_status::InvalidArgument);
-            assert_eq!(st_engine_inbound(e, c"bob@b.lit".as_ptr(), c"subscribe".as_ptr(), null(), &mut out), st_status::InvalidDomain);
+            assert_eq!(
+                st_engine_inbound(e, c"b.lit".as_ptr(), c"bogus".as_ptr(), null(), &mut out),
+                st_status::InvalidArgument
+            );
+            assert_eq!(
+                st_engine_inbound(e, c"bob@b.lit".as_ptr(), c"subscribe".as_ptr(), null(), &mut out),
+                st_status::InvalidDomain
+            );
             assert_eq!(st_actions_len(null()), 0);
             st_actions_free(null_mut());
             st_engine_free(e);

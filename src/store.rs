@@ -336,9 +336,7 @@ impl Store {
     /// Records an admin decision in the pending file, as an editor would.
     pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: &str) -> Result<()> {
         let _lock = self.lock()?;
-        let mut req = self
-            .read_pending(peer)?
-            .ok_or_else(|| Error::NoPendingRequest(peer.to_string()))?;
+        let mut req = self.read_pending(peer)?.ok_or_else(|| Error::NoPendingRequest(peer.to_string()))?;
         req.decision = decision;
         req.decided_by = Some(actor.to_string());
         self.write_pending(&req)
@@ -346,12 +344,7 @@ impl Store {
 
     /// Queues an act for the running server.
     pub fn queue(&self, peer: &Domain, act: QueuedAct, actor: &str) -> Result<()> {
-        let q = Queued {
-            peer: peer.clone(),
-            act,
-            queued_at: now_rfc3339(),
-            queued_by: actor.to_string(),
-        };
+        let q = Queued { peer: peer.clone(), act, queued_at: now_rfc3339(), queued_by: actor.to_string() };
         let header = "# Queued for the running server; removed once carried out.\n\n";
         write_toml(&self.outbound_path(peer), header, &q)
     }
@@ -383,11 +376,8 @@ impl Store {
         let mut line = serde_json::to_string(rec).expect("audit record serialises");
         line.push('\n');
         // O_APPEND + one write: concurrent appenders never interleave within a line.
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut f =
+            OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         f.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
     }
 
@@ -466,21 +456,13 @@ fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(Error::Corrupt {
-                path: path.into(),
-                line: None,
-                message: "not valid UTF-8".into(),
-            });
+            return Err(Error::Corrupt { path: path.into(), line: None, message: "not valid UTF-8".into() });
         }
         Err(e) => return Err(Error::io(path, e)),
     };
     toml::from_str(&text).map(Some).map_err(|e| {
         let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        Error::Corrupt {
-            path: path.into(),
-            line,
-            message: e.message().to_string(),
-        }
+        Error::Corrupt { path: path.into(), line, message: e.message().to_string() }
     })
 }
 

@@ -200,11 +200,7 @@ impl Direction {
 ///
 /// Outbound `subscribed`/`unsubscribed` with no pending inbound request change nothing and
 /// are not routed (§3.1.5, §3.2: there is nothing to answer; pre-approval is engine policy).
-pub fn transition(
-    state: Subscription,
-    dir: Direction,
-    ty: SubscriptionType,
-) -> (Subscription, Disposition) {
+pub fn transition(state: Subscription, dir: Direction, ty: SubscriptionType) -> (Subscription, Disposition) {
     use Direction::*;
     use Disposition::*;
     use SubscriptionType::*;

@@ -31,11 +31,7 @@ fn c_program_runs_the_whole_handshake() {
         .status()
         .expect("run the C compiler");
     assert!(status.success(), "C compile failed");
-    let run = Command::new(&bin)
-        .arg(out.path())
-        .env("LD_LIBRARY_PATH", &lib)
-        .output()
-        .unwrap();
+    let run = Command::new(&bin).arg(out.path()).env("LD_LIBRARY_PATH", &lib).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "C handshake failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("C handshake OK"), "{stdout}");
@@ -46,7 +42,8 @@ fn c_program_runs_the_whole_handshake() {
 fn header_compiles_as_cpp_too() {
     let out = tempfile::tempdir().unwrap();
     let src = out.path().join("h.cpp");
-    std::fs::write(&src, "#include \"server_trust.h\"\nint main() { return st_status_str(0) ? 0 : 1; }\n").unwrap();
+    std::fs::write(&src, "#include \"server_trust.h\"\nint main() { return st_status_str(0) ? 0 : 1; }\n")
+        .unwrap();
     let status = Command::new("g++")
         .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"])
         .arg(format!("-I{}", repo().join("include").display()))

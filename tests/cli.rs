@@ -40,7 +40,9 @@ fn approve_and_deny_are_recorded_for_the_server() {
     assert!(o.status.success(), "{}", text(&o));
 
     let acts = e.poll().unwrap();
-    assert!(acts.iter().any(|a| matches!(a, server_trust::Action::Send { kind: PresenceKind::Subscribed, .. })));
+    assert!(
+        acts.iter().any(|a| matches!(a, server_trust::Action::Send { kind: PresenceKind::Subscribed, .. }))
+    );
     assert_eq!(e.state("montague.lit").unwrap(), Subscription::FromPendingOut);
     assert_eq!(e.state("verona.lit").unwrap(), Subscription::None);
 
@@ -60,7 +62,9 @@ fn request_and_revoke_are_queued() {
     let o = cli(dir.path(), &["request", "montague.lit"]);
     assert!(o.status.success(), "{}", text(&o));
     let acts = e.poll().unwrap();
-    assert!(acts.iter().any(|a| matches!(a, server_trust::Action::Send { kind: PresenceKind::Subscribe, .. })));
+    assert!(
+        acts.iter().any(|a| matches!(a, server_trust::Action::Send { kind: PresenceKind::Subscribe, .. }))
+    );
     assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingOut);
     let o = cli(dir.path(), &["revoke", "montague.lit"]);
     assert!(o.status.success(), "{}", text(&o));

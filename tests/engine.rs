@@ -63,7 +63,9 @@ fn full_handshake_reaches_both_with_one_prompt() {
     // capulet: pending, admin notified, nothing sent back.
     let c1 = deliver("montague.lit", &a, &p.c);
     assert!(sent(&c1).is_empty(), "must not auto-approve: {c1:?}");
-    assert!(c1.iter().any(|a| matches!(a, Action::Notify { text, .. } if text.contains("approve montague.lit"))));
+    assert!(
+        c1.iter().any(|a| matches!(a, Action::Notify { text, .. } if text.contains("approve montague.lit")))
+    );
     assert_eq!(p.c.state("montague.lit").unwrap(), Subscription::NonePendingIn);
     assert!(p.c.store().pending_path(&Domain::new("montague.lit").unwrap()).exists());
     assert!(!p.c.is_trusted("montague.lit", None));
@@ -182,7 +184,9 @@ fn pending_cap_drops_and_writes_nothing() {
     assert_eq!(c.store().pending_count(), 3);
     assert_eq!(c.roster().len(), 3);
     let dropped = c.inbound("late.lit", PresenceKind::Subscribe, None).unwrap();
-    assert!(dropped.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("already pending"))));
+    assert!(
+        dropped.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("already pending")))
+    );
     assert_eq!(c.state("late.lit").unwrap(), Subscription::None);
 }
 
@@ -232,7 +236,10 @@ fn corrupt_pending_file_is_reported_once_and_kept() {
     let path = c.store().pending_path(&Domain::new("montague.lit").unwrap());
     fs::write(&path, "peer = \"montague.lit\"\ndecision = [oops\n").unwrap();
     let a = c.poll().unwrap();
-    assert!(a.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("montague.lit.toml:2"))), "{a:?}");
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("montague.lit.toml:2"))),
+        "{a:?}"
+    );
     assert!(c.poll().unwrap().is_empty(), "reported once");
     assert_eq!(fs::read_to_string(&path).unwrap(), "peer = \"montague.lit\"\ndecision = [oops\n");
     // A repeat subscribe does not overwrite it either.
@@ -331,7 +338,12 @@ fn kill_9_mid_write_loses_nothing() {
             .unwrap();
         let want = 30 * (round + 1);
         let t0 = std::time::Instant::now();
-        let count = || fs::read_dir(&pending).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count();
+        let count = || {
+            fs::read_dir(&pending)
+                .unwrap()
+                .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+                .count()
+        };
         while count() < want && t0.elapsed() < std::time::Duration::from_secs(15) {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }

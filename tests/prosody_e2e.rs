@@ -69,7 +69,12 @@ fn wait_state(srv: &Server, peer: &str, want: &str) {
         if now == want {
             return;
         }
-        assert!(t0.elapsed() < WAIT, "{}: {peer} stayed {now}, expected {want}\n{}", srv.host, srv.log_tail(30));
+        assert!(
+            t0.elapsed() < WAIT,
+            "{}: {peer} stayed {now}, expected {want}\n{}",
+            srv.host,
+            srv.log_tail(30)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -150,11 +155,15 @@ fn a_b_c_subscribe_only_on_request_prompt_then_approve_by_cli() {
     assert!(!pending_file(m, CAPULET).exists(), "montague was prompted a second time");
     assert!(!pending_file(c, MONTAGUE).exists());
     assert!(
-        !m.received().iter().any(|s| s.name == "message" && s.body.as_deref().unwrap_or("").contains("request from")),
+        !m.received()
+            .iter()
+            .any(|s| s.name == "message" && s.body.as_deref().unwrap_or("").contains("request from")),
         "montague's admin was prompted for the reciprocal request"
     );
     // The trust check other modules use, inside the running servers.
-    let out = c.shell_ok(&format!(">require'core.modulemanager'.get_module('{CAPULET}','server_trust').is_trusted('{MONTAGUE}')"));
+    let out = c.shell_ok(&format!(
+        ">require'core.modulemanager'.get_module('{CAPULET}','server_trust').is_trusted('{MONTAGUE}')"
+    ));
     assert!(out.contains("true"), "{out}");
 }
 
@@ -204,8 +213,17 @@ fn g_restart_keeps_roster_and_state() {
     lab.montague.restart();
     assert_eq!(state(&lab.montague, CAPULET), "both");
     lab.capulet.wait_for("montague's probe after restart", WAIT, presence_from(MONTAGUE, "probe"));
-    let out = lab.montague.shell_ok("server_trust:list()");
-    assert!(out.contains(CAPULET) && out.contains("both"), "{out}");
+    // montague's probe was answered: capulet's availability and last-seen time are kept.
+    let t0 = Instant::now();
+    loop {
+        let out = lab.montague.shell_ok("server_trust:list()");
+        assert!(out.contains(CAPULET) && out.contains("both"), "{out}");
+        if out.contains("\tavailable") && out.contains("seen 20") {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "capulet never shown available: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

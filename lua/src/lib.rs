@@ -96,13 +96,16 @@ impl LuaUserData for LuaEngine {
         act!("approve", approve);
         act!("deny", deny);
         act!("revoke", revoke);
-        m.add_method("poll", |lua, this, ()| {
-            lua_result(lua, this.0.poll(), actions_table)
-        });
+        m.add_method("poll", |lua, this, ()| lua_result(lua, this.0.poll(), actions_table));
         m.add_method("startup", |lua, this, ()| actions_table(lua, this.0.startup_actions()));
-        m.add_method("set_groups", |lua, this, (peer, groups, who): (String, Vec<String>, Option<String>)| {
-            lua_result(lua, this.0.set_groups(&peer, groups, actor(who)?), |_, ()| Ok(LuaValue::Boolean(true)))
-        });
+        m.add_method(
+            "set_groups",
+            |lua, this, (peer, groups, who): (String, Vec<String>, Option<String>)| {
+                lua_result(lua, this.0.set_groups(&peer, groups, actor(who)?), |_, ()| {
+                    Ok(LuaValue::Boolean(true))
+                })
+            },
+        );
         m.add_method("roster", |lua, this, ()| {
             let list = lua.create_table()?;
             for (peer, e) in this.0.roster() {
@@ -149,7 +152,8 @@ fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> Lu
     let mut c = Config::default();
     if let Some(o) = opts {
         c.reciprocate = o.get::<Option<bool>>("reciprocate")?.unwrap_or(c.reciprocate);
-        c.preapprove_on_request = o.get::<Option<bool>>("preapprove_on_request")?.unwrap_or(c.preapprove_on_request);
+        c.preapprove_on_request =
+            o.get::<Option<bool>>("preapprove_on_request")?.unwrap_or(c.preapprove_on_request);
         c.max_pending = o.get::<Option<usize>>("max_pending")?.unwrap_or(c.max_pending);
         c.watch = o.get::<Option<bool>>("watch")?.unwrap_or(c.watch);
         if let Some(w) = o.get::<Option<f64>>("repeat_window")? {

@@ -171,19 +171,13 @@ impl Stanza {
             self.host,
             self.event,
             self.origin_type,
-            self.origin_from_host
-                .as_deref()
-                .map(|h| format!("({h})"))
-                .unwrap_or_default(),
+            self.origin_from_host.as_deref().map(|h| format!("({h})")).unwrap_or_default(),
             self.name,
             self.typ.as_deref().unwrap_or("-"),
             self.from.as_deref().unwrap_or("-"),
             self.to.as_deref().unwrap_or("-"),
             self.id.as_deref().unwrap_or("-"),
-            self.body
-                .as_deref()
-                .map(|b| format!(" body={b:?}"))
-                .unwrap_or_default(),
+            self.body.as_deref().map(|b| format!(" body={b:?}")).unwrap_or_default(),
             xml
         )
     }
@@ -202,11 +196,7 @@ pub fn target_debug_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) if !d.is_empty() => {
             let d = PathBuf::from(d);
-            let d = if d.is_absolute() {
-                d
-            } else {
-                repo_dir().join(d)
-            };
+            let d = if d.is_absolute() { d } else { repo_dir().join(d) };
             d.join("debug")
         }
         _ => repo_dir().join("target").join("debug"),
@@ -280,12 +270,8 @@ fn send_signal(pid: u32, sig: &str) {
 /// Run a command with a timeout, capturing stdout/stderr. On timeout the process is killed and
 /// a note is appended to stderr.
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();
     let out_t = thread::spawn(move || {
@@ -315,15 +301,9 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     let stdout = out_t.join().unwrap_or_default();
     let mut stderr = err_t.join().unwrap_or_default();
     if timed_out {
-        stderr.extend_from_slice(
-            format!("\n[harness] killed after {timeout:?} timeout\n").as_bytes(),
-        );
+        stderr.extend_from_slice(format!("\n[harness] killed after {timeout:?} timeout\n").as_bytes());
     }
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+    Output { status, stdout, stderr }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,27 +329,16 @@ fn allocate_slot() -> (String, String, File) {
         let idx = (base + COUNTER.fetch_add(1, Ordering::Relaxed)) % n;
         let octet = OCTET_MIN + idx / PAIRS_PER_OCTET;
         let k = 1 + idx % PAIRS_PER_OCTET;
-        let (a, b) = (
-            format!("127.0.{octet}.{}", 2 * k),
-            format!("127.0.{octet}.{}", 2 * k + 1),
-        );
+        let (a, b) = (format!("127.0.{octet}.{}", 2 * k), format!("127.0.{octet}.{}", 2 * k + 1));
         debug_assert!(a.starts_with("127.") && b.starts_with("127."));
         let lock_path = lock_dir.join(format!("slot-{octet}-{k}.lock"));
-        let Ok(lock) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-        else {
+        let Ok(lock) = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path) else {
             continue;
         };
         if lock.try_lock().is_err() {
             continue;
         }
-        if [5269u16, 5222]
-            .iter()
-            .all(|&p| port_free(&a, p) && port_free(&b, p))
-        {
+        if [5269u16, 5222].iter().all(|&p| port_free(&a, p) && port_free(&b, p)) {
             return (a, b, lock);
         }
     }
@@ -383,38 +352,24 @@ fn gen_cert(certs: &Path, host: &str) {
     let key = certs.join(format!("{host}.key"));
     let crt = certs.join(format!("{host}.crt"));
     let mut cmd = Command::new("openssl");
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-    ])
-    .args(["-nodes", "-days", "3650", "-subj"])
-    .arg(format!("/CN={host}"))
-    .arg("-addext")
-    .arg(format!("subjectAltName=DNS:{host}"))
-    .arg("-keyout")
-    .arg(&key)
-    .arg("-out")
-    .arg(&crt);
+    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "3650", "-subj"])
+        .arg(format!("/CN={host}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{host}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
     let out = run_with_timeout(cmd, Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "openssl failed for {host}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl failed for {host}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Lab {
     /// Create certs, hosts file and configs in a fresh tempdir, start both servers and wait
     /// until both are ready. Panics (after stopping whatever was started) on failure.
     pub fn start(opts: LabOptions) -> Lab {
-        let tmp = tempfile::Builder::new()
-            .prefix("server-trust-lab-")
-            .tempdir()
-            .expect("create lab tempdir");
+        let tmp = tempfile::Builder::new().prefix("server-trust-lab-").tempdir().expect("create lab tempdir");
         let dir = tmp.path().to_path_buf();
         let (ip_m, ip_c, slot_lock) = allocate_slot();
 
@@ -442,14 +397,7 @@ impl Lab {
         }
 
         let watchdog = spawn_watchdog(&[&montague.pidfile, &capulet.pidfile]);
-        let lab = Lab {
-            dir,
-            montague,
-            capulet,
-            tmp: Some(tmp),
-            watchdog,
-            _slot_lock: slot_lock,
-        };
+        let lab = Lab { dir, montague, capulet, tmp: Some(tmp), watchdog, _slot_lock: slot_lock };
         // From here on `lab` is dropped on panic, which stops whatever was started.
         thread::scope(|s| {
             let m = s.spawn(|| lab.montague.start());
@@ -478,17 +426,11 @@ for f in "$@"; do
   if [ -s "$f" ]; then kill -KILL "$(cat "$f")" 2>/dev/null; fi
 done"#;
     let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .arg("lab-watchdog")
-        .arg(std::process::id().to_string());
+    cmd.arg("-c").arg(script).arg("lab-watchdog").arg(std::process::id().to_string());
     for p in pidfiles {
         cmd.arg(p);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     cmd.spawn().ok()
 }
 
@@ -649,15 +591,10 @@ modules_enabled = {{
         *guard = None;
         fs::create_dir_all(&self.data).unwrap();
         let _ = fs::remove_file(self.ready_file());
-        let console = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.console_log)
-            .expect("open console.log");
+        let console =
+            OpenOptions::new().create(true).append(true).open(&self.console_log).expect("open console.log");
         let console2 = console.try_clone().unwrap();
-        let console_start = fs::metadata(&self.console_log)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let console_start = fs::metadata(&self.console_log).map(|m| m.len()).unwrap_or(0);
         let started = Instant::now();
         let child = Command::new("prosody")
             .arg("--config")
@@ -759,9 +696,7 @@ modules_enabled = {{
         let text = String::from_utf8_lossy(&bytes[start..]);
         let bad: Vec<&str> = text
             .lines()
-            .filter(|l| {
-                l.contains("Unable to load module") || l.contains("Error initializing module")
-            })
+            .filter(|l| l.contains("Unable to load module") || l.contains("Error initializing module"))
             .collect();
         if !bad.is_empty() {
             self.stop();
@@ -809,11 +744,7 @@ modules_enabled = {{
     /// Killed after 20 s. Exit status 0 for "OK:"/"Result:", 1 for errors.
     pub fn shell(&self, cmd: &str) -> Output {
         let mut c = Command::new("prosodyctl");
-        c.arg("--config")
-            .arg(&self.cfg)
-            .arg("shell")
-            .arg(cmd)
-            .current_dir(&self.dir);
+        c.arg("--config").arg(&self.cfg).arg("shell").arg(cmd).current_dir(&self.dir);
         run_with_timeout(c, SHELL_TIMEOUT)
     }
 
@@ -858,12 +789,7 @@ modules_enabled = {{
 
     /// Wait until a record matching `pred` exists (anywhere in the history, so use unique ids),
     /// polling every 20 ms. Panics with a dump of all records and the log tails on timeout.
-    pub fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Stanza) -> bool,
-    ) -> Stanza {
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Stanza) -> bool) -> Stanza {
         let deadline = Instant::now() + timeout;
         loop {
             let all = self.received();
@@ -871,11 +797,7 @@ modules_enabled = {{
                 return s.clone();
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{}: timed out after {timeout:?} waiting for: {what}\n{}",
-                    self.host,
-                    self.dump(&all)
-                );
+                panic!("{}: timed out after {timeout:?} waiting for: {what}\n{}", self.host, self.dump(&all));
             }
             thread::sleep(POLL);
         }
@@ -887,12 +809,7 @@ modules_enabled = {{
         loop {
             let all = self.received();
             if let Some(s) = all.iter().find(|s| pred(s)) {
-                panic!(
-                    "{}: unexpected stanza ({why}):\n  {}\n{}",
-                    self.host,
-                    s.summary(),
-                    self.dump(&all)
-                );
+                panic!("{}: unexpected stanza ({why}):\n  {}\n{}", self.host, s.summary(), self.dump(&all));
             }
             if Instant::now() >= deadline {
                 return;
@@ -916,16 +833,8 @@ modules_enabled = {{
             s.push_str(&r.summary());
             s.push('\n');
         }
-        s.push_str(&format!(
-            "--- {} console.log (tail) ---\n{}\n",
-            self.host,
-            tail(&self.console_log, 20)
-        ));
-        s.push_str(&format!(
-            "--- {} prosody.log (tail) ---\n{}\n",
-            self.host,
-            tail(&self.log, 60)
-        ));
+        s.push_str(&format!("--- {} console.log (tail) ---\n{}\n", self.host, tail(&self.console_log, 20)));
+        s.push_str(&format!("--- {} prosody.log (tail) ---\n{}\n", self.host, tail(&self.log, 60)));
         s
     }
 

@@ -19,7 +19,7 @@ local is_server = prosody.process_type == "prosody";
 
 local store_root = module:get_option_path("server_trust_store", "server_trust", "data");
 local native_path = module:get_option_path("server_trust_native_path", "server_trust_lua.so");
-local poll_interval = module:get_option_number("server_trust_poll_interval", 0.25);
+local poll_interval = module:get_option_number("server_trust_poll_interval", 0.1);
 local notify_admins = module:get_option_boolean("server_trust_notify_admins", true);
 local options = {
 	reciprocate = module:get_option_boolean("server_trust_reciprocate", true);

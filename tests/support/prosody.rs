@@ -105,7 +105,8 @@ pub struct Stanza {
     pub t: f64,
     /// local host whose event this was
     pub host: String,
-    /// "in": an event for a local host (any origin); "out": routed to a remote domain
+    /// "in": an event for a local host (any origin); "out": routed to a remote domain;
+    /// "event": a server-trust event fired by the module (recorded by mod_lab)
     pub dir: String,
     /// "presence/host", "message/bare", ..., or "route/remote" for dir == "out"
     pub event: String,

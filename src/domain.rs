@@ -54,8 +54,39 @@ impl Domain {
 
     /// Returns the domain when `s` is already lowercase LDH ASCII with sane labels.
     fn fast_path(s: &str) -> Option<Domain> {
-        let ldh = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        (ldh && s.len() <= 253 && Self::check_labels(s).is_ok()).then(|| Domain(s.to_string()))
+        Self::is_normal(s).then(|| Domain(s.to_string()))
+    }
+
+    /// False when normalising `s` can only return `s` itself or fail: ASCII without
+    /// uppercase letters or a trailing dot (nameprep only case-folds ASCII). Branch-free, so
+    /// a trust lookup that misses can stop here.
+    pub fn may_change_when_normalised(s: &str) -> bool {
+        let flags = s.bytes().fold(0u8, |acc, b| acc | (b & 0x80) | u8::from(b.wrapping_sub(b'A') < 26));
+        flags != 0 || s.ends_with('.')
+    }
+
+    /// True when `s` is a server domain already in normal form (lowercase LDH ASCII, sane
+    /// labels): `Domain::new(s)` would return it unchanged. Allocates nothing.
+    pub fn is_normal(s: &str) -> bool {
+        // One pass over the bytes: this runs on every trust lookup that misses.
+        let b = s.as_bytes();
+        if b.is_empty() || b.len() > 253 {
+            return false;
+        }
+        let (mut label, mut prev) = (0usize, b'.');
+        for &c in b {
+            match c {
+                b'a'..=b'z' | b'0'..=b'9' => label += 1,
+                b'-' if label > 0 => label += 1,
+                b'.' if label > 0 && prev != b'-' => label = 0,
+                _ => return false,
+            }
+            if label > 63 {
+                return false;
+            }
+            prev = c;
+        }
+        label > 0 && prev != b'-'
     }
 
     fn check_labels(s: &str) -> std::result::Result<(), &'static str> {
@@ -173,6 +204,37 @@ mod tests {
         for bad in ["..", ".", "../etc", "a..b", ".capulet.lit", "a/../../b", "", "a\\b", "a\0b"] {
             assert!(Domain::new(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn is_normal_agrees_with_new() {
+        for s in [
+            "capulet.lit",
+            "a-b.c0",
+            "x",
+            "Capulet.lit",
+            "capulet.lit.",
+            "-a.lit",
+            "a-.lit",
+            "a..b",
+            ".a",
+            "münchen.example",
+            "a_b.lit",
+            "",
+        ] {
+            let unchanged = Domain::new(s).ok().is_some_and(|d| d.as_str() == s);
+            if Domain::is_normal(s) {
+                assert!(unchanged, "{s:?}");
+            }
+            if !Domain::may_change_when_normalised(s) {
+                assert!(unchanged || Domain::new(s).is_err(), "{s:?}");
+            }
+        }
+        assert!(Domain::is_normal("capulet.lit") && Domain::is_normal("a-b.c0"));
+        assert!(!Domain::is_normal(&format!("{}.lit", "a".repeat(64))));
+        assert!(
+            Domain::may_change_when_normalised("Capulet.lit") && Domain::may_change_when_normalised("x.lit.")
+        );
     }
 
     #[test]

@@ -216,6 +216,7 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
+const CACHE: &str = ".roster.cache";
 
 impl Store {
     /// Opens (creating if needed) `<root>/<host>/`.
@@ -277,8 +278,18 @@ impl Store {
     }
 
     /// Reads the roster; a missing file is an empty roster.
+    ///
+    /// roster.toml is the truth. Parsing 100k peers of TOML takes ~400 ms, so a binary
+    /// copy (`.roster.cache`) is used when it was made from exactly these bytes.
     pub fn load_roster(&self) -> Result<RosterFile> {
-        Ok(read_toml(&self.dir.join(ROSTER))?.unwrap_or_default())
+        let path = self.dir.join(ROSTER);
+        let Some(text) = read_text(&path)? else { return Ok(RosterFile::default()) };
+        if let Some(roster) = cache::load(&self.dir.join(CACHE), &text) {
+            return Ok(roster);
+        }
+        let roster: RosterFile = parse_toml(&path, &text)?;
+        cache::save(&self.dir.join(CACHE), &text, &roster);
+        Ok(roster)
     }
 
     /// Replaces the roster atomically.
@@ -288,7 +299,10 @@ impl Store {
              # states change only through the engine (CLI, server, API).\n\n",
             self.host
         );
-        write_toml(&self.dir.join(ROSTER), &header, roster)
+        let text = toml_text(&header, roster)?;
+        atomic_write(&self.dir.join(ROSTER), text.as_bytes())?;
+        cache::save(&self.dir.join(CACHE), &text, roster);
+        Ok(())
     }
 
     /// Reads one pending request, `None` when there is none.
@@ -451,24 +465,150 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+fn read_text(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(Error::Corrupt { path: path.into(), line: None, message: "not valid UTF-8".into() });
+            Err(Error::Corrupt { path: path.into(), line: None, message: "not valid UTF-8".into() })
         }
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    toml::from_str(&text).map(Some).map_err(|e| {
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         Error::Corrupt { path: path.into(), line, message: e.message().to_string() }
     })
 }
 
-fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> Result<()> {
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    read_text(path)?.map(|text| parse_toml(path, &text)).transpose()
+}
+
+fn toml_text<T: Serialize>(header: &str, value: &T) -> Result<String> {
     let body = toml::to_string_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    atomic_write(path, format!("{header}{body}").as_bytes())
+    Ok(format!("{header}{body}"))
+}
+
+fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> Result<()> {
+    atomic_write(path, toml_text(header, value)?.as_bytes())
+}
+
+/// A disposable binary copy of roster.toml, tagged with the length and FNV-1a hash of the
+/// text it was made from; any edit of roster.toml makes it stale, and a stale, torn or
+/// foreign cache is simply ignored.
+mod cache {
+    use super::*;
+
+    const MAGIC: &str = "server-trust roster cache v1";
+
+    #[derive(Serialize, Deserialize)]
+    struct Cache {
+        magic: String,
+        toml_len: u64,
+        toml_fnv: u64,
+        peers: Vec<(Domain, Entry)>,
+    }
+
+    /// RosterEntry without the `skip_serializing_if`s that a non-self-describing format
+    /// cannot take.
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        state: Subscription,
+        groups: Vec<String>,
+        note: String,
+        pre_approved: bool,
+        requested_at: Option<String>,
+        requested_by: Option<String>,
+        approved_at: Option<String>,
+        approved_by: Option<String>,
+        updated_at: Option<String>,
+    }
+
+    fn fnv1a(text: &str) -> u64 {
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    pub(super) fn load(path: &Path, text: &str) -> Option<RosterFile> {
+        let bytes = fs::read(path).ok()?;
+        let c: Cache = postcard::from_bytes(&bytes).ok()?;
+        if c.magic != MAGIC || c.toml_len != text.len() as u64 || c.toml_fnv != fnv1a(text) {
+            return None;
+        }
+        let peers = c.peers.into_iter().map(|(d, e)| {
+            let Entry {
+                state,
+                groups,
+                note,
+                pre_approved,
+                requested_at,
+                requested_by,
+                approved_at,
+                approved_by,
+                updated_at,
+            } = e;
+            (
+                d,
+                RosterEntry {
+                    state,
+                    groups,
+                    note,
+                    pre_approved,
+                    requested_at,
+                    requested_by,
+                    approved_at,
+                    approved_by,
+                    updated_at,
+                },
+            )
+        });
+        Some(RosterFile { peers: peers.collect() })
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next load some time.
+    pub(super) fn save(path: &Path, text: &str, roster: &RosterFile) {
+        let peers = roster.peers.iter().map(|(d, e)| {
+            let RosterEntry {
+                state,
+                groups,
+                note,
+                pre_approved,
+                requested_at,
+                requested_by,
+                approved_at,
+                approved_by,
+                updated_at,
+            } = e.clone();
+            (
+                d.clone(),
+                Entry {
+                    state,
+                    groups,
+                    note,
+                    pre_approved,
+                    requested_at,
+                    requested_by,
+                    approved_at,
+                    approved_by,
+                    updated_at,
+                },
+            )
+        });
+        let c = Cache {
+            magic: MAGIC.into(),
+            toml_len: text.len() as u64,
+            toml_fnv: fnv1a(text),
+            peers: peers.collect(),
+        };
+        if let Ok(bytes) = postcard::to_allocvec(&c) {
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            if fs::write(&tmp, bytes).is_err() || fs::rename(&tmp, path).is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+    }
 }
 
 /// temp + fsync + rename + fsync(dir): readers and crashes see old or new, never a mix.
@@ -580,5 +720,26 @@ mod tests {
         f.write_all(b"{\"time\":").unwrap();
         let err = s.read_audit().unwrap_err().to_string();
         assert!(err.contains("audit.log:3"), "{err}");
+    }
+
+    #[test]
+    fn roster_cache_is_used_only_for_the_exact_text() {
+        let (_t, s) = store();
+        let mut roster = RosterFile::default();
+        let mut e = RosterEntry::new();
+        e.state = Subscription::Both;
+        e.groups = vec!["incidents".into()];
+        roster.peers.insert(Domain::new("capulet.lit").unwrap(), e);
+        s.save_roster(&roster).unwrap();
+        assert!(s.dir().join(CACHE).exists());
+        assert_eq!(s.load_roster().unwrap(), roster);
+        // A hand edit makes the cache stale: the TOML wins.
+        let path = s.dir().join(ROSTER);
+        let text = fs::read_to_string(&path).unwrap().replace("incidents", "muc-limits");
+        fs::write(&path, text).unwrap();
+        assert_eq!(s.load_roster().unwrap().peers.values().next().unwrap().groups, ["muc-limits"]);
+        // A garbage cache is ignored, never trusted.
+        fs::write(s.dir().join(CACHE), b"garbage").unwrap();
+        assert_eq!(s.load_roster().unwrap().peers.values().next().unwrap().groups, ["muc-limits"]);
     }
 }

@@ -745,4 +745,78 @@ mod tests {
         assert_eq!(unsafe { CStr::from_ptr(st_status_str(1234)) }.to_str().unwrap(), "unknown status");
         assert_eq!(unsafe { CStr::from_ptr(st_version()) }.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     }
+
+    /// One handle, many threads: lookups run while another thread changes the roster.
+    #[test]
+    fn handle_is_usable_from_many_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+        let mut opts = st_options_default();
+        opts.watch = 0;
+        let mut e = null_mut();
+        assert_eq!(unsafe { st_engine_open(root.as_ptr(), c"c.lit".as_ptr(), &opts, &mut e) }, st_status::Ok);
+        struct Handle(*mut st_engine);
+        unsafe impl Send for Handle {}
+        unsafe impl Sync for Handle {}
+        let h = std::sync::Arc::new(Handle(e));
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let peer = CString::new(format!("w{t}-{i}.lit")).unwrap();
+                        let mut out = null_mut();
+                        unsafe {
+                            assert_eq!(
+                                st_engine_inbound(
+                                    h.0,
+                                    peer.as_ptr(),
+                                    c"subscribe".as_ptr(),
+                                    null(),
+                                    &mut out
+                                ),
+                                st_status::Ok
+                            );
+                            st_actions_free(out);
+                            assert_eq!(st_engine_approve(h.0, peer.as_ptr(), &mut out), st_status::Ok);
+                            st_actions_free(out);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    for i in 0..20_000 {
+                        let peer = CString::new(format!("w0-{}.lit", i % 50)).unwrap();
+                        let mut t = false;
+                        assert_eq!(
+                            unsafe { st_is_trusted(h.0, peer.as_ptr(), null(), &mut t) },
+                            st_status::Ok
+                        );
+                        seen += t as usize;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+        for t in 0..2 {
+            for i in 0..50 {
+                let peer = CString::new(format!("w{t}-{i}.lit")).unwrap();
+                let mut trusted = false;
+                unsafe { st_is_trusted(h.0, peer.as_ptr(), null(), &mut trusted) };
+                assert!(trusted, "{peer:?}");
+            }
+        }
+        unsafe { st_engine_free(h.0) };
+    }
 }

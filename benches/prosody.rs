@@ -27,7 +27,6 @@ mod prosody;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,22 +60,7 @@ fn lua_quote(s: &str) -> String {
 }
 
 fn cli(srv: &Server, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_server-trust"))
-        .arg("--store")
-        .arg(&srv.store)
-        .arg("--host")
-        .arg(&srv.host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "server-trust {args:?} on {} failed: {}{}",
-        srv.host,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    srv.cli_text(args)
 }
 
 fn pending_peers(srv: &Server) -> BTreeSet<String> {

@@ -6,28 +6,13 @@
 #[allow(dead_code)]
 mod prosody;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server};
-
-fn cli_path() -> PathBuf {
-    prosody::target_debug_dir().join("server-trust")
-}
+use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, cli_path};
 
 fn cli(srv: &Server, args: &[&str]) -> String {
-    let out = Command::new(cli_path())
-        .arg("--store")
-        .arg(&srv.store)
-        .arg("--host")
-        .arg(&srv.host)
-        .args(args)
-        .output()
-        .expect("run server-trust (cargo build --workspace first)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "server-trust {args:?}: {text}");
-    text
+    srv.cli_text(args)
 }
 
 fn show(who: &str, cmd: &str, out: &str) {

@@ -38,28 +38,28 @@ pub struct RosterEntry {
     /// RFC 6121 subscription state.
     pub state: Subscription,
     /// Scopes the peer is trusted for (`incidents`, `muc-limits`, ...).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub groups: Vec<String>,
     /// Free text for admins.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub note: String,
     /// RFC 6121 §3.4 pre-approval: the peer's next `subscribe` is answered without a prompt.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub pre_approved: bool,
     /// When and by whom we asked the peer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub requested_at: Option<String>,
     /// Actor that asked the peer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub requested_by: Option<String>,
     /// When the peer was approved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub approved_at: Option<String>,
     /// Actor that approved the peer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub approved_by: Option<String>,
     /// Last state change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub updated_at: Option<String>,
 }
 
@@ -307,16 +307,7 @@ impl Store {
 
     /// Reads one pending request, `None` when there is none.
     pub fn read_pending(&self, peer: &Domain) -> Result<Option<PendingRequest>> {
-        let path = self.pending_path(peer);
-        let req: Option<PendingRequest> = read_toml(&path)?;
-        match req {
-            Some(r) if &r.peer != peer => Err(Error::Corrupt {
-                path,
-                line: None,
-                message: format!("file is named for {peer} but says peer = {:?}", r.peer.as_str()),
-            }),
-            other => Ok(other),
-        }
+        read_named(&self.pending_path(peer), peer, |r: &PendingRequest| &r.peer)
     }
 
     /// Writes a pending request atomically.
@@ -365,18 +356,7 @@ impl Store {
 
     /// Every queued act.
     pub fn list_queued(&self) -> (Vec<Queued>, Vec<Error>) {
-        self.list(OUTBOUND, |s, p| {
-            let path = s.outbound_path(p);
-            let q: Option<Queued> = read_toml(&path)?;
-            match q {
-                Some(q) if &q.peer != p => Err(Error::Corrupt {
-                    path,
-                    line: None,
-                    message: format!("file is named for {p} but says peer = {:?}", q.peer.as_str()),
-                }),
-                other => Ok(other),
-            }
-        })
+        self.list(OUTBOUND, |s, p| read_named(&s.outbound_path(p), p, |q: &Queued| &q.peer))
     }
 
     /// Removes a queued act (no error when absent).
@@ -487,6 +467,23 @@ fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     read_text(path)?.map(|text| parse_toml(path, &text)).transpose()
 }
 
+/// Reads a file named for `peer`; one that names another peer inside (a renamed or copied
+/// file) is refused rather than acted on for the wrong server.
+fn read_named<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    peer: &Domain,
+    named: impl Fn(&T) -> &Domain,
+) -> Result<Option<T>> {
+    match read_toml::<T>(path)? {
+        Some(v) if named(&v) != peer => Err(Error::Corrupt {
+            path: path.into(),
+            line: None,
+            message: format!("file is named for {peer} but says peer = {:?}", named(&v).as_str()),
+        }),
+        other => Ok(other),
+    }
+}
+
 fn toml_text<T: Serialize>(header: &str, value: &T) -> Result<String> {
     let body = toml::to_string_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     Ok(format!("{header}{body}"))
@@ -504,27 +501,13 @@ mod cache {
 
     const MAGIC: &str = "server-trust roster cache v1";
 
+    /// Written from borrowed peers, read into owned ones: the bytes are the same.
     #[derive(Serialize, Deserialize)]
-    struct Cache {
+    struct Cache<P> {
         magic: String,
         toml_len: u64,
         toml_fnv: u64,
-        peers: Vec<(Domain, Entry)>,
-    }
-
-    /// RosterEntry without the `skip_serializing_if`s that a non-self-describing format
-    /// cannot take.
-    #[derive(Serialize, Deserialize)]
-    struct Entry {
-        state: Subscription,
-        groups: Vec<String>,
-        note: String,
-        pre_approved: bool,
-        requested_at: Option<String>,
-        requested_by: Option<String>,
-        approved_at: Option<String>,
-        approved_by: Option<String>,
-        updated_at: Option<String>,
+        peers: P,
     }
 
     fn fnv1a(text: &str) -> u64 {
@@ -533,74 +516,20 @@ mod cache {
 
     pub(super) fn load(path: &Path, text: &str) -> Option<RosterFile> {
         let bytes = fs::read(path).ok()?;
-        let c: Cache = postcard::from_bytes(&bytes).ok()?;
+        let c: Cache<Vec<(Domain, RosterEntry)>> = postcard::from_bytes(&bytes).ok()?;
         if c.magic != MAGIC || c.toml_len != text.len() as u64 || c.toml_fnv != fnv1a(text) {
             return None;
         }
-        let peers = c.peers.into_iter().map(|(d, e)| {
-            let Entry {
-                state,
-                groups,
-                note,
-                pre_approved,
-                requested_at,
-                requested_by,
-                approved_at,
-                approved_by,
-                updated_at,
-            } = e;
-            (
-                d,
-                RosterEntry {
-                    state,
-                    groups,
-                    note,
-                    pre_approved,
-                    requested_at,
-                    requested_by,
-                    approved_at,
-                    approved_by,
-                    updated_at,
-                },
-            )
-        });
-        Some(RosterFile { peers: peers.collect() })
+        Some(RosterFile { peers: c.peers.into_iter().collect() })
     }
 
     /// Best effort: a cache that cannot be written only costs the next load some time.
     pub(super) fn save(path: &Path, text: &str, roster: &RosterFile) {
-        let peers = roster.peers.iter().map(|(d, e)| {
-            let RosterEntry {
-                state,
-                groups,
-                note,
-                pre_approved,
-                requested_at,
-                requested_by,
-                approved_at,
-                approved_by,
-                updated_at,
-            } = e.clone();
-            (
-                d.clone(),
-                Entry {
-                    state,
-                    groups,
-                    note,
-                    pre_approved,
-                    requested_at,
-                    requested_by,
-                    approved_at,
-                    approved_by,
-                    updated_at,
-                },
-            )
-        });
         let c = Cache {
             magic: MAGIC.into(),
             toml_len: text.len() as u64,
             toml_fnv: fnv1a(text),
-            peers: peers.collect(),
+            peers: roster.peers.iter().collect::<Vec<(&Domain, &RosterEntry)>>(),
         };
         if let Ok(bytes) = postcard::to_allocvec(&c) {
             let tmp = path.with_extension(format!("{}.tmp", std::process::id()));

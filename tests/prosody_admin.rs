@@ -7,11 +7,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, native_lib_path};
+use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, native_lib_path, presence_from};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long we watch for a stanza that must NOT come (Prosody answers in ~0.2 s, the module
@@ -45,73 +45,13 @@ fn lab_with_verona() -> Lab {
     lab_with(LabOptions { montague_extra_hosts: vec![VERONA.into()], ..LabOptions::default() })
 }
 
-/// Runs the admin CLI against `srv`'s store.
-fn cli(srv: &Server, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_server-trust"))
-        .arg("--store")
-        .arg(&srv.store)
-        .arg("--host")
-        .arg(&srv.host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "server-trust {args:?} on {} failed: {}{}",
-        srv.host,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn roster(srv: &Server) -> Value {
-    serde_json::from_slice(&cli(srv, &["--json", "list"]).stdout).unwrap()
-}
-
-/// `peer`'s state in `srv`'s roster according to the CLI ("absent" when not listed).
-fn state(srv: &Server, peer: &str) -> String {
-    roster(srv)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["peer"] == peer)
-        .map_or("absent".into(), |e| e["state"].as_str().unwrap().to_string())
-}
-
-fn wait_state(srv: &Server, peer: &str, want: &str) {
-    let t0 = Instant::now();
-    loop {
-        let now = state(srv, peer);
-        if now == want {
-            return;
-        }
-        assert!(
-            t0.elapsed() < WAIT,
-            "{}: {peer} stayed {now}, expected {want}\n{}",
-            srv.host,
-            srv.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pending_file(srv: &Server, peer: &str) -> std::path::PathBuf {
-    srv.store.join(&srv.host).join("pending").join(format!("{peer}.toml"))
+    serde_json::from_slice(&srv.cli(&["--json", "list"]).stdout).unwrap()
 }
 
 /// A presence of `typ` ("available" = no type) from `from` to `to`, over s2s.
 fn presence<'a>(from: &'a str, to: &'a str, typ: &'a str) -> impl Fn(&Stanza) -> bool + 'a {
-    move |s: &Stanza| {
-        s.via_s2s()
-            && s.name == "presence"
-            && s.from.as_deref() == Some(from)
-            && s.to.as_deref() == Some(to)
-            && match typ {
-                "available" => s.typ.is_none(),
-                t => s.is_type(t),
-            }
-    }
+    move |s: &Stanza| presence_from(from, typ)(s) && s.to.as_deref() == Some(to)
 }
 
 /// A `server-trust/added` etc. event recorded by mod_lab on `srv`'s host, for `peer`.
@@ -261,12 +201,12 @@ fn peer_is_subscribed(srv: &Server, peer: &str) -> String {
 fn two_pending() -> Lab {
     let lab = lab_with_verona();
     let (m, c) = (&lab.montague, &lab.capulet);
-    cli(m, &["request", CAPULET]);
+    m.cli(&["request", CAPULET]);
     m.inject(&format!("<presence from='{VERONA}' to='{CAPULET}' type='subscribe' id='v1'/>"));
     c.wait_for("subscribe from montague", WAIT, presence(MONTAGUE, CAPULET, "subscribe"));
     c.wait_for("subscribe from verona", WAIT, presence(VERONA, CAPULET, "subscribe"));
-    wait_state(c, MONTAGUE, "none+pending-in");
-    wait_state(c, VERONA, "none+pending-in");
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    c.wait_state(VERONA, "none+pending-in", WAIT);
     lab
 }
 
@@ -279,12 +219,12 @@ fn shell_pending_approve_deny_and_errors() {
     assert!(rows.is_empty(), "{rows:?}");
     assert_eq!(summary, "0 pending");
 
-    cli(m, &["request", CAPULET]);
+    m.cli(&["request", CAPULET]);
     m.inject(&format!("<presence from='{VERONA}' to='{CAPULET}' type='subscribe' id='v1'/>"));
     c.wait_for("subscribe from montague", WAIT, presence(MONTAGUE, CAPULET, "subscribe"));
     c.wait_for("subscribe from verona", WAIT, presence(VERONA, CAPULET, "subscribe"));
-    wait_state(c, MONTAGUE, "none+pending-in");
-    wait_state(c, VERONA, "none+pending-in");
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    c.wait_state(VERONA, "none+pending-in", WAIT);
 
     // pending(): one line per request: host, peer, decision, first seen, times seen.
     let (rows, summary) = shell_pending(c);
@@ -306,10 +246,10 @@ fn shell_pending_approve_deny_and_errors() {
     let ok = m.wait_for("subscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribed"));
     assert_eq!(ok.id, sub.id, "the approval echoes the request's id");
     m.wait_for("reciprocal subscribe from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribe"));
-    wait_state(c, MONTAGUE, "both");
-    wait_state(m, CAPULET, "both");
-    assert!(!pending_file(c, MONTAGUE).exists());
-    let log = String::from_utf8(cli(c, &["log", "--peer", MONTAGUE]).stdout).unwrap();
+    c.wait_state(MONTAGUE, "both", WAIT);
+    m.wait_state(CAPULET, "both", WAIT);
+    assert!(!c.pending_file(MONTAGUE).exists());
+    let log = String::from_utf8(c.cli(&["log", "--peer", MONTAGUE]).stdout).unwrap();
     assert!(
         log.lines().any(|l| l.contains(" shell ") && l.contains("approve")),
         "actor shell missing:\n{log}"
@@ -324,8 +264,8 @@ fn shell_pending_approve_deny_and_errors() {
     let out = c.shell_ok(&format!("server_trust:deny({})", lua(VERONA)));
     assert!(out.contains(&format!("OK: deny {VERONA} on {CAPULET}")), "{out}");
     m.wait_for("unsubscribed from capulet to verona", WAIT, presence(CAPULET, VERONA, "unsubscribed"));
-    wait_state(c, VERONA, "absent");
-    assert!(!pending_file(c, VERONA).exists());
+    c.wait_state(VERONA, "absent", WAIT);
+    assert!(!c.pending_file(VERONA).exists());
     let (rows, summary) = shell_pending(c);
     assert!(rows.is_empty(), "{rows:?}");
     assert_eq!(summary, "0 pending");
@@ -364,8 +304,8 @@ fn shell_pending_approve_deny_and_errors() {
     assert!(err.contains("not loaded on nowhere.lit"), "{err}");
     std::thread::sleep(QUIET);
     assert_eq!(roster(c), roster_before, "a failed shell command changed the roster");
-    assert_eq!(state(c, STRANGER), "absent");
-    assert!(!pending_file(c, STRANGER).exists());
+    assert_eq!(c.state(STRANGER), "absent");
+    assert!(!c.pending_file(STRANGER).exists());
     let after = m.received();
     let new: Vec<&Stanza> = after[sent_before..].iter().filter(|s| s.via_s2s()).collect();
     assert!(new.is_empty(), "failed shell commands sent stanzas: {new:#?}");
@@ -388,8 +328,8 @@ fn adhoc_pending_form_approve_later_and_forbidden() {
     let r = adhoc(c, EVE, NODE_PENDING, Some("complete"), &[(MONTAGUE, "approve")], Some("forged"));
     assert_eq!(r["error"], "forbidden", "{r}");
     m.assert_none_for(QUIET, presence(CAPULET, MONTAGUE, "subscribed"), "eve must not approve");
-    assert_eq!(state(c, MONTAGUE), "none+pending-in");
-    assert_eq!(state(c, VERONA), "none+pending-in");
+    assert_eq!(c.state(MONTAGUE), "none+pending-in");
+    assert_eq!(c.state(VERONA), "none+pending-in");
 
     // The admin opens "Pending server buddies": a form with one list-single per pending
     // peer, no default value, choices approve / deny / later.
@@ -440,12 +380,12 @@ fn adhoc_pending_form_approve_later_and_forbidden() {
     assert!(!n.contains(VERONA), "verona was left for later: {n}");
     m.wait_for("subscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribed"));
     m.wait_for("reciprocal subscribe from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribe"));
-    wait_state(c, MONTAGUE, "both");
-    wait_state(m, CAPULET, "both");
-    assert_eq!(state(c, VERONA), "none+pending-in", "later means later");
-    assert!(pending_file(c, VERONA).exists());
+    c.wait_state(MONTAGUE, "both", WAIT);
+    m.wait_state(CAPULET, "both", WAIT);
+    assert_eq!(c.state(VERONA), "none+pending-in", "later means later");
+    assert!(c.pending_file(VERONA).exists());
     m.assert_none_for(QUIET, |s| s.via_s2s() && s.to.as_deref() == Some(VERONA), "nothing to verona yet");
-    let log = String::from_utf8(cli(c, &["log", "--peer", MONTAGUE]).stdout).unwrap();
+    let log = String::from_utf8(c.cli(&["log", "--peer", MONTAGUE]).stdout).unwrap();
     assert!(
         log.lines().any(|l| l.contains(" adhoc ") && l.contains("approve")),
         "actor adhoc missing:\n{log}"
@@ -467,7 +407,7 @@ fn adhoc_pending_form_approve_later_and_forbidden() {
     assert_eq!(r["status"], "completed", "{r}");
     assert!(notes(&r).contains(&format!("{VERONA}: deny")), "{r}");
     m.wait_for("unsubscribed to verona", WAIT, presence(CAPULET, VERONA, "unsubscribed"));
-    wait_state(c, VERONA, "absent");
+    c.wait_state(VERONA, "absent", WAIT);
     let r = adhoc(c, ADMIN, NODE_PENDING, None, &[], None);
     assert_eq!(r["status"], "completed", "{r}");
     assert!(notes(&r).contains("No pending requests"), "{r}");
@@ -506,8 +446,8 @@ fn adhoc_request_and_revoke_fire_events() {
     assert!(notes(&r).contains(&format!("request {MONTAGUE}: done")), "{r}");
     let sub = m.wait_for("subscribe from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribe"));
     assert!(sub.id.is_some());
-    wait_state(m, CAPULET, "none+pending-in");
-    wait_state(c, MONTAGUE, "none+pending-out");
+    m.wait_state(CAPULET, "none+pending-in", WAIT);
+    c.wait_state(MONTAGUE, "none+pending-out", WAIT);
     assert_eq!(count(m, presence(CAPULET, MONTAGUE, "subscribe")), 1, "exactly one subscribe");
 
     // No trust yet, no events yet.
@@ -515,10 +455,10 @@ fn adhoc_request_and_revoke_fire_events() {
     assert_eq!(count(m, |s| s.dir == "event"), 0);
 
     // montague approves (CLI); its reciprocal subscribe is pre-approved by capulet's request.
-    cli(m, &["approve", CAPULET]);
+    m.cli(&["approve", CAPULET]);
     c.wait_for("subscribed from montague", WAIT, presence(MONTAGUE, CAPULET, "subscribed"));
-    wait_state(m, CAPULET, "both");
-    wait_state(c, MONTAGUE, "both");
+    m.wait_state(CAPULET, "both", WAIT);
+    c.wait_state(MONTAGUE, "both", WAIT);
     let added_m = m.wait_for("server-trust/added on montague", WAIT, event("server-trust/added", CAPULET));
     assert_eq!(added_m.host, MONTAGUE);
     assert_eq!(added_m.to.as_deref(), Some(MONTAGUE), "event.host");
@@ -549,8 +489,8 @@ fn adhoc_request_and_revoke_fire_events() {
     assert!(notes(&r).contains(&format!("revoke {MONTAGUE}: done")), "{r}");
     m.wait_for("unsubscribe from capulet", WAIT, presence(CAPULET, MONTAGUE, "unsubscribe"));
     m.wait_for("unsubscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "unsubscribed"));
-    wait_state(c, MONTAGUE, "absent");
-    wait_state(m, CAPULET, "absent");
+    c.wait_state(MONTAGUE, "absent", WAIT);
+    m.wait_state(CAPULET, "absent", WAIT);
     let removed_c =
         c.wait_for("server-trust/removed on capulet", WAIT, event("server-trust/removed", MONTAGUE));
     assert!(removed_c.t >= added_c.t);
@@ -593,13 +533,13 @@ fn api_is_trusted_scopes_and_peer_is_subscribed() {
     );
 
     // Buddies via CLI (request on montague, approve on capulet).
-    cli(m, &["request", CAPULET]);
+    m.cli(&["request", CAPULET]);
     c.wait_for("subscribe from montague", WAIT, presence(MONTAGUE, CAPULET, "subscribe"));
-    wait_state(c, MONTAGUE, "none+pending-in");
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
     assert_eq!(peer_is_subscribed(c, MONTAGUE), "false", "pending is not trusted");
-    cli(c, &["approve", MONTAGUE]);
-    wait_state(c, MONTAGUE, "both");
-    wait_state(m, CAPULET, "both");
+    c.cli(&["approve", MONTAGUE]);
+    c.wait_state(MONTAGUE, "both", WAIT);
+    m.wait_state(CAPULET, "both", WAIT);
     c.wait_for("server-trust/added on capulet", WAIT, event("server-trust/added", MONTAGUE));
 
     assert_eq!(peer_is_subscribed(c, MONTAGUE), "true");
@@ -624,7 +564,7 @@ fn api_is_trusted_scopes_and_peer_is_subscribed() {
 
     // Scopes: none yet; the CLI sets one and the running module picks it up.
     assert_eq!(is_trusted(c, MONTAGUE, Some("incidents")), "false");
-    cli(c, &["groups", MONTAGUE, "--set", "incidents"]);
+    c.cli(&["groups", MONTAGUE, "--set", "incidents"]);
     let t0 = Instant::now();
     while is_trusted(c, MONTAGUE, Some("incidents")) != "true" {
         assert!(t0.elapsed() < WAIT, "is_trusted(incidents) never became true\n{}", c.log_tail(30));
@@ -642,10 +582,10 @@ fn api_is_trusted_scopes_and_peer_is_subscribed() {
     );
 
     // Revoke by CLI: the running module drops trust and fires server-trust/removed.
-    cli(c, &["revoke", MONTAGUE]);
+    c.cli(&["revoke", MONTAGUE]);
     c.wait_for("server-trust/removed on capulet", WAIT, event("server-trust/removed", MONTAGUE));
     // The entry stays (state none) because it still carries the admin's groups.
-    wait_state(c, MONTAGUE, "none");
+    c.wait_state(MONTAGUE, "none", WAIT);
     assert_eq!(peer_is_subscribed(c, MONTAGUE), "false");
     assert_eq!(is_trusted(c, MONTAGUE, Some("incidents")), "false");
 }

@@ -8,10 +8,9 @@
 mod support;
 
 use std::fs;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, native_lib_path};
+use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, native_lib_path, presence_from};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long we watch for a stanza that must NOT come. Prosody answers in ~0.2 s over an
@@ -31,86 +30,21 @@ fn lab_with(opts: LabOptions) -> Lab {
     Lab::start(LabOptions { server_trust: true, ..opts })
 }
 
-/// Runs the admin CLI against `srv`'s store.
-fn cli(srv: &Server, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_server-trust"))
-        .arg("--store")
-        .arg(&srv.store)
-        .arg("--host")
-        .arg(&srv.host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "server-trust {args:?} on {} failed: {}{}",
-        srv.host,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `peer`'s state in `srv`'s roster according to the CLI ("absent" when not listed).
-fn state(srv: &Server, peer: &str) -> String {
-    let out = cli(srv, &["--json", "list"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["peer"] == peer)
-        .map_or("absent".into(), |e| e["state"].as_str().unwrap().to_string())
-}
-
-fn wait_state(srv: &Server, peer: &str, want: &str) {
-    let t0 = Instant::now();
-    loop {
-        let now = state(srv, peer);
-        if now == want {
-            return;
-        }
-        assert!(
-            t0.elapsed() < WAIT,
-            "{}: {peer} stayed {now}, expected {want}\n{}",
-            srv.host,
-            srv.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A presence of `typ` ("available" = no type) from `from` to `srv`'s host JID, over s2s.
-fn presence_from<'a>(from: &'a str, typ: &'a str) -> impl Fn(&Stanza) -> bool + 'a {
-    move |s: &Stanza| {
-        s.via_s2s()
-            && s.name == "presence"
-            && s.from.as_deref() == Some(from)
-            && match typ {
-                "available" => s.typ.is_none(),
-                t => s.is_type(t),
-            }
-    }
-}
-
-fn pending_file(srv: &Server, peer: &str) -> std::path::PathBuf {
-    srv.store.join(&srv.host).join("pending").join(format!("{peer}.toml"))
-}
-
 /// montague asks, capulet's admin is prompted; returns the lab at that point.
 fn requested() -> Lab {
     let lab = lab();
-    cli(&lab.montague, &["request", CAPULET]);
+    lab.montague.cli(&["request", CAPULET]);
     lab.capulet.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
-    wait_state(&lab.capulet, MONTAGUE, "none+pending-in");
+    lab.capulet.wait_state(MONTAGUE, "none+pending-in", WAIT);
     lab
 }
 
 /// Both servers reach Both.
 fn buddies() -> Lab {
     let lab = requested();
-    cli(&lab.capulet, &["approve", MONTAGUE]);
-    wait_state(&lab.montague, CAPULET, "both");
-    wait_state(&lab.capulet, MONTAGUE, "both");
+    lab.capulet.cli(&["approve", MONTAGUE]);
+    lab.montague.wait_state(CAPULET, "both", WAIT);
+    lab.capulet.wait_state(MONTAGUE, "both", WAIT);
     lab
 }
 
@@ -122,14 +56,14 @@ fn a_b_c_subscribe_only_on_request_prompt_then_approve_by_cli() {
     // (a) Nothing leaves montague until its admin asks.
     c.assert_none_for(QUIET, |s| s.via_s2s() && s.name == "presence", "no presence before the admin asks");
     assert!(m.received().iter().all(|s| s.dir != "out"), "montague sent something unasked");
-    cli(m, &["request", CAPULET]);
+    m.cli(&["request", CAPULET]);
     let sub = c.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
     assert_eq!(sub.to.as_deref(), Some(CAPULET));
 
     // (b) capulet does not answer before its admin decides; the request is on file and
     // the admins were told how to approve it.
     m.assert_none_for(QUIET, presence_from(CAPULET, "subscribed"), "capulet must not auto-approve");
-    assert!(pending_file(c, MONTAGUE).exists());
+    assert!(c.pending_file(MONTAGUE).exists());
     let chat = c.wait_for("admin notified", WAIT, |s| {
         s.name == "message" && s.to.as_deref() == Some("admin@capulet.lit")
     });
@@ -139,21 +73,21 @@ fn a_b_c_subscribe_only_on_request_prompt_then_approve_by_cli() {
         console.contains(&format!("--host {CAPULET} approve {MONTAGUE}")),
         "warn line with the approve command missing:\n{console}"
     );
-    assert_eq!(state(c, MONTAGUE), "none+pending-in");
-    assert_eq!(state(m, CAPULET), "none+pending-out");
+    assert_eq!(c.state(MONTAGUE), "none+pending-in");
+    assert_eq!(m.state(CAPULET), "none+pending-out");
 
     // (c) approval by CLI: subscribed + reciprocal subscribe; montague answers it without a
     // second prompt (pre-approved by its own request); both reach Both.
-    cli(c, &["approve", MONTAGUE]);
+    c.cli(&["approve", MONTAGUE]);
     let ok = m.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
     assert!(sub.id.is_some(), "requests carry an id");
     assert_eq!(ok.id, sub.id, "the approval echoes the request's id");
     m.wait_for("reciprocal subscribe from capulet", WAIT, presence_from(CAPULET, "subscribe"));
     c.wait_for("subscribed from montague", WAIT, presence_from(MONTAGUE, "subscribed"));
-    wait_state(m, CAPULET, "both");
-    wait_state(c, MONTAGUE, "both");
-    assert!(!pending_file(m, CAPULET).exists(), "montague was prompted a second time");
-    assert!(!pending_file(c, MONTAGUE).exists());
+    m.wait_state(CAPULET, "both", WAIT);
+    c.wait_state(MONTAGUE, "both", WAIT);
+    assert!(!m.pending_file(CAPULET).exists(), "montague was prompted a second time");
+    assert!(!c.pending_file(MONTAGUE).exists());
     assert!(
         !m.received()
             .iter()
@@ -170,48 +104,48 @@ fn a_b_c_subscribe_only_on_request_prompt_then_approve_by_cli() {
 #[test]
 fn d_approve_by_editing_the_pending_file() {
     let lab = requested();
-    let path = pending_file(&lab.capulet, MONTAGUE);
+    let path = lab.capulet.pending_file(MONTAGUE);
     let text = fs::read_to_string(&path).unwrap();
     assert!(text.contains("decision = \"pending\""), "{text}");
     fs::write(&path, text.replace("decision = \"pending\"", "decision = \"approve\"")).unwrap();
     lab.montague.wait_for("subscribed after file edit", WAIT, presence_from(CAPULET, "subscribed"));
-    wait_state(&lab.capulet, MONTAGUE, "both");
-    let log = String::from_utf8(cli(&lab.capulet, &["log", "--peer", MONTAGUE]).stdout).unwrap();
+    lab.capulet.wait_state(MONTAGUE, "both", WAIT);
+    let log = String::from_utf8(lab.capulet.cli(&["log", "--peer", MONTAGUE]).stdout).unwrap();
     assert!(log.lines().any(|l| l.contains(" file ") && l.contains("approve")), "{log}");
 }
 
 #[test]
 fn e_deny_sends_unsubscribed_and_grants_nothing() {
     let lab = requested();
-    cli(&lab.capulet, &["deny", MONTAGUE]);
+    lab.capulet.cli(&["deny", MONTAGUE]);
     lab.montague.wait_for("unsubscribed from capulet", WAIT, presence_from(CAPULET, "unsubscribed"));
-    wait_state(&lab.montague, CAPULET, "absent");
-    assert_eq!(state(&lab.capulet, MONTAGUE), "absent");
+    lab.montague.wait_state(CAPULET, "absent", WAIT);
+    assert_eq!(lab.capulet.state(MONTAGUE), "absent");
     lab.montague.assert_none_for(QUIET, presence_from(CAPULET, "subscribed"), "denied: no subscribed");
-    assert!(!pending_file(&lab.capulet, MONTAGUE).exists());
+    assert!(!lab.capulet.pending_file(MONTAGUE).exists());
 }
 
 #[test]
 fn f_revoke_drops_trust_on_both_sides() {
     let lab = buddies();
-    cli(&lab.montague, &["revoke", CAPULET]);
+    lab.montague.cli(&["revoke", CAPULET]);
     lab.capulet.wait_for("unsubscribe from montague", WAIT, presence_from(MONTAGUE, "unsubscribe"));
     lab.capulet.wait_for("unsubscribed from montague", WAIT, presence_from(MONTAGUE, "unsubscribed"));
-    wait_state(&lab.montague, CAPULET, "absent");
-    wait_state(&lab.capulet, MONTAGUE, "absent");
+    lab.montague.wait_state(CAPULET, "absent", WAIT);
+    lab.capulet.wait_state(MONTAGUE, "absent", WAIT);
 }
 
 #[test]
 fn g_restart_keeps_roster_and_state() {
     let lab = buddies();
     lab.capulet.restart();
-    assert_eq!(state(&lab.capulet, MONTAGUE), "both");
+    assert_eq!(lab.capulet.state(MONTAGUE), "both");
     // On start capulet greets its buddy and probes it; montague answers the probe.
     assert!(!lab.montague.received().iter().any(presence_from(CAPULET, "probe")), "no probe before restart");
     lab.montague.wait_for("capulet's probe after restart", WAIT, presence_from(CAPULET, "probe"));
     assert!(!lab.capulet.received().iter().any(presence_from(MONTAGUE, "probe")), "no probe before restart");
     lab.montague.restart();
-    assert_eq!(state(&lab.montague, CAPULET), "both");
+    assert_eq!(lab.montague.state(CAPULET), "both");
     lab.capulet.wait_for("montague's probe after restart", WAIT, presence_from(MONTAGUE, "probe"));
     // montague's probe was answered: capulet's availability and last-seen time are kept.
     let t0 = Instant::now();
@@ -238,7 +172,7 @@ fn h_user_jid_subscribing_to_the_host_gains_nothing() {
         |s| s.via_s2s() && s.to.as_deref() == Some("alice@montague.lit"),
         "stock auto-approval must not answer a user JID",
     );
-    assert_eq!(state(&lab.capulet, "montague.lit"), "absent");
+    assert_eq!(lab.capulet.state("montague.lit"), "absent");
     assert!(fs::read_dir(lab.capulet.store.join(CAPULET).join("pending")).unwrap().next().is_none());
 }
 
@@ -266,7 +200,7 @@ fn i_burst_from_many_domains_stops_at_the_cap_and_server_stays_responsive() {
     assert!(console.contains("already pending"), "drops must be logged:\n{console}");
     // Still responsive: the admin shell answers and a normal request still flows.
     lab.capulet.shell_ok("server_trust:pending()");
-    cli(&lab.montague, &["request", CAPULET]);
+    lab.montague.cli(&["request", CAPULET]);
     lab.capulet.wait_for("subscribe after the burst", WAIT, presence_from(MONTAGUE, "subscribe"));
-    assert_eq!(state(&lab.capulet, MONTAGUE), "absent", "beyond the cap: not recorded");
+    assert_eq!(lab.capulet.state(MONTAGUE), "absent", "beyond the cap: not recorded");
 }

@@ -209,6 +209,25 @@ pub fn native_lib_path() -> PathBuf {
     target_debug_dir().join("libserver_trust_lua.so")
 }
 
+/// The `server-trust` CLI: cargo's own path in tests and benches, else `<target>/debug`.
+pub fn cli_path() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_server-trust")
+        .map_or_else(|| target_debug_dir().join("server-trust"), PathBuf::from)
+}
+
+/// A presence of `typ` ("available" = no type) from `from`, received over s2s.
+pub fn presence_from<'a>(from: &'a str, typ: &'a str) -> impl Fn(&Stanza) -> bool + 'a {
+    move |s: &Stanza| {
+        s.via_s2s()
+            && s.name == "presence"
+            && s.from.as_deref() == Some(from)
+            && match typ {
+                "available" => s.typ.is_none(),
+                t => s.is_type(t),
+            }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
@@ -456,6 +475,67 @@ impl Drop for Lab {
 
 // ---------------------------------------------------------------------------------------------
 // Server
+
+/// The admin's view of a server: the `server-trust` CLI on its store.
+impl Server {
+    /// Runs `server-trust --store <store> --host <host> ARGS`; panics unless it succeeds.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(cli_path())
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--host")
+            .arg(&self.host)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {} (cargo build --workspace first): {e}", cli_path().display()));
+        assert!(
+            out.status.success(),
+            "server-trust {args:?} on {} failed: {}{}",
+            self.host,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The CLI's stdout.
+    pub fn cli_text(&self, args: &[&str]) -> String {
+        String::from_utf8(self.cli(args).stdout).unwrap()
+    }
+
+    /// `peer`'s subscription state per `server-trust --json list` ("absent" when not listed).
+    pub fn state(&self, peer: &str) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.cli(&["--json", "list"]).stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["peer"] == peer)
+            .map_or("absent".into(), |e| e["state"].as_str().unwrap().to_string())
+    }
+
+    /// Waits until `peer` is in state `want`; panics with the log tail after `timeout`.
+    pub fn wait_state(&self, peer: &str, want: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let now = self.state(peer);
+            if now == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{}: {peer} stayed {now}, expected {want}\n{}",
+                self.host,
+                self.log_tail(30)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pending-request file `peer` would have in this server's store.
+    pub fn pending_file(&self, peer: &str) -> PathBuf {
+        self.store.join(&self.host).join("pending").join(format!("{peer}.toml"))
+    }
+}
 
 impl Server {
     fn new(lab: &Path, name: &str, host: &str, ip: &str) -> Server {

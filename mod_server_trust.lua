@@ -11,6 +11,7 @@ local jid_split = require "util.jid".split;
 local jid_prep = require "util.jid".prep;
 local set = require "util.set";
 local new_id = require "util.id".medium;
+local server = require "net.server";
 local ipairs, pairs, next, pcall, type = ipairs, pairs, next, pcall, type;
 local os_date, floor, t_concat = os.date, math.floor, table.concat;
 
@@ -128,12 +129,18 @@ module:hook("peer-is-subscribed", function (data)
 	return is_trusted(peer);
 end);
 
+local fd_watch;
 if is_server and engine then
 	-- After startup: our presence to approved peers, probes to peers that approved us.
 	module:add_timer(0, function ()
 		call("startup");
 	end);
-	-- Decisions made with the CLI or by editing a pending file.
+	-- Decisions made with the CLI or by editing a pending file: at once when the store's
+	-- wakeup fd fires (inotify behind it), and on a timer in case the event loop cannot watch it.
+	local fd = engine:wakeup_fd();
+	if fd and server.watchfd then
+		fd_watch = server.watchfd(fd, function () call("poll"); end);
+	end
 	module:add_timer(poll_interval, function ()
 		call("poll");
 		return poll_interval;
@@ -252,6 +259,7 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 end, "admin"));
 
 function module.unload()
+	if fd_watch then fd_watch:close(); end
 	registry[host] = nil;
 	if next(registry) == nil then module:shared("/*/admin_shell/env").server_trust = nil; end
 end

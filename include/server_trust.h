@@ -384,6 +384,17 @@ st_status st_engine_revoke(struct st_engine *engine, const char *peer, struct st
 st_status st_engine_poll(struct st_engine *engine, struct st_actions **out);
 
 /**
+ * Writes to `*out` a file descriptor that becomes readable when another process (the CLI,
+ * an editor) changed the store, or -1 when the engine does not watch the store. Put it in
+ * your event loop and call `st_engine_poll` when it is readable (that also resets it); keep
+ * a timer as well if you like. The engine owns the descriptor: do not read or close it.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `out` writable.
+ */
+st_status st_engine_wakeup_fd(const struct st_engine *engine, int32_t *out);
+
+/**
  * Actions for server start: presence to approved peers, probes to peers that approved us.
  *
  * # Safety

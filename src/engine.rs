@@ -248,7 +248,7 @@ pub struct Engine {
     id: u64,
     ops: Mutex<Ops>,
     presence: Mutex<HashMap<Domain, PeerPresence>>,
-    dirty: Arc<AtomicBool>,
+    wake: Arc<Wake>,
     watcher: Mutex<Option<Watch>>,
 }
 
@@ -295,8 +295,8 @@ impl Engine {
     pub fn open(store_root: &Path, host: &str, config: Config) -> Result<Engine> {
         let host = Domain::new(host)?;
         let store = Store::open(store_root, &host)?;
-        let dirty = Arc::new(AtomicBool::new(true));
-        let watcher = if config.watch { watch(store.dir(), dirty.clone()) } else { None };
+        let wake = Arc::new(Wake::new(config.watch));
+        let watcher = if config.watch { watch(store.dir(), wake.clone()) } else { None };
         let engine = Engine {
             host,
             store,
@@ -306,7 +306,7 @@ impl Engine {
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             ops: Mutex::new(Ops { roster_fp: None, last_repeat: HashMap::new(), reported: HashMap::new() }),
             presence: Mutex::new(HashMap::new()),
-            dirty,
+            wake,
             watcher: Mutex::new(watcher),
         };
         {
@@ -473,6 +473,14 @@ impl Engine {
         Ok(())
     }
 
+    /// A file descriptor that becomes readable when the store changed (Linux eventfd), for
+    /// drivers with an event loop: call [`Engine::poll`] when it is readable, which also
+    /// resets it. `None` when not watching. Owned by the engine: do not close it.
+    pub fn wakeup_fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        self.wake.fd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
     /// Presence to send when the driver starts: our presence to the peers we approved, a
     /// probe to the peers that approved us.
     pub fn startup_actions(&self) -> Vec<Action> {
@@ -498,12 +506,13 @@ impl Engine {
                 // Forked: the watcher's thread stayed in the parent. Dropping it here would
                 // wait for that thread forever, so leak it and start a new one.
                 std::mem::forget(w.take());
-                *w = watch(self.store.dir(), self.dirty.clone());
-                self.dirty.store(true, Ordering::Release);
+                *w = watch(self.store.dir(), self.wake.clone());
+                self.wake.dirty.store(true, Ordering::Release);
             }
             w.is_some()
         };
-        if watching && !self.dirty.swap(false, Ordering::AcqRel) {
+        self.wake.drain();
+        if watching && !self.wake.dirty.swap(false, Ordering::AcqRel) {
             return Ok(Vec::new());
         }
         self.with_step(Actor::File, |step| step.poll())
@@ -565,7 +574,45 @@ impl Engine {
     }
 }
 
-fn watch(dir: &Path, dirty: Arc<AtomicBool>) -> Option<Watch> {
+/// How the watcher thread tells the driver that the store changed: a flag that `poll` checks,
+/// and an eventfd a driver can put in its event loop to poll at once instead of waiting for
+/// its timer (`Engine::wakeup_fd`).
+struct Wake {
+    dirty: AtomicBool,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Wake {
+    fn new(with_fd: bool) -> Wake {
+        use std::os::fd::FromRawFd;
+        let fd = with_fd
+            .then(|| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
+            .filter(|&fd| fd >= 0)
+            .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        Wake { dirty: AtomicBool::new(true), fd }
+    }
+
+    fn signal(&self) {
+        use std::os::fd::AsRawFd;
+        self.dirty.store(true, Ordering::Release);
+        if let Some(fd) = &self.fd {
+            let one: u64 = 1;
+            // Non-blocking; a full counter already means "readable", so errors are moot.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Resets the eventfd so a level-triggered loop does not spin.
+    fn drain(&self) {
+        use std::os::fd::AsRawFd;
+        if let Some(fd) = &self.fd {
+            let mut n: u64 = 0;
+            unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        }
+    }
+}
+
+fn watch(dir: &Path, wake: Arc<Wake>) -> Option<Watch> {
     use notify::Watcher;
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Reads (our own scans, the CLI's `list`, backups), audit appends and temp files are
@@ -579,7 +626,7 @@ fn watch(dir: &Path, dirty: Arc<AtomicBool>) -> Option<Watch> {
             Err(_) => true,
         };
         if relevant {
-            dirty.store(true, Ordering::Release);
+            wake.signal();
         }
     })
     .ok()?;

@@ -518,6 +518,25 @@ pub unsafe extern "C" fn st_engine_poll(engine: *mut st_engine, out: *mut *mut s
     })
 }
 
+/// Writes to `*out` a file descriptor that becomes readable when another process (the CLI,
+/// an editor) changed the store, or -1 when the engine does not watch the store. Put it in
+/// your event loop and call `st_engine_poll` when it is readable (that also resets it); keep
+/// a timer as well if you like. The engine owns the descriptor: do not read or close it.
+///
+/// # Safety
+/// `engine` from `st_engine_open`; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn st_engine_wakeup_fd(engine: *const st_engine, out: *mut i32) -> st_status {
+    ffi_boundary!(st_status::Panic, {
+        let h = try_ref!(engine);
+        if out.is_null() {
+            return st_status::NullParameter;
+        }
+        unsafe { *out = h.engine.wakeup_fd().unwrap_or(-1) };
+        st_status::Ok
+    })
+}
+
 /// Actions for server start: presence to approved peers, probes to peers that approved us.
 ///
 /// # Safety

@@ -381,3 +381,28 @@ fn a_pending_file_the_roster_missed_is_recovered() {
     let a = c.approve("montague.lit", Actor::Cli).unwrap();
     assert_eq!(sent(&a)[0], ("montague.lit".into(), "subscribed"));
 }
+
+#[test]
+fn wakeup_fd_signals_store_changes_and_poll_resets_it() {
+    fn readable(fd: i32, ms: i32) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(dir.path(), "capulet.lit", Config { watch: true, ..cfg() });
+    let fd = c.wakeup_fd().expect("watching engines have a wakeup fd");
+    c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    c.poll().unwrap(); // consume our own write
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.poll().unwrap();
+    assert!(!readable(fd, 0), "nothing changed: the fd must be quiet");
+    let cli = server_trust::Store::open(dir.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
+    cli.set_decision(&Domain::new("montague.lit").unwrap(), Decision::Approve, "cli").unwrap();
+    assert!(readable(fd, 2000), "an approval by another process wakes the driver");
+    let a = c.poll().unwrap();
+    assert!(sent(&a).contains(&("montague.lit".into(), "subscribed")), "{a:?}");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    c.poll().unwrap();
+    assert!(!readable(fd, 0), "poll resets the fd");
+    assert!(engine(dir.path(), "capulet.lit", cfg()).wakeup_fd().is_none(), "no watcher, no fd");
+}

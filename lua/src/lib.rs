@@ -141,6 +141,7 @@ impl LuaUserData for LuaEngine {
             let errors: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
             Ok((list, errors))
         });
+        m.add_method("wakeup_fd", |_, this, ()| Ok(this.0.wakeup_fd()));
         m.add_method("host", |_, this, ()| Ok(this.0.host().to_string()));
         m.add_method("store_dir", |_, this, ()| Ok(this.0.store().dir().display().to_string()));
     }

@@ -204,3 +204,26 @@ fn i_burst_from_many_domains_stops_at_the_cap_and_server_stays_responsive() {
     lab.capulet.wait_for("subscribe after the burst", WAIT, presence_from(MONTAGUE, "subscribe"));
     assert_eq!(lab.capulet.state(MONTAGUE), "absent", "beyond the cap: not recorded");
 }
+
+#[test]
+fn j_broken_store_fails_closed_never_auto_approves() {
+    let lab = lab();
+    let c = &lab.capulet;
+    c.stop();
+    let roster = c.store.join(CAPULET).join("roster.toml");
+    fs::write(&roster, "[peers.\"montague.lit\"]\nstate = \"trust me\"\n").unwrap();
+    c.start();
+    let console = fs::read_to_string(&c.console_log).unwrap();
+    assert!(
+        console.contains("Server buddies disabled") && console.contains("roster.toml:2"),
+        "the admin must be told why, with file and line:\n{console}"
+    );
+    lab.montague.inject("<presence from='montague.lit' to='capulet.lit' type='subscribe' id='j1'/>");
+    c.wait_for("subscribe reaches the broken capulet", WAIT, presence_from(MONTAGUE, "subscribe"));
+    lab.montague.assert_none_for(
+        QUIET,
+        presence_from(CAPULET, "subscribed"),
+        "a broken store must not fall back to stock auto-approval",
+    );
+    assert!(fs::read_to_string(&roster).unwrap().contains("trust me"), "the broken file is kept as is");
+}

@@ -1,0 +1,66 @@
+-- The Lua bridge as Prosody's Lua 5.4 sees it. Run by tests/lua_bridge.rs:
+--   lua5.4 bridge.lua /path/to/libserver_trust_lua.so STORE_DIR
+local lib, store = arg[1], arg[2];
+local open = assert(package.loadlib(lib, "luaopen_server_trust_lua"));
+local st = open();
+
+local function check(cond, ...)
+	if not cond then error(table.concat({ "check failed:", ... }, " "), 2); end
+end
+
+check(st.validate("Capulet.LIT.") == "capulet.lit", "normalises");
+local none, why = st.validate("alice@capulet.lit");
+check(none == nil and why:find("localpart"), "user JIDs are refused with a reason");
+
+local bad, err = st.open(store, "alice@capulet.lit");
+check(bad == nil and err:find("invalid server domain"), "open refuses a user JID as host");
+
+local e = assert(st.open(store, "capulet.lit", { watch = false, max_pending = 2 }));
+check(e:host() == "capulet.lit");
+
+-- Engine errors come back as nil, message.
+local r, msg = e:inbound("montague.lit", "bogus", nil);
+check(r == nil and msg:find("not a presence type"), "bad type", tostring(msg));
+r, msg = e:approve("montague.lit");
+check(r == nil and msg:find("no pending request"), "approve without request", tostring(msg));
+check(false == pcall(e.request, e, "montague.lit", "nobody"), "unknown actor raises");
+
+-- Wrong argument types raise Lua errors (catchable), never crash the host.
+local ok, perr = pcall(e.is_trusted, e, nil);
+check(not ok and tostring(perr):find("is_trusted"), "nil peer raises", tostring(perr));
+ok, perr = pcall(e.is_trusted, {}, "x");
+check(not ok, "wrong self raises");
+ok = pcall(e.set_groups, e, "montague.lit", "not a table");
+check(not ok, "groups must be a table");
+
+-- A request, as actions.
+local acts = assert(e:inbound("montague.lit", "subscribe", "x1"));
+check(#acts == 1 and acts[1].kind == "notify" and acts[1].peer == "montague.lit", "prompt");
+check(acts[1].text:find("approve montague.lit"), "prompt says how to approve");
+check(e:state("montague.lit") == "none+pending-in");
+local pending, errors = e:pending();
+check(#pending == 1 and pending[1].peer == "montague.lit" and pending[1].decision == "pending" and #errors == 0);
+
+acts = assert(e:approve("montague.lit", "shell"));
+local sent, ids, trust = {}, {}, nil;
+for _, a in ipairs(acts) do
+	if a.kind == "send" then sent[#sent + 1] = a.type; ids[a.type] = a.id; end
+	if a.kind == "trust" then trust = a; end
+end
+check(table.concat(sent, ",") == "subscribed,available,subscribe", table.concat(sent, ","));
+check(ids.subscribed == "x1", "the approval echoes the request id");
+check(trust and trust.peer == "montague.lit" and trust.trusted == true, "trust change reported");
+check(e:is_trusted("montague.lit") and e:is_trusted("MONTAGUE.lit") and not e:is_trusted("verona.lit"));
+check(not e:is_trusted("montague.lit", "incidents"));
+check(e:set_groups("montague.lit", { "incidents" }) == true);
+check(e:is_trusted("montague.lit", "incidents"));
+local roster = e:roster();
+check(#roster == 1 and roster[1].state == "from+pending-out" and roster[1].trusted and roster[1].groups[1] == "incidents");
+
+-- The pending cap: a third distinct request is dropped and logged.
+assert(e:inbound("s1.lit", "subscribe"));
+acts = assert(e:inbound("s2.lit", "subscribe"));
+acts = assert(e:inbound("s3.lit", "subscribe"));
+check(acts[1] and acts[1].kind == "log" and acts[1].level == "warn" and acts[1].text:find("already pending"), "cap");
+check(e:state("s3.lit") == "none");
+print("lua bridge OK");

@@ -1,0 +1,24 @@
+//! The Lua 5.4 module (`server_trust_lua.so`) loaded into the system's `lua5.4`, the same
+//! interpreter Prosody runs on: results, `nil, message` errors, and Lua errors for bad calls.
+
+mod support;
+
+use std::process::Command;
+
+use support::prosody::{native_lib_path, repo_dir};
+
+#[test]
+fn lua_bridge_behaves_as_prosody_expects() {
+    let lib = native_lib_path();
+    assert!(lib.exists(), "{} missing: run `cargo build --workspace` first", lib.display());
+    let store = tempfile::tempdir().unwrap();
+    let out = Command::new("lua5.4")
+        .arg(repo_dir().join("tests/lua/bridge.lua"))
+        .arg(&lib)
+        .arg(store.path())
+        .output()
+        .expect("lua5.4 is needed (scripts/setup.sh installs it)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("lua bridge OK"), "{text}");
+}

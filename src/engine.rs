@@ -783,7 +783,7 @@ impl Step<'_> {
                 self.apply(peer, Direction::Inbound, ty, &event);
                 let after = self.entry(peer).state;
                 if !after.pending_in() && before.state.pending_in() {
-                    self.engine.store.remove_pending(peer)?;
+                    self.drop_pending_file(peer);
                 }
                 // A denied request takes its pre-approval with it: if the peer asks later,
                 // the admin is prompted like for anyone else.
@@ -866,7 +866,8 @@ impl Step<'_> {
             }
             Decision::Pending => return Ok(()),
         }
-        self.engine.store.remove_pending(peer)
+        self.drop_pending_file(peer);
+        Ok(())
     }
 
     fn revoke(&mut self, peer: &Domain) -> Result<()> {
@@ -884,7 +885,8 @@ impl Step<'_> {
             self.send(peer, PresenceKind::Unsubscribed, None);
         }
         self.update(peer, |e| e.pre_approved = false);
-        self.engine.store.remove_pending(peer)
+        self.drop_pending_file(peer);
+        Ok(())
     }
 
     fn poll(&mut self) -> Result<()> {
@@ -959,6 +961,16 @@ impl Step<'_> {
             );
         }
         if let Err(e) = consume(self, peer) {
+            self.report(e);
+        }
+    }
+
+    /// Removes a request file after its transition was applied. Failing here must not undo
+    /// the answer already decided (the actions would be lost), so it is only reported. At
+    /// worst the leftover file is taken for a request the roster missed and prompts again;
+    /// it is never approved by itself.
+    fn drop_pending_file(&mut self, peer: &Domain) {
+        if let Err(e) = self.engine.store.remove_pending(peer) {
             self.report(e);
         }
     }

@@ -175,30 +175,31 @@ for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
 		return true, act.." "..peer.." on "..h;
 	end;
 end
-function shell:pending(h)
+-- Prints one line per item that `method` lists, for host `h` or every host.
+local function print_each(self, h, method, line)
 	local n = 0;
 	for name, r in pairs(registry) do
 		if r.engine and (not h or h == name) then
-			for _, p in ipairs(r.engine:pending()) do
-				self.session.print(name, p.peer, p.decision, "first seen "..p.first_seen, p.times_seen.."x");
+			for _, item in ipairs(r.engine[method](r.engine)) do
+				self.session.print(name, line(item));
 				n = n + 1;
 			end
 		end
 	end
+	return n;
+end
+function shell:pending(h)
+	local n = print_each(self, h, "pending", function (p)
+		return p.peer, p.decision, "first seen "..p.first_seen, p.times_seen.."x";
+	end);
 	return true, n.." pending";
 end
 function shell:list(h)
-	local n = 0;
-	for name, r in pairs(registry) do
-		if r.engine and (not h or h == name) then
-			for _, e in ipairs(r.engine:roster()) do
-				local seen = e.last_seen and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.last_seen)) or "never";
-				self.session.print(name, e.peer, e.state, e.trusted and "trusted" or "-",
-					e.available and "available" or "unavailable", "seen "..seen, t_concat(e.groups, ","));
-				n = n + 1;
-			end
-		end
-	end
+	local n = print_each(self, h, "roster", function (e)
+		local seen = e.last_seen and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.last_seen)) or "never";
+		return e.peer, e.state, e.trusted and "trusted" or "-", e.available and "available" or "unavailable",
+			"seen "..seen, t_concat(e.groups, ",");
+	end);
 	return true, n.." peers";
 end
 module:shared("/*/admin_shell/env").server_trust = shell;

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, native_lib_path, presence_from};
+use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, presence_from};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long we watch for a stanza that must NOT come (Prosody answers in ~0.2 s, the module
@@ -29,12 +29,7 @@ const NODE_PENDING: &str = "urn:xmpp:server-trust#pending";
 const NODE_REVOKE: &str = "urn:xmpp:server-trust#revoke";
 
 fn lab_with(opts: LabOptions) -> Lab {
-    assert!(
-        native_lib_path().exists(),
-        "{} is missing: run `cargo build --workspace` first (the README test command does)",
-        native_lib_path().display()
-    );
-    Lab::start(LabOptions { server_trust: true, ..opts })
+    Lab::with_server_trust(opts)
 }
 
 fn lab() -> Lab {
@@ -200,6 +195,11 @@ fn peer_is_subscribed(srv: &Server, peer: &str) -> String {
 /// montague (via CLI) and verona (raw presence) both ask capulet; capulet has two pending.
 fn two_pending() -> Lab {
     let lab = lab_with_verona();
+    ask_both(&lab);
+    lab
+}
+
+fn ask_both(lab: &Lab) {
     let (m, c) = (&lab.montague, &lab.capulet);
     m.cli(&["request", CAPULET]);
     m.inject(&format!("<presence from='{VERONA}' to='{CAPULET}' type='subscribe' id='v1'/>"));
@@ -207,7 +207,6 @@ fn two_pending() -> Lab {
     c.wait_for("subscribe from verona", WAIT, presence(VERONA, CAPULET, "subscribe"));
     c.wait_state(MONTAGUE, "none+pending-in", WAIT);
     c.wait_state(VERONA, "none+pending-in", WAIT);
-    lab
 }
 
 #[test]
@@ -219,12 +218,7 @@ fn shell_pending_approve_deny_and_errors() {
     assert!(rows.is_empty(), "{rows:?}");
     assert_eq!(summary, "0 pending");
 
-    m.cli(&["request", CAPULET]);
-    m.inject(&format!("<presence from='{VERONA}' to='{CAPULET}' type='subscribe' id='v1'/>"));
-    c.wait_for("subscribe from montague", WAIT, presence(MONTAGUE, CAPULET, "subscribe"));
-    c.wait_for("subscribe from verona", WAIT, presence(VERONA, CAPULET, "subscribe"));
-    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
-    c.wait_state(VERONA, "none+pending-in", WAIT);
+    ask_both(&lab);
 
     // pending(): one line per request: host, peer, decision, first seen, times seen.
     let (rows, summary) = shell_pending(c);

@@ -10,7 +10,7 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, native_lib_path, presence_from};
+use support::prosody::{CAPULET, Lab, LabOptions, MONTAGUE, presence_from};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long we watch for a stanza that must NOT come. Prosody answers in ~0.2 s over an
@@ -22,12 +22,7 @@ fn lab() -> Lab {
 }
 
 fn lab_with(opts: LabOptions) -> Lab {
-    assert!(
-        native_lib_path().exists(),
-        "{} is missing: run `cargo build --workspace` first (the README test command does)",
-        native_lib_path().display()
-    );
-    Lab::start(LabOptions { server_trust: true, ..opts })
+    Lab::with_server_trust(opts)
 }
 
 /// montague asks, capulet's admin is prompted; returns the lab at that point.

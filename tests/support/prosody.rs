@@ -386,6 +386,17 @@ fn gen_cert(certs: &Path, host: &str) {
 }
 
 impl Lab {
+    /// A lab with mod_server_trust loaded on both servers; fails early with a clear message
+    /// when the Lua bridge was not built.
+    pub fn with_server_trust(opts: LabOptions) -> Lab {
+        assert!(
+            native_lib_path().exists(),
+            "{} is missing: run `cargo build --workspace` first (the README test command does)",
+            native_lib_path().display()
+        );
+        Lab::start(LabOptions { server_trust: true, ..opts })
+    }
+
     /// Create certs, hosts file and configs in a fresh tempdir, start both servers and wait
     /// until both are ready. Panics (after stopping whatever was started) on failure.
     pub fn start(opts: LabOptions) -> Lab {

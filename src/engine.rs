@@ -265,7 +265,13 @@ struct Ops {
     last_repeat: HashMap<Domain, Instant>,
     /// Corrupt files already reported, so a broken file is logged once per change.
     reported: HashMap<std::path::PathBuf, String>,
+    /// Requests dropped at the pending cap since the last log line about it.
+    cap_drops: u64,
+    cap_logged: Option<Instant>,
 }
+
+/// At most one log line per this long about requests dropped at the pending cap.
+const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -304,7 +310,13 @@ impl Engine {
             view: ArcSwap::from_pointee(Roster::default()),
             generation: AtomicU64::new(0),
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
-            ops: Mutex::new(Ops { roster_fp: None, last_repeat: HashMap::new(), reported: HashMap::new() }),
+            ops: Mutex::new(Ops {
+                roster_fp: None,
+                last_repeat: HashMap::new(),
+                reported: HashMap::new(),
+                cap_drops: 0,
+                cap_logged: None,
+            }),
             presence: Mutex::new(HashMap::new()),
             wake,
             watcher: Mutex::new(watcher),
@@ -737,11 +749,20 @@ impl Step<'_> {
             (SubscriptionType::Subscribe, Disposition::Deliver) => {
                 let max = self.engine.config.max_pending;
                 if self.engine.store.pending_count() >= max {
-                    self.audit(peer, "dropped: pending cap reached", Some(before.state), None);
-                    self.log(
-                        LogLevel::Warn,
-                        format!("dropped subscribe from {peer}: {max} requests already pending (server_trust_max_pending)"),
-                    );
+                    // Nothing is written for a dropped request, and a flood gets one log
+                    // line per 10 s, not one per stanza.
+                    self.ops.cap_drops += 1;
+                    if self.ops.cap_logged.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
+                        let n = std::mem::take(&mut self.ops.cap_drops);
+                        self.ops.cap_logged = Some(Instant::now());
+                        self.log(
+                            LogLevel::Warn,
+                            format!(
+                                "dropped subscribe from {peer} ({n} dropped since the last notice): \
+                                 {max} requests already pending (server_trust_max_pending)"
+                            ),
+                        );
+                    }
                     return Ok(());
                 }
                 let now = now_rfc3339();
@@ -970,6 +991,7 @@ impl Step<'_> {
     /// worst the leftover file is taken for a request the roster missed and prompts again;
     /// it is never approved by itself.
     fn drop_pending_file(&mut self, peer: &Domain) {
+        self.ops.last_repeat.remove(peer);
         if let Err(e) = self.engine.store.remove_pending(peer) {
             self.report(e);
         }

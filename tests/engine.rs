@@ -178,16 +178,23 @@ fn user_and_full_jids_never_enter_the_roster() {
 fn pending_cap_drops_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = engine(dir.path(), "capulet.lit", Config { max_pending: 3, ..cfg() });
+    let mut logs = Vec::new();
     for i in 0..10 {
-        c.inbound(&format!("s{i}.lit"), PresenceKind::Subscribe, None).unwrap();
+        for a in c.inbound(&format!("s{i}.lit"), PresenceKind::Subscribe, None).unwrap() {
+            if let Action::Log { text, .. } = a {
+                logs.push(text);
+            }
+        }
     }
     assert_eq!(c.store().pending_count(), 3);
     assert_eq!(c.roster().len(), 3);
-    let dropped = c.inbound("late.lit", PresenceKind::Subscribe, None).unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(
-        dropped.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("already pending")))
+        logs[0].contains("dropped subscribe from s3.lit") && logs[0].contains("3 requests already pending")
     );
+    c.inbound("late.lit", PresenceKind::Subscribe, None).unwrap();
     assert_eq!(c.state("late.lit").unwrap(), Subscription::None);
+    assert!(!c.store().pending_path(&Domain::new("late.lit").unwrap()).exists());
 }
 
 #[test]
@@ -405,4 +412,36 @@ fn wakeup_fd_signals_store_changes_and_poll_resets_it() {
     c.poll().unwrap();
     assert!(!readable(fd, 0), "poll resets the fd");
     assert!(engine(dir.path(), "capulet.lit", cfg()).wakeup_fd().is_none(), "no watcher, no fd");
+}
+
+#[test]
+fn a_flood_of_repeats_writes_nothing_and_a_flood_of_strangers_stops_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(dir.path(), "capulet.lit", Config { max_pending: 50, ..cfg() });
+    c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    let path = c.store().pending_path(&Domain::new("montague.lit").unwrap());
+    let before = fs::metadata(&path).unwrap().modified().unwrap();
+    let audit_before = c.store().read_audit().unwrap().len();
+    for _ in 0..5000 {
+        assert!(c.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap().is_empty());
+    }
+    assert_eq!(
+        fs::metadata(&path).unwrap().modified().unwrap(),
+        before,
+        "repeats inside the window rewrite nothing"
+    );
+    assert_eq!(c.store().read_audit().unwrap().len(), audit_before, "and log nothing");
+    let mut notices = 0;
+    for i in 0..2000 {
+        let a = c.inbound(&format!("stranger{i}.lit"), PresenceKind::Subscribe, None).unwrap();
+        notices += a.iter().filter(|a| matches!(a, Action::Log { .. })).count();
+    }
+    assert_eq!(c.store().pending_count(), 50);
+    assert_eq!(notices, 1, "one notice for the whole flood, not one per stanza");
+    assert_eq!(c.store().read_audit().unwrap().len(), audit_before + 49, "dropped requests write nothing");
+    // Oversized and hostile names are refused before touching the store.
+    let huge = "a".repeat(1 << 20);
+    assert!(c.inbound(&huge, PresenceKind::Subscribe, None).is_err());
+    assert!(c.inbound("..%2f..%2fetc", PresenceKind::Subscribe, None).is_err());
+    assert_eq!(c.store().pending_count(), 50);
 }

@@ -70,7 +70,7 @@ fn build_roster(root: &Path, n: usize) -> u64 {
     let now = now_rfc3339();
     let peers: BTreeMap<Domain, RosterEntry> =
         (0..n).map(|i| (domain(&roster_peer(i)), approved_entry(i, &now))).collect();
-    store.save_roster(&RosterFile { peers }).expect("save roster");
+    store.save_roster(&peers).expect("save roster");
     std::fs::metadata(store.dir().join("roster.toml")).expect("roster.toml written").len()
 }
 
@@ -107,7 +107,7 @@ fn build_pending_1000(root: &Path) {
         };
         peers.insert(d, entry);
     }
-    store.save_roster(&RosterFile { peers }).expect("save roster");
+    store.save_roster(&peers).expect("save roster");
     let (ok, bad) = store.list_pending();
     assert!(bad.is_empty() && ok.len() == PENDING_PEERS, "pending set-up: {bad:?}");
 }

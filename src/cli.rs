@@ -6,13 +6,14 @@
 //!
 //! Exit codes: 0 success, 2 error (bad input, missing request, unreadable store).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::domain::Domain;
+use crate::engine::{Actor, Config, Engine};
 use crate::error::{Error, Result};
 use crate::store::{Decision, QueuedAct, RosterFile, Store};
 
@@ -157,7 +158,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             store.queue(&peer, QueuedAct::Revoke, "cli")?;
             done(cli.json, "revoke", &peer, "queued: the server withdraws trust at its next poll")
         }
-        Command::Groups { peer, set } => groups(&store, &peer_of(peer)?, set.as_deref(), cli.json),
+        Command::Groups { peer, set } => {
+            groups(&cli.store, &store, &peer_of(peer)?, set.as_deref(), cli.json)
+        }
         Command::Log { peer, limit } => log(&store, peer.as_deref(), *limit, cli.json),
     }
 }
@@ -250,28 +253,17 @@ fn show(store: &Store, peer: &Domain, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn groups(store: &Store, peer: &Domain, set: Option<&str>, json: bool) -> Result<()> {
-    let _lock = store.lock()?;
-    let mut roster = store.load_roster()?;
-    let entry = roster
-        .peers
-        .get_mut(peer)
+/// Through the engine, like every roster change: same lock, audit line and trust events.
+fn groups(root: &Path, store: &Store, peer: &Domain, set: Option<&str>, json: bool) -> Result<()> {
+    let engine = Engine::open(root, store.host().as_str(), Config { watch: false, ..Config::default() })?;
+    let entry = engine
+        .entry(peer.as_str())?
         .ok_or_else(|| Error::InvalidArgument(format!("{peer} is not in the roster")))?;
-    if let Some(set) = set {
-        entry.groups = set.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
-        let groups = entry.groups.clone();
-        store.save_roster(&roster)?;
-        store.audit(&crate::store::AuditRecord {
-            time: crate::store::now_rfc3339(),
-            peer: peer.to_string(),
-            actor: "cli".into(),
-            event: format!("groups set to {groups:?}"),
-            from: None,
-            to: None,
-        })?;
-        return groups_out(peer, &groups, json);
-    }
-    groups_out(peer, &entry.groups, json)
+    let Some(set) = set else { return groups_out(peer, &entry.groups, json) };
+    let groups: Vec<String> =
+        set.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
+    engine.set_groups(peer.as_str(), groups.clone(), Actor::Cli)?;
+    groups_out(peer, &groups, json)
 }
 
 fn groups_out(peer: &Domain, groups: &[String], json: bool) -> Result<()> {

@@ -21,8 +21,7 @@ use parking_lot::Mutex;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::store::{
-    AuditRecord, Decision, Fingerprint, PendingRequest, QueuedAct, RosterEntry, RosterFile, Store,
-    now_rfc3339,
+    AuditRecord, Decision, Fingerprint, PendingRequest, QueuedAct, RosterEntry, Store, now_rfc3339,
 };
 use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
 
@@ -579,8 +578,7 @@ impl Engine {
     }
 
     fn save_roster(&self, ops: &mut Ops, roster: &Roster) -> Result<()> {
-        let file = RosterFile { peers: roster.iter().map(|(d, e)| (d.clone(), e.clone())).collect() };
-        self.store.save_roster(&file)?;
+        self.store.save_roster(roster)?;
         ops.roster_fp = self.store.roster_fingerprint();
         Ok(())
     }
@@ -647,17 +645,17 @@ fn watch(dir: &Path, wake: Arc<Wake>) -> Option<Watch> {
 }
 
 impl Step<'_> {
-    /// The roster as this step sees it: its own changes, else the published snapshot.
-    fn roster(&self) -> arc_swap::Guard<Arc<Roster>> {
-        self.engine.view.load()
+    /// Runs `f` on the roster as this step sees it: its own changes, else the published
+    /// snapshot.
+    fn with_roster<T>(&self, f: impl FnOnce(&Roster) -> T) -> T {
+        match &self.working {
+            Some(w) => f(w),
+            None => f(&self.engine.view.load()),
+        }
     }
 
     fn entry(&self, peer: &Domain) -> RosterEntry {
-        match &self.working {
-            Some(w) => w.get(peer).cloned(),
-            None => self.roster().get(peer).cloned(),
-        }
-        .unwrap_or_default()
+        self.with_roster(|r| r.get(peer).cloned()).unwrap_or_default()
     }
 
     /// Changes one entry in the step's private copy (made on the first change; readers keep
@@ -919,42 +917,40 @@ impl Step<'_> {
         for req in pending {
             // A crash between writing the file and saving the roster leaves a request the
             // roster does not know: recover it rather than lose it.
-            if !self.entry(&req.peer).state.pending_in() {
-                let before = self.entry(&req.peer).state;
+            let before = self.entry(&req.peer).state;
+            if !before.pending_in() {
                 self.actor = Actor::Engine;
                 if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1
-                    == Disposition::Deliver
+                    != Disposition::Deliver
                 {
-                    self.apply(
-                        &req.peer,
-                        Direction::Inbound,
-                        SubscriptionType::Subscribe,
-                        "recovered pending request",
-                    );
-                } else {
-                    self.engine.store.remove_pending(&req.peer)?;
+                    self.drop_pending_file(&req.peer); // already approved: nothing to ask
                     continue;
                 }
+                self.apply(
+                    &req.peer,
+                    Direction::Inbound,
+                    SubscriptionType::Subscribe,
+                    "recovered pending request",
+                );
             }
             if req.decision == Decision::Pending {
                 continue;
             }
             self.actor = req.decided_by.as_deref().and_then(|a| a.parse().ok()).unwrap_or(Actor::File);
-            let r = self.decide(&req.peer, req.decision);
-            self.after_queued(&req.peer, r, |s, p| s.engine.store.remove_pending(p));
+            // On success `decide` removed the file; a decision that cannot apply is consumed too.
+            if let Err(e) = self.decide(&req.peer, req.decision) {
+                self.not_applied(&req.peer, &e);
+                self.drop_pending_file(&req.peer);
+            }
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
         let store = &self.engine.store;
-        let dismissed = |r: &Roster| -> Vec<Domain> {
+        let gone: Vec<Domain> = self.with_roster(|r| {
             r.iter()
                 .filter(|(p, e)| e.state.pending_in() && !store.pending_path(p).exists())
                 .map(|(p, _)| p.clone())
                 .collect()
-        };
-        let gone = match &self.working {
-            Some(w) => dismissed(w),
-            None => dismissed(&self.roster()),
-        };
+        });
         for peer in gone {
             self.actor = Actor::File;
             let before = self.entry(&peer).state;
@@ -968,22 +964,19 @@ impl Step<'_> {
                 QueuedAct::Request => self.request(&q.peer),
                 QueuedAct::Revoke => self.revoke(&q.peer),
             };
-            self.after_queued(&q.peer, r, |s, p| s.engine.store.remove_queued(p));
+            // A queued act is consumed whether it applied or not.
+            if let Err(e) = r {
+                self.not_applied(&q.peer, &e);
+            }
+            if let Err(e) = self.engine.store.remove_queued(&q.peer) {
+                self.report(e);
+            }
         }
         Ok(())
     }
 
-    /// A queued decision is consumed whether it succeeded or not; failures are logged.
-    fn after_queued(&mut self, peer: &Domain, r: Result<()>, consume: impl Fn(&Self, &Domain) -> Result<()>) {
-        if let Err(e) = r {
-            self.log(
-                LogLevel::Warn,
-                format!("{}'s decision on {peer} not applied: {e}", self.actor.as_str()),
-            );
-        }
-        if let Err(e) = consume(self, peer) {
-            self.report(e);
-        }
+    fn not_applied(&mut self, peer: &Domain, e: &Error) {
+        self.log(LogLevel::Warn, format!("{}'s decision on {peer} not applied: {e}", self.actor.as_str()));
     }
 
     /// Removes a request file after its transition was applied. Failing here must not undo

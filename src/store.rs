@@ -288,20 +288,30 @@ impl Store {
             return Ok(roster);
         }
         let roster: RosterFile = parse_toml(&path, &text)?;
-        cache::save(&self.dir.join(CACHE), &text, &roster);
+        cache::save(&self.dir.join(CACHE), &text, &roster.peers.iter().collect());
         Ok(roster)
     }
 
-    /// Replaces the roster atomically.
-    pub fn save_roster(&self, roster: &RosterFile) -> Result<()> {
+    /// Replaces the roster atomically with `peers` (any map of peers: borrowed, so a large
+    /// roster is not copied to be written).
+    pub fn save_roster<'a>(
+        &self,
+        peers: impl IntoIterator<Item = (&'a Domain, &'a RosterEntry)>,
+    ) -> Result<()> {
+        /// Same shape as [`RosterFile`], borrowed and sorted.
+        #[derive(Serialize)]
+        struct Sorted<'a> {
+            peers: BTreeMap<&'a Domain, &'a RosterEntry>,
+        }
+        let sorted = Sorted { peers: peers.into_iter().collect() };
         let header = format!(
             "# server-trust roster of {}. `groups` and `note` may be edited by hand;\n\
              # states change only through the engine (CLI, server, API).\n\n",
             self.host
         );
-        let text = toml_text(&header, roster)?;
+        let text = toml_text(&header, &sorted)?;
         atomic_write(&self.dir.join(ROSTER), text.as_bytes())?;
-        cache::save(&self.dir.join(CACHE), &text, roster);
+        cache::save(&self.dir.join(CACHE), &text, &sorted.peers);
         Ok(())
     }
 
@@ -524,13 +534,8 @@ mod cache {
     }
 
     /// Best effort: a cache that cannot be written only costs the next load some time.
-    pub(super) fn save(path: &Path, text: &str, roster: &RosterFile) {
-        let c = Cache {
-            magic: MAGIC.into(),
-            toml_len: text.len() as u64,
-            toml_fnv: fnv1a(text),
-            peers: roster.peers.iter().collect::<Vec<(&Domain, &RosterEntry)>>(),
-        };
+    pub(super) fn save(path: &Path, text: &str, peers: &BTreeMap<&Domain, &RosterEntry>) {
+        let c = Cache { magic: MAGIC.into(), toml_len: text.len() as u64, toml_fnv: fnv1a(text), peers };
         if let Ok(bytes) = postcard::to_allocvec(&c) {
             let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
             if fs::write(&tmp, bytes).is_err() || fs::rename(&tmp, path).is_err() {
@@ -659,7 +664,7 @@ mod tests {
         e.state = Subscription::Both;
         e.groups = vec!["incidents".into()];
         roster.peers.insert(Domain::new("capulet.lit").unwrap(), e);
-        s.save_roster(&roster).unwrap();
+        s.save_roster(&roster.peers).unwrap();
         assert!(s.dir().join(CACHE).exists());
         assert_eq!(s.load_roster().unwrap(), roster);
         // A hand edit makes the cache stale: the TOML wins.

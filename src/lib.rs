@@ -3,11 +3,10 @@
 //! Servers establish trust by exchanging presence subscriptions between their domain JIDs.
 //! This crate holds the whole protocol logic: [`Domain`] (who can be a buddy),
 //! [`subscription`] (RFC 6121 Appendix A), [`Engine`] (XEP-0267 policy over a
-//! [`Store`]), the C ABI in [`ffi`], and the CLI in [`cli`]. Drivers (the Prosody module,
+//! [`Store`]), and the C ABI in [`ffi`]. Drivers (the Prosody module,
 //! C hosts, the HTTP sidecar) only translate stanzas to calls and actions to stanzas.
 #![deny(missing_docs)]
 
-pub mod cli;
 mod domain;
 pub mod engine;
 mod error;

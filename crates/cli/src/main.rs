@@ -12,32 +12,30 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::domain::Domain;
-use crate::engine::{Actor, Config, Engine};
-use crate::error::{Error, Result};
-use crate::store::{Decision, QueuedAct, RosterFile, Store};
+use server_trust::store::{Decision, QueuedAct, RosterFile, Store};
+use server_trust::{Actor, Config, Domain, Engine, Error, Result};
 
 /// XEP-0267 server buddies: inspect and decide server trust requests.
 #[derive(Parser, Debug)]
 #[command(name = "server-trust", version, about, long_about = None)]
-pub struct Cli {
+struct Cli {
     /// Store directory (holds one folder per served host).
     #[arg(long, env = "SERVER_TRUST_STORE", value_name = "DIR")]
-    pub store: PathBuf,
+    store: PathBuf,
     /// Served host; may be omitted when the store holds exactly one.
     #[arg(long, env = "SERVER_TRUST_HOST")]
-    pub host: Option<String>,
+    host: Option<String>,
     /// Machine-readable output (one JSON document).
     #[arg(long, global = true)]
-    pub json: bool,
+    json: bool,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+enum Command {
     /// Show the server roster.
     List,
     /// Show requests waiting for a decision.
@@ -87,8 +85,7 @@ pub enum Command {
     },
 }
 
-/// Parses the process arguments and runs; the `main` of the binary.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,7 +129,7 @@ fn open(cli: &Cli) -> Result<Store> {
 }
 
 /// Runs one parsed command.
-pub fn run(cli: &Cli) -> Result<()> {
+fn run(cli: &Cli) -> Result<()> {
     let store = open(cli)?;
     let peer_of = |p: &str| Domain::new(p);
     match &cli.command {

@@ -1,14 +1,22 @@
-//! Regenerates `include/server_trust.h` from `src/ffi.rs` with cbindgen.
+//! Regenerates `include/server_trust.h` from `src/ffi/` with cbindgen.
 //!
-//! The header is committed; `tests/c_abi.rs` fails when the committed file differs from what
+//! The header is committed; the C ABI test fails when the committed file differs from what
 //! this produces, so CI catches a stale header. Regenerate with plain `cargo build`.
 use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
+    // The version compiled against, for `#if ST_VERSION_MAJOR ...` in C hosts.
+    let v = |part: &str| std::env::var(format!("CARGO_PKG_VERSION_{part}")).expect("set by cargo");
+    config.after_includes = Some(format!(
+        "\n#define ST_VERSION_MAJOR {}\n#define ST_VERSION_MINOR {}\n#define ST_VERSION_PATCH {}\n",
+        v("MAJOR"),
+        v("MINOR"),
+        v("PATCH")
+    ));
     match cbindgen::Builder::new().with_crate(&dir).with_config(config).generate() {
         // write_to_file only touches the file when the content changed.
         Ok(bindings) => {

@@ -22,13 +22,13 @@ local store_root = module:get_option_path("server_trust_store", "server_trust", 
 local native_path = module:get_option_path("server_trust_native_path", "server_trust_lua.so");
 local poll_interval = module:get_option_number("server_trust_poll_interval", 0.1);
 local notify_admins = module:get_option_boolean("server_trust_notify_admins", true);
-local options = {
-	reciprocate = module:get_option_boolean("server_trust_reciprocate", true);
-	preapprove_on_request = module:get_option_boolean("server_trust_preapprove", true);
-	max_pending = module:get_option_number("server_trust_max_pending", 1000);
-	repeat_window = module:get_option_number("server_trust_repeat_window", 60);
-	watch = module:get_option_boolean("server_trust_watch", true);
-};
+-- Engine options: only those the admin set are passed; their defaults and checks live in Rust.
+local options = {};
+for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on_request = "server_trust_preapprove",
+		max_pending = "server_trust_max_pending", repeat_window = "server_trust_repeat_window",
+		watch = "server_trust_watch" }) do
+	options[key] = module:get_option(name);
+end
 -- Higher than mod_presence's presence/host handler (priority 0): we must run first.
 local hook_priority = 10;
 
@@ -44,7 +44,8 @@ end
 local native, native_err = load_native();
 local engine, engine_err;
 if native then
-	engine, engine_err = native.open(store_root, host, options);
+	local ok, opened, err = pcall(native.open, store_root, host, options);
+	if ok then engine, engine_err = opened, err; else engine_err = tostring(opened); end
 else
 	engine_err = "cannot load server_trust_lua.so ("..tostring(native_err)..")";
 end
@@ -57,18 +58,33 @@ local function admins()
 	return module:get_option_inherited_set("admins", set.new()) / jid_prep;
 end
 
--- Carries out what the engine decided.
-local function perform(actions, err)
+-- Outcomes for Prosody's metrics (counted by the engine, copied at each collection).
+local metrics = {};
+for name, description in pairs({ requests = "Inbound buddy requests recorded for an admin",
+		approvals = "Peers approved", denials = "Requests denied", revocations = "Peers revoked",
+		cap_drops = "Inbound requests dropped at server_trust_max_pending" }) do
+	metrics[name] = module:metric("counter", name, "", description):with_labels();
+end
+module:hook_global("stats-update", function ()
+	if not engine then return; end
+	for name, value in pairs(engine:stats()) do
+		if metrics[name] then metrics[name]:set(value); end
+	end
+end);
+
+-- Carries out what the engine decided; `log` is the session's logger when there is one.
+local function perform(actions, err, log)
+	log = log or module._log;
 	if not actions then
-		module:log("warn", "server-trust: %s", err);
+		log("warn", "%s", err);
 		return nil, err;
 	end
 	for _, a in ipairs(actions) do
 		if a.kind == "send" then
 			local ptype = a.type ~= "available" and a.type or nil;
-			module:send(st.presence({ from = host, to = a.to, type = ptype, id = a.id or new_id() }));
+			module:send(st.presence({ from = host, to = a.peer, type = ptype, id = a.id or new_id() }));
 		elseif a.kind == "notify" then
-			module:log("warn", "%s", a.text);
+			log("warn", "%s", a.text);
 			if notify_admins then
 				for admin in admins() do
 					module:send(st.message({ from = host, to = admin, type = "chat" }):text_tag("body", a.text));
@@ -80,35 +96,37 @@ local function perform(actions, err)
 			-- Metronome's mod_server_presence names, so its modules work unchanged.
 			module:fire_event(a.trusted and "peer-subscription-completed" or "peer-subscription-removed", a.peer);
 		elseif a.kind == "log" then
-			module:log(a.level, "%s", a.text);
+			log(a.level, "%s", a.text);
 		end
 	end
 	return actions;
 end
 
 -- Engine calls go through here: a Rust error becomes a log line, never a failed hook.
-local function call(method, ...)
+local function call_logged(log, method, ...)
 	if not engine then return nil, engine_err; end
 	local ok, actions, err = pcall(engine[method], engine, ...);
-	if not ok then return perform(nil, actions); end
-	return perform(actions, err);
+	if not ok then return perform(nil, actions, log); end
+	return perform(actions, err, log);
 end
+local function call(method, ...) return call_logged(nil, method, ...); end
 
 module:hook("presence/host", function (event)
 	local origin, stanza = event.origin, event.stanza;
+	local log = origin.log or module._log;
 	local node, from_host, resource = jid_split(stanza.attr.from);
 	local ptype = stanza.attr.type or "available";
 	if node or resource or (origin.type ~= "s2sin" and origin.type ~= "s2sout") then
 		-- XEP-0267 is between servers: users and local entities get no trust, no auto-approval.
-		module:log("debug", "Ignoring %s presence to %s from non-server %s", ptype, host, stanza.attr.from);
+		log("debug", "Ignoring %s presence to %s from non-server %s", ptype, host, stanza.attr.from);
 		return true;
 	end
 	if ptype == "error" then
 		-- e.g. our subscribe bounced: remote-server-not-found, the admin should know.
 		local _, condition, text = stanza:get_error();
-		module:log("warn", "Presence error from %s: %s %s", from_host, condition, text or "");
+		log("warn", "Presence error from %s: %s %s", from_host, condition, text or "");
 	else
-		call("inbound", from_host, ptype, stanza.attr.id);
+		call_logged(log, "inbound", from_host, ptype, stanza.attr.id);
 	end
 	return true;
 end, hook_priority);
@@ -117,10 +135,6 @@ end, hook_priority);
 function is_trusted(peer, scope) -- luacheck: ignore 131
 	if not engine or type(peer) ~= "string" then return false; end
 	return engine:is_trusted(peer, scope);
-end
-
-function get_engine() -- luacheck: ignore 131
-	return engine;
 end
 
 -- Metronome modules ask with the bare domain (or an event table on some call sites).

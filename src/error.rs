@@ -1,8 +1,13 @@
 //! The one error type of the crate: every failure names what was wrong and where.
+//!
+//! Each variant is one condition a driver may want to tell apart (the C ABI maps each to its
+//! own status); the text is for humans and names the file, peer or value concerned.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+
+use crate::domain::Domain;
 
 /// Everything that can go wrong in server-trust.
 #[derive(Debug)]
@@ -15,10 +20,38 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// Happens when an argument is out of range or unknown (presence type, decision, option).
-    InvalidArgument(String),
-    /// Happens when an admin acts on a request that does not exist.
-    NoPendingRequest(String),
+    /// Happens when a name is not in the wire vocabulary (presence type, actor, decision).
+    UnknownName {
+        /// What kind of name was expected, e.g. `presence type`.
+        what: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// Happens when an engine option has a value it cannot take.
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// Why the value was refused.
+        reason: String,
+    },
+    /// Happens when an act or a stanza names our own host as the peer.
+    OwnHost(Domain),
+    /// Happens when an admin acts on a peer the roster does not know.
+    NotInRoster(Domain),
+    /// Happens when an admin decides on a request that does not exist.
+    NoPendingRequest(Domain),
+    /// Happens when a store folder does not serve the host asked for, or the host is ambiguous.
+    UnknownHost {
+        /// The store folder.
+        store: PathBuf,
+        /// What was wrong and what to pass instead.
+        detail: String,
+    },
+    /// Happens when some store files could not be read; the readable ones were still used.
+    Unreadable {
+        /// How many files were skipped (each was reported on its own).
+        count: usize,
+    },
     /// Happens when a store file cannot be parsed; the file is left untouched.
     Corrupt {
         /// The file that failed to parse.
@@ -52,8 +85,13 @@ impl fmt::Display for Error {
             Error::InvalidDomain { input, reason } => {
                 write!(f, "invalid server domain {input:?}: {reason}")
             }
-            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::UnknownName { what, value } => write!(f, "not a {what}: {value:?}"),
+            Error::InvalidOption { name, reason } => write!(f, "invalid option {name}: {reason}"),
+            Error::OwnHost(host) => write!(f, "{host} is this host, not a peer"),
+            Error::NotInRoster(peer) => write!(f, "{peer} is not in the roster"),
             Error::NoPendingRequest(peer) => write!(f, "no pending request from {peer}"),
+            Error::UnknownHost { store, detail } => write!(f, "{}: {detail}", store.display()),
+            Error::Unreadable { count } => write!(f, "{count} unreadable store file(s), reported above"),
             Error::Corrupt { path, line: Some(l), message } => {
                 write!(f, "corrupt store file {}:{l}: {message}", path.display())
             }

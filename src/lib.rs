@@ -7,15 +7,17 @@
 //! C hosts, the HTTP sidecar) only translate stanzas to calls and actions to stanzas.
 #![deny(missing_docs)]
 
+pub mod admin;
 mod domain;
 pub mod engine;
 mod error;
 pub mod ffi;
 pub mod store;
 pub mod subscription;
+pub mod vocab;
 
 pub use domain::{Domain, MAX_DOMAIN_LEN};
-pub use engine::{Action, Actor, Config, Engine, LogLevel, PresenceKind};
+pub use engine::{Action, Actor, Config, Engine, LogLevel, PresenceKind, Stats};
 pub use error::{Error, Result};
 pub use store::Store;
 pub use subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::vocab;
 
 /// The nine subscription states of RFC 6121 Appendix A.1, numbered as in the C ABI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,8 +50,9 @@ pub enum Direction {
     Outbound = 1,
 }
 
-/// The four subscription-related presence types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The four subscription-related presence types (the first four [`crate::PresenceKind`]s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SubscriptionType {
     /// `subscribe`: a request.
     Subscribe = 0,
@@ -127,20 +129,9 @@ impl Subscription {
         matches!(self, Self::NonePendingIn | Self::NonePendingOutIn | Self::ToPendingIn)
     }
 
-    /// Stable lowercase name used in files, JSON and the CLI.
+    /// Stable lowercase name used in files, JSON and the CLI (the serde name).
     pub fn as_str(self) -> &'static str {
-        use Subscription::*;
-        match self {
-            None => "none",
-            NonePendingOut => "none+pending-out",
-            NonePendingIn => "none+pending-in",
-            NonePendingOutIn => "none+pending-out-in",
-            To => "to",
-            ToPendingIn => "to+pending-in",
-            From => "from",
-            FromPendingOut => "from+pending-out",
-            Both => "both",
-        }
+        vocab::name(&self)
     }
 }
 
@@ -166,22 +157,14 @@ impl SubscriptionType {
 
     /// The presence `type` attribute value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Subscribe => "subscribe",
-            Self::Subscribed => "subscribed",
-            Self::Unsubscribe => "unsubscribe",
-            Self::Unsubscribed => "unsubscribed",
-        }
+        vocab::name(&self)
     }
 }
 
 impl FromStr for SubscriptionType {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::InvalidArgument(format!("not a subscription type: {s:?}")))
+        vocab::parse("subscription type", s)
     }
 }
 

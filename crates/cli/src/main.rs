@@ -6,13 +6,14 @@
 //!
 //! Exit codes: 0 success, 2 error (bad input, missing request, unreadable store).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 
-use server_trust::store::{Decision, QueuedAct, RosterFile, Store};
+use server_trust::admin::{self, Done, PeerView};
+use server_trust::store::{Decision, QueuedAct, Store};
 use server_trust::{Actor, Config, Domain, Engine, Error, Result};
 
 /// XEP-0267 server buddies: inspect and decide server trust requests.
@@ -86,8 +87,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
+    match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("server-trust: {e}");
@@ -96,200 +96,151 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(cli: &Cli) -> Result<Store> {
-    let host = match &cli.host {
-        Some(h) => Domain::new(h)?,
-        None => {
-            let hosts = Store::hosts(&cli.store)?;
-            match hosts.as_slice() {
-                [one] => one.clone(),
-                [] => {
-                    return Err(Error::InvalidArgument(format!(
-                        "no host folders in {}; pass --host",
-                        cli.store.display()
-                    )));
-                }
-                many => {
-                    let names: Vec<&str> = many.iter().map(Domain::as_str).collect();
-                    return Err(Error::InvalidArgument(format!(
-                        "the store holds several hosts ({}); pass --host",
-                        names.join(", ")
-                    )));
-                }
-            }
-        }
-    };
-    if !cli.store.join(host.as_str()).is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "no store for {host} in {} (has the server run with this store? check --host)",
-            cli.store.display()
-        )));
-    }
-    Store::open(&cli.store, &host)
-}
-
 /// Runs one parsed command.
 fn run(cli: &Cli) -> Result<()> {
-    let store = open(cli)?;
+    let store = admin::open_store(&cli.store, cli.host.as_deref())?;
     let peer_of = |p: &str| Domain::new(p);
+    let out = Out { json: cli.json };
     match &cli.command {
-        Command::List => list(&store, cli.json),
-        Command::Pending => pending(&store, cli.json),
-        Command::Show { peer } => show(&store, &peer_of(peer)?, cli.json),
+        Command::List => out.roster(&store, &admin::roster(&store)?),
+        Command::Pending => pending(&store, out),
+        Command::Show { peer } => show(&store, &peer_of(peer)?, out),
         Command::Request { peer } => {
-            let peer = peer_of(peer)?;
-            if &peer == store.host() {
-                return Err(Error::InvalidArgument(format!("{peer} is this host")));
-            }
-            store.queue(&peer, QueuedAct::Request, "cli")?;
-            done(cli.json, "request", &peer, "queued: the server sends `subscribe` at its next poll")
+            out.done(&admin::queue(&store, &peer_of(peer)?, QueuedAct::Request, Actor::Cli)?)
         }
-        Command::Approve { peer } => decide(&store, &peer_of(peer)?, Decision::Approve, cli.json),
-        Command::Deny { peer } => decide(&store, &peer_of(peer)?, Decision::Deny, cli.json),
+        Command::Approve { peer } => {
+            out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Approve, Actor::Cli)?)
+        }
+        Command::Deny { peer } => {
+            out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Deny, Actor::Cli)?)
+        }
         Command::Revoke { peer } => {
-            let peer = peer_of(peer)?;
-            let roster = store.load_roster()?;
-            if !roster.peers.contains_key(&peer) {
-                return Err(Error::InvalidArgument(format!("{peer} is not in the roster")));
-            }
-            store.queue(&peer, QueuedAct::Revoke, "cli")?;
-            done(cli.json, "revoke", &peer, "queued: the server withdraws trust at its next poll")
+            out.done(&admin::queue(&store, &peer_of(peer)?, QueuedAct::Revoke, Actor::Cli)?)
         }
-        Command::Groups { peer, set } => {
-            groups(&cli.store, &store, &peer_of(peer)?, set.as_deref(), cli.json)
+        Command::Groups { peer, set } => groups(cli, &store, &peer_of(peer)?, set.as_deref(), out),
+        Command::Log { peer, limit } => {
+            let peer = peer.as_deref().map(Domain::new).transpose()?;
+            out.log(&admin::log(&store, peer.as_ref(), *limit)?)
         }
-        Command::Log { peer, limit } => log(&store, peer.as_deref(), *limit, cli.json),
     }
 }
 
-fn done(json: bool, act: &str, peer: &Domain, text: &str) -> Result<()> {
-    if json {
-        println!("{}", json!({"ok": true, "act": act, "peer": peer, "detail": text}));
-    } else {
-        println!("{act} {peer}: {text}");
-    }
-    Ok(())
+/// Prints results as text for people or, with `--json`, as the shared vocabulary.
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
 }
 
-fn decide(store: &Store, peer: &Domain, d: Decision, json: bool) -> Result<()> {
-    store.set_decision(peer, d, "cli")?;
-    let act = if d == Decision::Approve { "approve" } else { "deny" };
-    done(json, act, peer, "recorded: the server answers at its next poll")
+impl Out {
+    /// With `--json`, prints `v` and returns true; the caller prints text otherwise.
+    fn json<T: Serialize + ?Sized>(self, v: &T) -> bool {
+        if self.json {
+            println!("{}", serde_json::to_string(v).expect("views serialise"));
+        }
+        self.json
+    }
+
+    fn done(self, d: &Done) -> Result<()> {
+        if !self.json(d) {
+            println!("{} {}: {}", server_trust::vocab::name(&d.act), d.peer, d.detail);
+        }
+        Ok(())
+    }
+
+    fn roster(self, store: &Store, peers: &[PeerView]) -> Result<()> {
+        if self.json(peers) {
+            return Ok(());
+        }
+        println!("roster of {} ({} peer(s))", store.host(), peers.len());
+        for p in peers {
+            let trust = if p.trusted { "trusted" } else { "-" };
+            println!("  {:<32} {:<20} {trust:<8} {}", p.peer.as_str(), p.state.as_str(), p.groups.join(","));
+        }
+        Ok(())
+    }
+
+    fn log(self, recs: &[server_trust::store::AuditRecord]) -> Result<()> {
+        if self.json(recs) {
+            return Ok(());
+        }
+        for r in recs {
+            let change = match (r.from, r.to) {
+                (Some(a), Some(b)) if a != b => format!(" ({a} -> {b})"),
+                _ => String::new(),
+            };
+            println!("{} {:<24} {:<7} {}{change}", r.time, r.peer, r.actor.as_str(), r.event);
+        }
+        Ok(())
+    }
 }
 
-fn list(store: &Store, json: bool) -> Result<()> {
-    let RosterFile { peers } = store.load_roster()?;
-    if json {
-        let v: Vec<_> = peers
-            .iter()
-            .map(|(d, e)| {
-                json!({"peer": d, "state": e.state, "trusted": e.state.from(), "groups": e.groups,
-                       "note": e.note, "approved_at": e.approved_at, "pre_approved": e.pre_approved})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return Ok(());
-    }
-    println!("roster of {} ({} peer(s))", store.host(), peers.len());
-    for (d, e) in &peers {
-        let trust = if e.state.from() { "trusted" } else { "-" };
-        println!("  {:<32} {:<20} {trust:<8} {}", d.as_str(), e.state.as_str(), e.groups.join(","));
-    }
-    Ok(())
-}
-
-fn pending(store: &Store, json: bool) -> Result<()> {
+fn pending(store: &Store, out: Out) -> Result<()> {
     let (reqs, bad) = store.list_pending();
     for e in &bad {
         eprintln!("server-trust: {e}");
     }
-    if json {
-        println!("{}", serde_json::to_string(&reqs).expect("serialisable"));
-    } else {
+    if !out.json(&reqs) {
         println!("{} pending request(s) for {}", reqs.len(), store.host());
         for r in &reqs {
             println!(
                 "  {:<32} decision={:<8} first_seen={} times_seen={}",
                 r.peer.as_str(),
-                format!("{:?}", r.decision).to_lowercase(),
+                r.decision.as_str(),
                 r.first_seen,
                 r.times_seen
             );
         }
     }
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("{} unreadable pending file(s)", bad.len())))
-    }
+    if bad.is_empty() { Ok(()) } else { Err(Error::Unreadable { count: bad.len() }) }
 }
 
-fn show(store: &Store, peer: &Domain, json: bool) -> Result<()> {
-    let roster = store.load_roster()?;
-    let entry = roster.peers.get(peer);
-    let pending = store.read_pending(peer)?;
-    let history: Vec<_> = store.read_audit()?.into_iter().filter(|r| r.peer == peer.as_str()).collect();
-    if json {
-        println!("{}", json!({"peer": peer, "entry": entry, "pending": pending, "history": history}));
+fn show(store: &Store, peer: &Domain, out: Out) -> Result<()> {
+    let report = admin::show(store, peer)?;
+    if out.json(&report) {
         return Ok(());
     }
-    match entry {
+    match &report.entry {
         Some(e) => {
             println!("{peer}: {} ({})", e.state, if e.state.from() { "trusted" } else { "not trusted" });
             print!("{}", toml::to_string_pretty(e).expect("serialisable"));
         }
         None => println!("{peer}: not in the roster"),
     }
-    if let Some(p) = pending {
+    if let Some(p) = &report.pending {
         println!("pending request: {}", store.pending_path(peer).display());
-        print!("{}", toml::to_string_pretty(&p).expect("serialisable"));
+        print!("{}", toml::to_string_pretty(p).expect("serialisable"));
     }
-    for r in history.iter().rev().take(10).rev() {
-        println!("  {} {:<8} {}", r.time, r.actor, r.event);
+    for r in report.history.iter().rev().take(10).rev() {
+        println!("  {} {:<8} {}", r.time, r.actor.as_str(), r.event);
     }
     Ok(())
 }
 
 /// Through the engine, like every roster change: same lock, audit line and trust events.
-fn groups(root: &Path, store: &Store, peer: &Domain, set: Option<&str>, json: bool) -> Result<()> {
-    let engine = Engine::open(root, store.host().as_str(), Config { watch: false, ..Config::default() })?;
-    let entry = engine
-        .entry(peer.as_str())?
-        .ok_or_else(|| Error::InvalidArgument(format!("{peer} is not in the roster")))?;
-    let Some(set) = set else { return groups_out(peer, &entry.groups, json) };
-    let groups: Vec<String> =
-        set.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
-    engine.set_groups(peer.as_str(), groups.clone(), Actor::Cli)?;
-    groups_out(peer, &groups, json)
-}
-
-fn groups_out(peer: &Domain, groups: &[String], json: bool) -> Result<()> {
-    if json {
-        println!("{}", json!({"peer": peer, "groups": groups}));
-    } else {
+fn groups(cli: &Cli, store: &Store, peer: &Domain, set: Option<&str>, out: Out) -> Result<()> {
+    let groups = match set {
+        None => {
+            let roster = store.load_roster()?;
+            roster.peers.get(peer).ok_or_else(|| Error::NotInRoster(peer.clone()))?.groups.clone()
+        }
+        Some(list) => {
+            let engine = Engine::open(
+                &cli.store,
+                store.host().as_str(),
+                Config { watch: false, ..Config::default() },
+            )?;
+            let groups = admin::parse_groups(list);
+            engine.set_groups(peer.as_str(), groups.clone(), Actor::Cli)?;
+            groups
+        }
+    };
+    #[derive(Serialize)]
+    struct Groups<'a> {
+        peer: &'a Domain,
+        groups: &'a [String],
+    }
+    if !out.json(&Groups { peer, groups: &groups }) {
         println!("{peer}: {}", groups.join(","));
-    }
-    Ok(())
-}
-
-fn log(store: &Store, peer: Option<&str>, limit: usize, json: bool) -> Result<()> {
-    let peer = peer.map(Domain::new).transpose()?;
-    let recs: Vec<_> = store
-        .read_audit()?
-        .into_iter()
-        .filter(|r| peer.as_ref().is_none_or(|p| r.peer == p.as_str()))
-        .collect();
-    let recs = &recs[recs.len().saturating_sub(limit)..];
-    if json {
-        println!("{}", serde_json::to_string(recs).expect("serialisable"));
-        return Ok(());
-    }
-    for r in recs {
-        let change = match (r.from, r.to) {
-            (Some(a), Some(b)) if a != b => format!(" ({a} -> {b})"),
-            _ => String::new(),
-        };
-        println!("{} {:<24} {:<7} {}{change}", r.time, r.peer, r.actor, r.event);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use mlua::prelude::*;
 use server_trust::{Action, Actor, Config, Engine};
@@ -31,36 +31,10 @@ fn string(lua: &Lua, s: &str) -> LuaResult<LuaValue> {
     s.into_lua(lua)
 }
 
+/// Actions as Lua tables, through serde: the same fields and names as the JSON form
+/// (`kind`, `peer`, `type`, `id`, `text`, `level`, `trusted`); absent values are nil.
 fn actions_table(lua: &Lua, actions: Vec<Action>) -> LuaResult<LuaValue> {
-    let list = lua.create_table_with_capacity(actions.len(), 0)?;
-    for a in actions {
-        let t = lua.create_table()?;
-        match a {
-            Action::Send { to, kind, id } => {
-                t.set("kind", "send")?;
-                t.set("to", to.as_str())?;
-                t.set("type", kind.as_str())?;
-                t.set("id", id)?;
-            }
-            Action::Notify { peer, text } => {
-                t.set("kind", "notify")?;
-                t.set("peer", peer.as_str())?;
-                t.set("text", text)?;
-            }
-            Action::TrustChanged { peer, trusted } => {
-                t.set("kind", "trust")?;
-                t.set("peer", peer.as_str())?;
-                t.set("trusted", trusted)?;
-            }
-            Action::Log { level, text } => {
-                t.set("kind", "log")?;
-                t.set("level", level.as_str())?;
-                t.set("text", text)?;
-            }
-        }
-        list.push(t)?;
-    }
-    Ok(LuaValue::Table(list))
+    lua.to_value_with(&actions, LuaSerializeOptions::new().serialize_none_to_null(false))
 }
 
 fn actor(name: Option<String>) -> LuaResult<Actor> {
@@ -134,36 +108,53 @@ impl LuaUserData for LuaEngine {
                 t.set("first_seen", r.first_seen)?;
                 t.set("last_seen", r.last_seen)?;
                 t.set("times_seen", r.times_seen)?;
-                t.set("decision", format!("{:?}", r.decision).to_lowercase())?;
+                t.set("decision", r.decision.as_str())?;
                 t.set("file", this.0.store().pending_path(&r.peer).display().to_string())?;
                 list.push(t)?;
             }
             let errors: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
             Ok((list, errors))
         });
+        m.add_method("stats", |lua, this, ()| lua.to_value(&this.0.stats()));
         m.add_method("wakeup_fd", |_, this, ()| Ok(this.0.wakeup_fd()));
         m.add_method("host", |_, this, ()| Ok(this.0.host().to_string()));
         m.add_method("store_dir", |_, this, ()| Ok(this.0.store().dir().display().to_string()));
     }
 }
 
-/// `open(store_root, host, options)`; options: reciprocate, preapprove_on_request,
-/// max_pending, repeat_window (seconds), watch. Returns the engine or `nil, message`.
-fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
+/// Reads one option the admin set (absent keys keep the engine's default).
+fn opt<T: FromLua>(o: &LuaTable, name: &'static str) -> Result<Option<T>, server_trust::Error> {
+    o.get::<Option<T>>(name).map_err(|e| server_trust::Error::InvalidOption { name, reason: e.to_string() })
+}
+
+/// The engine settings from the options an admin set; defaults live in Rust only.
+fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     let mut c = Config::default();
-    if let Some(o) = opts {
-        c.reciprocate = o.get::<Option<bool>>("reciprocate")?.unwrap_or(c.reciprocate);
-        c.preapprove_on_request =
-            o.get::<Option<bool>>("preapprove_on_request")?.unwrap_or(c.preapprove_on_request);
-        c.max_pending = o.get::<Option<usize>>("max_pending")?.unwrap_or(c.max_pending);
-        c.watch = o.get::<Option<bool>>("watch")?.unwrap_or(c.watch);
-        if let Some(w) = o.get::<Option<f64>>("repeat_window")? {
-            c.repeat_window = Duration::from_secs_f64(w.max(0.0));
-        }
+    let Some(o) = opts else { return Ok(c) };
+    if let Some(v) = opt(&o, "reciprocate")? {
+        c.reciprocate = v;
     }
-    lua_result(lua, Engine::open(Path::new(&root), &host, c), |lua, e| {
-        Ok(LuaValue::UserData(lua.create_userdata(LuaEngine(Arc::new(e)))?))
-    })
+    if let Some(v) = opt(&o, "preapprove_on_request")? {
+        c.preapprove_on_request = v;
+    }
+    if let Some(v) = opt::<f64>(&o, "max_pending")? {
+        c.max_pending = Config::max_pending_from(v)?;
+    }
+    if let Some(v) = opt::<f64>(&o, "repeat_window")? {
+        c.repeat_window = Config::repeat_window_secs(v)?;
+    }
+    if let Some(v) = opt(&o, "watch")? {
+        c.watch = v;
+    }
+    Ok(c)
+}
+
+/// `open(store_root, host, options)`; options (each optional): reciprocate,
+/// preapprove_on_request, max_pending, repeat_window (seconds), watch. Returns the engine or
+/// `nil, message` (bad options included: the caller fails closed, it never raises).
+fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
+    let engine = config(opts).and_then(|c| Engine::open(Path::new(&root), &host, c));
+    lua_result(lua, engine, |lua, e| Ok(LuaValue::UserData(lua.create_userdata(LuaEngine(Arc::new(e)))?)))
 }
 
 /// `validate(s)`: the normalised server domain, or `nil, reason`.

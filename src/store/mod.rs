@@ -20,164 +20,22 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::domain::Domain;
+use crate::engine::Actor;
 use crate::error::{Error, Result};
-use crate::subscription::Subscription;
+
+mod cache;
+mod files;
+mod records;
+
+use files::{atomic_write, parse_toml, read_named, read_text, remove, toml_text, write_toml};
+pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
 
 /// Current time as RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-/// One peer in the server roster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RosterEntry {
-    /// RFC 6121 subscription state.
-    pub state: Subscription,
-    /// Scopes the peer is trusted for (`incidents`, `muc-limits`, ...).
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Free text for admins.
-    #[serde(default)]
-    pub note: String,
-    /// RFC 6121 §3.4 pre-approval: the peer's next `subscribe` is answered without a prompt.
-    #[serde(default)]
-    pub pre_approved: bool,
-    /// When and by whom we asked the peer.
-    #[serde(default)]
-    pub requested_at: Option<String>,
-    /// Actor that asked the peer.
-    #[serde(default)]
-    pub requested_by: Option<String>,
-    /// When the peer was approved.
-    #[serde(default)]
-    pub approved_at: Option<String>,
-    /// Actor that approved the peer.
-    #[serde(default)]
-    pub approved_by: Option<String>,
-    /// Last state change.
-    #[serde(default)]
-    pub updated_at: Option<String>,
-}
-
-impl RosterEntry {
-    /// A fresh entry in state None.
-    pub fn new() -> Self {
-        RosterEntry {
-            state: Subscription::None,
-            groups: Vec::new(),
-            note: String::new(),
-            pre_approved: false,
-            requested_at: None,
-            requested_by: None,
-            approved_at: None,
-            approved_by: None,
-            updated_at: None,
-        }
-    }
-
-    /// An entry that carries nothing worth keeping (state None, no pre-approval, no notes).
-    pub fn is_empty(&self) -> bool {
-        self.state == Subscription::None
-            && !self.pre_approved
-            && self.groups.is_empty()
-            && self.note.is_empty()
-    }
-}
-
-impl Default for RosterEntry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The roster file: peers keyed by domain.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RosterFile {
-    /// Peers, sorted by domain in the file.
-    #[serde(default)]
-    pub peers: BTreeMap<Domain, RosterEntry>,
-}
-
-/// An admin's verdict on a pending request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// Not decided yet.
-    Pending,
-    /// Send `subscribed` (and reciprocate).
-    Approve,
-    /// Send `unsubscribed`.
-    Deny,
-}
-
-/// One inbound request waiting for an admin.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PendingRequest {
-    /// The requesting server.
-    pub peer: Domain,
-    /// Edit to `approve` or `deny` and save; the running server acts on it.
-    pub decision: Decision,
-    /// Who set the decision (`cli`, `api`, ...); absent means an editor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
-    /// First time the request arrived.
-    pub first_seen: String,
-    /// Latest repeat.
-    pub last_seen: String,
-    /// How many `subscribe` stanzas arrived.
-    pub times_seen: u64,
-    /// The `id` of the first stanza, echoed in our answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stanza_id: Option<String>,
-}
-
-/// An admin act queued for the running server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueuedAct {
-    /// Send `subscribe` (and pre-approve the peer's reciprocal request).
-    Request,
-    /// Withdraw trust both ways.
-    Revoke,
-}
-
-/// A queued admin act (`outbound/<peer>.toml`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Queued {
-    /// The peer it concerns.
-    pub peer: Domain,
-    /// What to do.
-    pub act: QueuedAct,
-    /// When it was queued.
-    pub queued_at: String,
-    /// Who queued it.
-    pub queued_by: String,
-}
-
-/// One line of the audit log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// RFC 3339 time.
-    pub time: String,
-    /// The peer concerned.
-    pub peer: String,
-    /// Who caused it: `peer`, `cli`, `file`, `api`, `shell`, `adhoc`, `engine`.
-    pub actor: String,
-    /// What happened, e.g. `inbound subscribe`, `approve`, `dropped: pending cap`.
-    pub event: String,
-    /// State before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Subscription>,
-    /// State after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<Subscription>,
 }
 
 /// Cheap change detector for a file: changes whenever the file is replaced or edited.
@@ -309,7 +167,7 @@ impl Store {
              # states change only through the engine (CLI, server, API).\n\n",
             self.host
         );
-        let text = toml_text(&header, &sorted)?;
+        let text = toml_text(&header, &sorted);
         atomic_write(&self.dir.join(ROSTER), text.as_bytes())?;
         cache::save(&self.dir.join(CACHE), &text, &sorted.peers);
         Ok(())
@@ -349,17 +207,17 @@ impl Store {
     }
 
     /// Records an admin decision in the pending file, as an editor would.
-    pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: &str) -> Result<()> {
+    pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: Actor) -> Result<()> {
         let _lock = self.lock()?;
-        let mut req = self.read_pending(peer)?.ok_or_else(|| Error::NoPendingRequest(peer.to_string()))?;
+        let mut req = self.read_pending(peer)?.ok_or_else(|| Error::NoPendingRequest(peer.clone()))?;
         req.decision = decision;
-        req.decided_by = Some(actor.to_string());
+        req.decided_by = Some(actor);
         self.write_pending(&req)
     }
 
     /// Queues an act for the running server.
-    pub fn queue(&self, peer: &Domain, act: QueuedAct, actor: &str) -> Result<()> {
-        let q = Queued { peer: peer.clone(), act, queued_at: now_rfc3339(), queued_by: actor.to_string() };
+    pub fn queue(&self, peer: &Domain, act: QueuedAct, actor: Actor) -> Result<()> {
+        let q = Queued { peer: peer.clone(), act, queued_at: now_rfc3339(), queued_by: actor };
         let header = "# Queued for the running server; removed once carried out.\n\n";
         write_toml(&self.outbound_path(peer), header, &q)
     }
@@ -447,125 +305,10 @@ impl Store {
     }
 }
 
-fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-fn read_text(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            Err(Error::Corrupt { path: path.into(), line: None, message: "not valid UTF-8".into() })
-        }
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        Error::Corrupt { path: path.into(), line, message: e.message().to_string() }
-    })
-}
-
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    read_text(path)?.map(|text| parse_toml(path, &text)).transpose()
-}
-
-/// Reads a file named for `peer`; one that names another peer inside (a renamed or copied
-/// file) is refused rather than acted on for the wrong server.
-fn read_named<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    peer: &Domain,
-    named: impl Fn(&T) -> &Domain,
-) -> Result<Option<T>> {
-    match read_toml::<T>(path)? {
-        Some(v) if named(&v) != peer => Err(Error::Corrupt {
-            path: path.into(),
-            line: None,
-            message: format!("file is named for {peer} but says peer = {:?}", named(&v).as_str()),
-        }),
-        other => Ok(other),
-    }
-}
-
-fn toml_text<T: Serialize>(header: &str, value: &T) -> Result<String> {
-    let body = toml::to_string_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(format!("{header}{body}"))
-}
-
-fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> Result<()> {
-    atomic_write(path, toml_text(header, value)?.as_bytes())
-}
-
-/// A disposable binary copy of roster.toml, tagged with the length and FNV-1a hash of the
-/// text it was made from; any edit of roster.toml makes it stale, and a stale, torn or
-/// foreign cache is simply ignored.
-mod cache {
-    use super::*;
-
-    const MAGIC: &str = "server-trust roster cache v1";
-
-    /// Written from borrowed peers, read into owned ones: the bytes are the same.
-    #[derive(Serialize, Deserialize)]
-    struct Cache<P> {
-        magic: String,
-        toml_len: u64,
-        toml_fnv: u64,
-        peers: P,
-    }
-
-    fn fnv1a(text: &str) -> u64 {
-        text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-    }
-
-    pub(super) fn load(path: &Path, text: &str) -> Option<RosterFile> {
-        let bytes = fs::read(path).ok()?;
-        let c: Cache<Vec<(Domain, RosterEntry)>> = postcard::from_bytes(&bytes).ok()?;
-        if c.magic != MAGIC || c.toml_len != text.len() as u64 || c.toml_fnv != fnv1a(text) {
-            return None;
-        }
-        Some(RosterFile { peers: c.peers.into_iter().collect() })
-    }
-
-    /// Best effort: a cache that cannot be written only costs the next load some time.
-    pub(super) fn save(path: &Path, text: &str, peers: &BTreeMap<&Domain, &RosterEntry>) {
-        let c = Cache { magic: MAGIC.into(), toml_len: text.len() as u64, toml_fnv: fnv1a(text), peers };
-        if let Ok(bytes) = postcard::to_allocvec(&c) {
-            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-            if fs::write(&tmp, bytes).is_err() || fs::rename(&tmp, path).is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-        }
-    }
-}
-
-/// temp + fsync + rename + fsync(dir): readers and crashes see old or new, never a mix.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subscription::Subscription;
 
     fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();
@@ -642,7 +385,7 @@ mod tests {
         let rec = AuditRecord {
             time: now_rfc3339(),
             peer: "capulet.lit".into(),
-            actor: "cli".into(),
+            actor: Actor::Cli,
             event: "approve".into(),
             from: Some(Subscription::NonePendingIn),
             to: Some(Subscription::From),

@@ -1,0 +1,179 @@
+//! The admin surface shared by every front end (the CLI, the sidecar's HTTP admin API):
+//! finding a host's store, read views in the wire vocabulary, and the acts an admin records
+//! in the store for the running server to carry out.
+//!
+//! Views serialise to the JSON that the CLI's `--json` prints and the HTTP API returns, so
+//! both speak one vocabulary; front ends only format them as text or send them.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Domain;
+use crate::engine::Actor;
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, Store};
+use crate::subscription::Subscription;
+
+/// Opens the store of `host` under `root`; without a host, the one host the store serves.
+/// Refuses (never creates) a host folder that does not exist: a mistyped `--host` must not
+/// start an empty roster beside the real one.
+pub fn open_store(root: &Path, host: Option<&str>) -> Result<Store> {
+    let unknown = |detail: String| Error::UnknownHost { store: root.to_path_buf(), detail };
+    let host = match host {
+        Some(h) => Domain::new(h)?,
+        None => match Store::hosts(root)?.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(unknown("no host folders here; pass --host".into())),
+            many => {
+                let names: Vec<&str> = many.iter().map(Domain::as_str).collect();
+                return Err(unknown(format!(
+                    "the store holds several hosts ({}); pass --host",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    if !root.join(host.as_str()).is_dir() {
+        return Err(unknown(format!(
+            "no store for {host} here (has the server run with this store? check --host)"
+        )));
+    }
+    Store::open(root, &host)
+}
+
+/// One roster line as admins see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The peer.
+    pub peer: Domain,
+    /// RFC 6121 state.
+    pub state: Subscription,
+    /// We approved it (From or Both): what access control checks.
+    pub trusted: bool,
+    /// Scopes.
+    pub groups: Vec<String>,
+    /// Admin's note.
+    pub note: String,
+    /// When it was approved.
+    pub approved_at: Option<String>,
+    /// Its next `subscribe` is answered without a prompt.
+    pub pre_approved: bool,
+}
+
+impl PeerView {
+    /// The view of one roster entry.
+    pub fn new(peer: &Domain, e: &RosterEntry) -> PeerView {
+        PeerView {
+            peer: peer.clone(),
+            state: e.state,
+            trusted: e.state.from(),
+            groups: e.groups.clone(),
+            note: e.note.clone(),
+            approved_at: e.approved_at.clone(),
+            pre_approved: e.pre_approved,
+        }
+    }
+}
+
+/// The roster as stored, sorted by peer.
+pub fn roster(store: &Store) -> Result<Vec<PeerView>> {
+    Ok(store.load_roster()?.peers.iter().map(|(d, e)| PeerView::new(d, e)).collect())
+}
+
+/// Everything known about one peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The peer.
+    pub peer: Domain,
+    /// Its roster entry, if any.
+    pub entry: Option<RosterEntry>,
+    /// Its pending request, if any.
+    pub pending: Option<PendingRequest>,
+    /// Its audit records, oldest first.
+    pub history: Vec<AuditRecord>,
+}
+
+/// The report on `peer`.
+pub fn show(store: &Store, peer: &Domain) -> Result<PeerReport> {
+    let entry = store.load_roster()?.peers.remove(peer);
+    let pending = store.read_pending(peer)?;
+    let history = log(store, Some(peer), usize::MAX)?;
+    Ok(PeerReport { peer: peer.clone(), entry, pending, history })
+}
+
+/// The last `limit` audit records, of `peer` only if given, oldest first.
+pub fn log(store: &Store, peer: Option<&Domain>, limit: usize) -> Result<Vec<AuditRecord>> {
+    let mut recs: Vec<_> =
+        store.read_audit()?.into_iter().filter(|r| peer.is_none_or(|p| r.peer == p.as_str())).collect();
+    recs.drain(..recs.len().saturating_sub(limit));
+    Ok(recs)
+}
+
+/// An admin act, as named in answers and the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminAct {
+    /// Ask a peer to be a buddy.
+    Request,
+    /// Approve a pending request.
+    Approve,
+    /// Deny a pending request.
+    Deny,
+    /// Withdraw trust both ways.
+    Revoke,
+    /// Replace a peer's groups.
+    Groups,
+}
+
+/// The answer to an act: what was done and what happens next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// Always true (failures are errors).
+    pub ok: bool,
+    /// The act.
+    pub act: AdminAct,
+    /// The peer.
+    pub peer: Domain,
+    /// What happens next, for humans.
+    pub detail: String,
+}
+
+impl Done {
+    /// A successful `act` on `peer`.
+    pub fn new(act: AdminAct, peer: &Domain, detail: impl Into<String>) -> Done {
+        Done { ok: true, act, peer: peer.clone(), detail: detail.into() }
+    }
+}
+
+/// Queues a request or a revocation for the running server (which owns the roster).
+pub fn queue(store: &Store, peer: &Domain, act: QueuedAct, actor: Actor) -> Result<Done> {
+    if peer == store.host() {
+        return Err(Error::OwnHost(peer.clone()));
+    }
+    let done = match act {
+        QueuedAct::Request => {
+            Done::new(AdminAct::Request, peer, "queued: the server sends `subscribe` at its next poll")
+        }
+        QueuedAct::Revoke => {
+            if !store.load_roster()?.peers.contains_key(peer) {
+                return Err(Error::NotInRoster(peer.clone()));
+            }
+            Done::new(AdminAct::Revoke, peer, "queued: the server withdraws trust at its next poll")
+        }
+    };
+    store.queue(peer, act, actor)?;
+    Ok(done)
+}
+
+/// Records an approve/deny decision in the pending file, as an editor would.
+pub fn decide(store: &Store, peer: &Domain, decision: Decision, actor: Actor) -> Result<Done> {
+    store.set_decision(peer, decision, actor)?;
+    let act = if decision == Decision::Approve { AdminAct::Approve } else { AdminAct::Deny };
+    Ok(Done::new(act, peer, "recorded: the server answers at its next poll"))
+}
+
+/// Splits a comma-separated group list (`""` clears).
+pub fn parse_groups(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect()
+}

@@ -1,0 +1,289 @@
+//! [`Engine`]: the public face of one served host's roster engine.
+//!
+//! Reads come from the published snapshot; every change runs as one [`Txn`] under the ops
+//! lock and the store lock, with the roster fresh from disk, and publishes its result.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+
+use super::policy::Txn;
+use super::snapshot::{Roster, View};
+use super::types::{Action, Actor, Config, PeerPresence, PresenceKind, Stats};
+use super::watch::Watcher;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::store::{Decision, Fingerprint, RosterEntry, Store};
+use crate::subscription::Subscription;
+
+/// One served host's roster engine. Thread-safe; share it behind an `Arc`.
+pub struct Engine {
+    pub(super) host: Domain,
+    pub(super) store: Store,
+    pub(super) config: Config,
+    pub(super) view: View,
+    pub(super) ops: Mutex<Ops>,
+    presence: Mutex<HashMap<Domain, PeerPresence>>,
+    watcher: Watcher,
+}
+
+/// State only touched with the ops lock held.
+pub(super) struct Ops {
+    roster_fp: Option<Fingerprint>,
+    pub(super) last_repeat: HashMap<Domain, Instant>,
+    /// Corrupt files already reported, so a broken file is logged once per change.
+    pub(super) reported: HashMap<PathBuf, String>,
+    /// Requests dropped at the pending cap since the last log line about it.
+    pub(super) cap_drops: u64,
+    pub(super) cap_logged: Option<Instant>,
+    pub(super) stats: Stats,
+}
+
+impl Engine {
+    /// Opens the engine for `host` over `<store_root>/<host>/`.
+    ///
+    /// A corrupt roster is an error: the engine refuses to run on a roster it cannot read,
+    /// rather than start empty and overwrite it.
+    pub fn open(store_root: &Path, host: &str, config: Config) -> Result<Engine> {
+        let host = Domain::new(host)?;
+        let store = Store::open(store_root, &host)?;
+        let watcher = Watcher::new(store.dir(), config.watch);
+        let engine = Engine {
+            host,
+            store,
+            config,
+            view: View::new(),
+            ops: Mutex::new(Ops {
+                roster_fp: None,
+                last_repeat: HashMap::new(),
+                reported: HashMap::new(),
+                cap_drops: 0,
+                cap_logged: None,
+                stats: Stats::default(),
+            }),
+            presence: Mutex::new(HashMap::new()),
+            watcher,
+        };
+        {
+            let mut ops = engine.ops.lock();
+            let _lock = engine.store.lock()?;
+            engine.refresh_roster(&mut ops)?;
+        }
+        Ok(engine)
+    }
+
+    /// The served host.
+    pub fn host(&self) -> &Domain {
+        &self.host
+    }
+
+    /// The store this engine works on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// True when we approved `peer` (state From or Both) and, if `scope` is given, the peer
+    /// carries that group. Never touches the disk. Invalid input is simply not trusted.
+    pub fn is_trusted(&self, peer: &str, scope: Option<&str>) -> bool {
+        self.view.with(|roster| {
+            let entry = match roster.get(peer) {
+                Some(e) => e,
+                // Only input that is not in normal form can still match once normalised.
+                None if !Domain::may_change_when_normalised(peer) => return false,
+                None => match Domain::new(peer).ok().and_then(|d| roster.get(&d)) {
+                    Some(e) => e,
+                    None => return false,
+                },
+            };
+            entry.state.from() && scope.is_none_or(|s| entry.groups.iter().any(|g| g == s))
+        })
+    }
+
+    /// A number that moves whenever the roster readers see may have changed (states,
+    /// groups, notes): drivers that mirror the trusted set compare it to know when to copy.
+    pub fn generation(&self) -> u64 {
+        self.view.generation()
+    }
+
+    /// Outcomes counted since the engine opened (waits for an operation in progress).
+    pub fn stats(&self) -> Stats {
+        self.ops.lock().stats
+    }
+
+    /// The subscription state of `peer` (None when unknown).
+    pub fn state(&self, peer: &str) -> Result<Subscription> {
+        let peer = Domain::new(peer)?;
+        Ok(self.view.load().get(&peer).map_or(Subscription::None, |e| e.state))
+    }
+
+    /// A copy of `peer`'s roster entry.
+    pub fn entry(&self, peer: &str) -> Result<Option<RosterEntry>> {
+        let peer = Domain::new(peer)?;
+        Ok(self.view.load().get(&peer).cloned())
+    }
+
+    /// The whole roster, sorted by domain.
+    pub fn roster(&self) -> Vec<(Domain, RosterEntry)> {
+        let mut v: Vec<_> = self.view.load().iter().map(|(d, e)| (d.clone(), e.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Last known presence of `peer`.
+    pub fn presence(&self, peer: &str) -> Option<PeerPresence> {
+        let peer = Domain::new(peer).ok()?;
+        self.presence.lock().get(&peer).copied()
+    }
+
+    /// Applies a presence stanza that `from` sent to our host JID.
+    pub fn inbound(&self, from: &str, kind: PresenceKind, id: Option<&str>) -> Result<Vec<Action>> {
+        let peer = Domain::new(from)?;
+        if peer == self.host {
+            return Err(Error::OwnHost(peer));
+        }
+        match (kind, kind.subscription()) {
+            (PresenceKind::Available | PresenceKind::Unavailable, _) => {
+                if self.state(peer.as_str())?.to() {
+                    let p = PeerPresence {
+                        available: kind == PresenceKind::Available,
+                        last_seen: SystemTime::now(),
+                    };
+                    self.presence.lock().insert(peer, p);
+                }
+                Ok(Vec::new())
+            }
+            (_, Some(ty)) => self.transact(Actor::Peer, |txn| txn.on_inbound(&peer, ty, id)),
+            (_, None) => Ok(vec![self.answer_probe(peer, id)]),
+        }
+    }
+
+    /// RFC 6121 §4.3.2: presence only to peers we approved; others learn they are not
+    /// subscribed, and never see our presence.
+    fn answer_probe(&self, peer: Domain, id: Option<&str>) -> Action {
+        let kind = if self.state(peer.as_str()).is_ok_and(|s| s.from()) {
+            PresenceKind::Available
+        } else {
+            PresenceKind::Unsubscribed
+        };
+        Action::Send { to: peer, kind, id: id.map(str::to_string) }
+    }
+
+    /// Admin asks `peer` for a subscription (and pre-approves its reciprocal request).
+    pub fn request(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
+        let peer = Domain::new(peer)?;
+        self.transact(actor, |txn| txn.on_request(&peer))
+    }
+
+    /// Admin approves `peer`'s pending request.
+    pub fn approve(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
+        let peer = Domain::new(peer)?;
+        self.transact(actor, |txn| txn.on_decision(&peer, Decision::Approve))
+    }
+
+    /// Admin denies `peer`'s pending request.
+    pub fn deny(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
+        let peer = Domain::new(peer)?;
+        self.transact(actor, |txn| txn.on_decision(&peer, Decision::Deny))
+    }
+
+    /// Admin withdraws all trust with `peer`, both ways.
+    pub fn revoke(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
+        let peer = Domain::new(peer)?;
+        self.transact(actor, |txn| txn.on_revoke(&peer))
+    }
+
+    /// Replaces `peer`'s groups (scopes). The peer must be in the roster.
+    pub fn set_groups(&self, peer: &str, groups: Vec<String>, actor: Actor) -> Result<()> {
+        let peer = Domain::new(peer)?;
+        self.transact(actor, |txn| txn.on_set_groups(&peer, groups))?;
+        Ok(())
+    }
+
+    /// A file descriptor that becomes readable when the store changed (Linux eventfd), for
+    /// drivers with an event loop: call [`Engine::poll`] when it is readable, which also
+    /// resets it. `None` when not watching. Owned by the engine: do not close it.
+    pub fn wakeup_fd(&self) -> Option<i32> {
+        self.watcher.fd()
+    }
+
+    /// Presence to send when the driver starts: our presence to the peers we approved, a
+    /// probe to the peers that approved us.
+    pub fn startup_actions(&self) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (peer, e) in self.roster() {
+            if e.state.from() {
+                out.push(Action::Send { to: peer.clone(), kind: PresenceKind::Available, id: None });
+            }
+            if e.state.to() {
+                out.push(Action::Send { to: peer, kind: PresenceKind::Probe, id: None });
+            }
+        }
+        out
+    }
+
+    /// Picks up what other processes decided: edited pending files, acts queued by the CLI,
+    /// hand edits of the roster. Returns the actions those imply. With the watcher running
+    /// and nothing changed this is one atomic load: no disk work.
+    pub fn poll(&self) -> Result<Vec<Action>> {
+        if !self.watcher.take_change() {
+            return Ok(Vec::new());
+        }
+        self.transact(Actor::File, |txn| txn.apply_store_changes())
+    }
+
+    /// Runs `f` with the ops lock and the store lock held and the roster fresh from disk;
+    /// saves the roster if `f` changed it (also when `f` fails half-way: what was applied
+    /// was a complete transition and must not be lost).
+    fn transact(&self, actor: Actor, f: impl FnOnce(&mut Txn) -> Result<()>) -> Result<Vec<Action>> {
+        let mut ops = self.ops.lock();
+        let _lock = self.store.lock()?;
+        let mut actions = self.refresh_roster(&mut ops)?;
+        let mut txn = Txn::new(self, &mut ops, actor);
+        let result = f(&mut txn);
+        let (working, txn_actions) = txn.finish();
+        if let Some(roster) = working {
+            self.store.save_roster(&roster)?;
+            ops.roster_fp = self.store.roster_fingerprint();
+            self.view.publish(roster);
+        }
+        result?;
+        actions.extend(txn_actions);
+        Ok(actions)
+    }
+
+    /// Reloads roster.toml if another process (or an editor) replaced it. Returns the trust
+    /// changes that implies.
+    fn refresh_roster(&self, ops: &mut Ops) -> Result<Vec<Action>> {
+        let fp = self.store.roster_fingerprint();
+        if fp.is_some() && fp == ops.roster_fp {
+            return Ok(Vec::new());
+        }
+        let file = self.store.load_roster()?;
+        let new: Roster = file.peers.into_iter().collect();
+        let roster = self.view.load();
+        let mut actions = Vec::new();
+        if ops.roster_fp.is_some() {
+            for (peer, e) in &new {
+                let was = roster.get(peer).is_some_and(|o| o.state.from());
+                if was != e.state.from() {
+                    actions.push(Action::TrustChanged { peer: peer.clone(), trusted: e.state.from() });
+                }
+            }
+            for (peer, e) in roster.iter() {
+                if e.state.from() && !new.contains_key(peer) {
+                    actions.push(Action::TrustChanged { peer: peer.clone(), trusted: false });
+                }
+            }
+        }
+        self.view.publish(new);
+        ops.roster_fp = fp;
+        Ok(actions)
+    }
+}

@@ -1,0 +1,24 @@
+//! The server roster engine: one per served host, driven equally by a Lua module, a C host
+//! or an HTTP server.
+//!
+//! Drivers feed it inbound presence and admin acts; it updates the store and returns the
+//! [`Action`]s to carry out. Where each concern lives:
+//!
+//! | module | concern |
+//! |---|---|
+//! | `types` | the public vocabulary: [`Config`], [`PresenceKind`], [`Action`], [`Actor`], [`LogLevel`] |
+//! | `api` | [`Engine`]: the public calls, locking, loading and saving the roster |
+//! | `policy` | XEP-0267 policy: what each RFC 6121 transition means for a server |
+//! | `snapshot` | the lock-free roster snapshot behind `is_trusted` |
+//! | `watch` | inotify + eventfd: noticing what the CLI and editors changed, across fork |
+//!
+//! The RFC 6121 tables themselves are in [`crate::subscription`].
+
+mod api;
+mod policy;
+mod snapshot;
+mod types;
+mod watch;
+
+pub use api::Engine;
+pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};

@@ -1,0 +1,423 @@
+//! XEP-0267 policy: what each RFC 6121 transition means for a server.
+//!
+//! A [`Txn`] is one engine operation in progress, run by `Engine::transact` with the locks
+//! held. Its `on_*` handlers are the policy: an inbound `subscribe` is never approved
+//! without an admin (or the admin's own earlier request), `subscribe` goes out only because
+//! an admin asked, and every change is audited with its actor.
+
+use std::time::Instant;
+
+use super::api::{Engine, Ops};
+use super::snapshot::Roster;
+use super::types::{Action, Actor, LogLevel, PresenceKind};
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
+use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
+
+/// At most one log line per this long about requests dropped at the pending cap.
+const CAP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One operation in progress: the locked state, the actor, and what it produced.
+pub(super) struct Txn<'a> {
+    engine: &'a Engine,
+    ops: &'a mut Ops,
+    actor: Actor,
+    actions: Vec<Action>,
+    /// The roster with this operation's changes, once it has any.
+    working: Option<Roster>,
+}
+
+impl<'a> Txn<'a> {
+    pub(super) fn new(engine: &'a Engine, ops: &'a mut Ops, actor: Actor) -> Txn<'a> {
+        Txn { engine, ops, actor, actions: Vec::new(), working: None }
+    }
+
+    /// The changed roster (if any) to save and publish, and the actions to return.
+    pub(super) fn finish(self) -> (Option<Roster>, Vec<Action>) {
+        (self.working, self.actions)
+    }
+
+    /// `peer`'s entry as this operation sees it: its own changes, else the published one.
+    fn current(&self, peer: &Domain) -> RosterEntry {
+        let found = match &self.working {
+            Some(w) => w.get(peer).cloned(),
+            None => self.engine.view.load().get(peer).cloned(),
+        };
+        found.unwrap_or_default()
+    }
+
+    /// Changes one entry in the operation's private copy (made on the first change; readers
+    /// keep the old snapshot until the operation publishes its result).
+    fn update(&mut self, peer: &Domain, f: impl FnOnce(&mut RosterEntry)) {
+        let roster = self.working.get_or_insert_with(|| (*self.engine.view.load()).clone());
+        let e = roster.entry(peer.clone()).or_default();
+        f(e);
+        if e.is_empty() {
+            roster.remove(peer);
+        }
+    }
+
+    fn audit(&mut self, peer: &Domain, event: &str, from: Option<Subscription>, to: Option<Subscription>) {
+        let rec = AuditRecord {
+            time: now_rfc3339(),
+            peer: peer.to_string(),
+            actor: self.actor,
+            event: event.to_string(),
+            from,
+            to,
+        };
+        if let Err(e) = self.engine.store.audit(&rec) {
+            self.log(LogLevel::Error, format!("audit log: {e}"));
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, text: String) {
+        self.actions.push(Action::Log { level, text });
+    }
+
+    fn send(&mut self, to: &Domain, kind: PresenceKind, id: Option<&str>) {
+        self.actions.push(Action::Send { to: to.clone(), kind, id: id.map(str::to_string) });
+    }
+
+    fn notify(&mut self, peer: &Domain, text: String) {
+        self.actions.push(Action::Notify { peer: peer.clone(), text });
+    }
+
+    /// Applies one RFC 6121 transition to `peer` and records it. Returns the disposition.
+    fn apply(&mut self, peer: &Domain, dir: Direction, ty: SubscriptionType, event: &str) -> Disposition {
+        let before = self.current(peer).state;
+        let (after, disposition) = transition(before, dir, ty);
+        if after != before {
+            let actor = self.actor;
+            self.update(peer, |e| {
+                e.state = after;
+                e.updated_at = Some(now_rfc3339());
+                if after.from() && !before.from() {
+                    e.approved_at = e.updated_at.clone();
+                    e.approved_by = Some(actor);
+                }
+            });
+            if before.from() != after.from() {
+                self.actions.push(Action::TrustChanged { peer: peer.clone(), trusted: after.from() });
+            }
+        }
+        if disposition != Disposition::Drop || after != before {
+            self.audit(peer, event, Some(before), Some(after));
+        }
+        disposition
+    }
+
+    /// A subscription stanza from `peer` to our host.
+    pub(super) fn on_inbound(&mut self, peer: &Domain, ty: SubscriptionType, id: Option<&str>) -> Result<()> {
+        let event = format!("inbound {}", ty.as_str());
+        let before = self.current(peer);
+        match (ty, transition(before.state, Direction::Inbound, ty).1) {
+            (SubscriptionType::Subscribe, Disposition::Deliver) if before.pre_approved => {
+                // RFC 6121 §3.4: the admin pre-approved this peer by requesting it.
+                self.apply(peer, Direction::Inbound, ty, &event);
+                self.actor = Actor::Engine;
+                self.apply(
+                    peer,
+                    Direction::Outbound,
+                    SubscriptionType::Subscribed,
+                    "approve (pre-approved by request)",
+                );
+                self.update(peer, |e| e.pre_approved = false);
+                self.ops.stats.approvals += 1;
+                self.send(peer, PresenceKind::Subscribed, id);
+                self.send(peer, PresenceKind::Available, None);
+                let host = &self.engine.host;
+                self.notify(
+                    peer,
+                    format!("{peer} is now subscribed to {host} (pre-approved by your request)"),
+                );
+            }
+            (SubscriptionType::Subscribe, Disposition::Deliver) => self.new_request(peer, id)?,
+            (SubscriptionType::Subscribe, Disposition::AutoReply) => {
+                self.audit(peer, "inbound subscribe (already approved: answered)", Some(before.state), None);
+                self.send(peer, PresenceKind::Subscribed, id);
+                self.send(peer, PresenceKind::Available, None);
+            }
+            (SubscriptionType::Subscribe, _) => self.repeat(peer)?,
+            (_, Disposition::Deliver) => {
+                self.apply(peer, Direction::Inbound, ty, &event);
+                let after = self.current(peer).state;
+                if !after.pending_in() && before.state.pending_in() {
+                    self.drop_pending_file(peer);
+                }
+                // A denied request takes its pre-approval with it: if the peer asks later,
+                // the admin is prompted like for anyone else.
+                if ty == SubscriptionType::Unsubscribed && before.state.pending_out() {
+                    self.update(peer, |e| e.pre_approved = false);
+                }
+                let what = match ty {
+                    SubscriptionType::Subscribed => "approved our request: we are subscribed",
+                    SubscriptionType::Unsubscribe => "withdrew its subscription to us",
+                    _ => "denied or cancelled our subscription",
+                };
+                self.notify(peer, format!("{peer} {what} (now {after})"));
+            }
+            (_, _) => {} // A stanza that changes nothing (RFC 6121 "no state change"): ignore.
+        }
+        Ok(())
+    }
+
+    /// A first `subscribe` from `peer`: a pending file and a prompt, never an approval.
+    fn new_request(&mut self, peer: &Domain, id: Option<&str>) -> Result<()> {
+        let max = self.engine.config.max_pending;
+        if self.engine.store.pending_count() >= max {
+            // Nothing is written for a dropped request, and a flood gets one log line per
+            // 10 s, not one per stanza.
+            self.ops.cap_drops += 1;
+            self.ops.stats.cap_drops += 1;
+            if self.ops.cap_logged.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
+                let n = std::mem::take(&mut self.ops.cap_drops);
+                self.ops.cap_logged = Some(Instant::now());
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "dropped subscribe from {peer} ({n} dropped since the last notice): \
+                         {max} requests already pending (server_trust_max_pending)"
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        let now = now_rfc3339();
+        let req = PendingRequest {
+            peer: peer.clone(),
+            decision: Decision::Pending,
+            decided_by: None,
+            first_seen: now.clone(),
+            last_seen: now,
+            times_seen: 1,
+            stanza_id: id.map(str::to_string),
+        };
+        let store = &self.engine.store;
+        // Never overwrite a file the admin is working on, even a broken one.
+        if store.read_pending(peer)?.is_none() {
+            store.write_pending(&req)?;
+        }
+        self.apply(peer, Direction::Inbound, SubscriptionType::Subscribe, "inbound subscribe");
+        self.ops.stats.requests += 1;
+        self.ops.last_repeat.insert(peer.clone(), Instant::now());
+        let host = &self.engine.host;
+        let root = store.dir().parent().unwrap_or(store.dir()).display().to_string();
+        let text = format!(
+            "Server buddy request from {peer} to {host} (XEP-0267). Approve: \
+             server-trust --store {root} --host {host} approve {peer} (or deny; or edit {})",
+            store.pending_path(peer).display()
+        );
+        self.notify(peer, text);
+        Ok(())
+    }
+
+    /// A repeated `subscribe` while pending: no new prompt; the file is refreshed at most
+    /// once per repeat window so a flood from one peer costs no disk writes.
+    fn repeat(&mut self, peer: &Domain) -> Result<()> {
+        let window = self.engine.config.repeat_window;
+        if self.ops.last_repeat.get(peer).is_some_and(|t| t.elapsed() < window) {
+            return Ok(());
+        }
+        self.ops.last_repeat.insert(peer.clone(), Instant::now());
+        if let Some(mut req) = self.engine.store.read_pending(peer)? {
+            req.times_seen += 1;
+            req.last_seen = now_rfc3339();
+            self.engine.store.write_pending(&req)?;
+        }
+        Ok(())
+    }
+
+    /// The admin asks `peer` for a subscription.
+    pub(super) fn on_request(&mut self, peer: &Domain) -> Result<()> {
+        if peer == &self.engine.host {
+            return Err(Error::OwnHost(peer.clone()));
+        }
+        let before = self.current(peer);
+        if before.state.to() {
+            self.log(LogLevel::Info, format!("already subscribed to {peer} ({})", before.state));
+            return Ok(());
+        }
+        self.apply(peer, Direction::Outbound, SubscriptionType::Subscribe, "request");
+        let pre =
+            self.engine.config.preapprove_on_request && !before.state.from() && !before.state.pending_in();
+        let actor = self.actor;
+        self.update(peer, |e| {
+            e.requested_at = Some(now_rfc3339());
+            e.requested_by = Some(actor);
+            e.pre_approved |= pre;
+        });
+        self.send(peer, PresenceKind::Subscribe, None);
+        Ok(())
+    }
+
+    /// The admin approves or denies `peer`'s pending request.
+    pub(super) fn on_decision(&mut self, peer: &Domain, decision: Decision) -> Result<()> {
+        let before = self.current(peer).state;
+        if !before.pending_in() {
+            return Err(Error::NoPendingRequest(peer.clone()));
+        }
+        let id = match self.engine.store.read_pending(peer) {
+            Ok(r) => r.and_then(|r| r.stanza_id),
+            Err(_) => None, // a broken file must not block the admin's decision
+        };
+        match decision {
+            Decision::Approve => {
+                self.apply(peer, Direction::Outbound, SubscriptionType::Subscribed, "approve");
+                self.ops.stats.approvals += 1;
+                self.send(peer, PresenceKind::Subscribed, id.as_deref());
+                self.send(peer, PresenceKind::Available, None);
+                let now = self.current(peer).state;
+                if self.engine.config.reciprocate && !now.to() && !now.pending_out() {
+                    self.apply(peer, Direction::Outbound, SubscriptionType::Subscribe, "reciprocate");
+                    self.send(peer, PresenceKind::Subscribe, None);
+                }
+            }
+            Decision::Deny => {
+                self.apply(peer, Direction::Outbound, SubscriptionType::Unsubscribed, "deny");
+                self.ops.stats.denials += 1;
+                self.send(peer, PresenceKind::Unsubscribed, id.as_deref());
+            }
+            Decision::Pending => return Ok(()),
+        }
+        self.drop_pending_file(peer);
+        Ok(())
+    }
+
+    /// The admin withdraws all trust with `peer`, both ways.
+    pub(super) fn on_revoke(&mut self, peer: &Domain) -> Result<()> {
+        let before = self.current(peer);
+        if before.state == Subscription::None && !before.pre_approved {
+            return Err(Error::NotInRoster(peer.clone()));
+        }
+        if before.state.to() || before.state.pending_out() {
+            self.apply(peer, Direction::Outbound, SubscriptionType::Unsubscribe, "revoke: unsubscribe");
+            self.send(peer, PresenceKind::Unsubscribe, None);
+        }
+        let now = self.current(peer).state;
+        if now.from() || now.pending_in() {
+            self.apply(peer, Direction::Outbound, SubscriptionType::Unsubscribed, "revoke: unsubscribed");
+            self.send(peer, PresenceKind::Unsubscribed, None);
+        }
+        self.update(peer, |e| e.pre_approved = false);
+        self.drop_pending_file(peer);
+        self.ops.stats.revocations += 1;
+        Ok(())
+    }
+
+    /// The admin replaces `peer`'s groups.
+    pub(super) fn on_set_groups(&mut self, peer: &Domain, groups: Vec<String>) -> Result<()> {
+        if !self.engine.view.load().contains_key(peer) {
+            return Err(Error::NotInRoster(peer.clone()));
+        }
+        self.audit(peer, &format!("groups set to {groups:?}"), None, None);
+        self.update(peer, |e| e.groups = groups);
+        Ok(())
+    }
+
+    /// What other processes left in the store: decided pending files, deleted ones, acts
+    /// queued by the CLI.
+    pub(super) fn apply_store_changes(&mut self) -> Result<()> {
+        let (pending, bad) = self.engine.store.list_pending();
+        let (queued, bad_q) = self.engine.store.list_queued();
+        for err in bad.into_iter().chain(bad_q) {
+            self.report(err);
+        }
+        for req in pending {
+            // A crash between writing the file and saving the roster leaves a request the
+            // roster does not know: recover it rather than lose it.
+            let before = self.current(&req.peer).state;
+            if !before.pending_in() {
+                self.actor = Actor::Engine;
+                if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1
+                    != Disposition::Deliver
+                {
+                    self.drop_pending_file(&req.peer); // already approved: nothing to ask
+                    continue;
+                }
+                self.apply(
+                    &req.peer,
+                    Direction::Inbound,
+                    SubscriptionType::Subscribe,
+                    "recovered pending request",
+                );
+            }
+            if req.decision == Decision::Pending {
+                continue;
+            }
+            self.actor = req.decided_by.unwrap_or(Actor::File);
+            // On success `on_decision` removed the file; a decision that cannot apply is
+            // consumed too.
+            if let Err(e) = self.on_decision(&req.peer, req.decision) {
+                self.not_applied(&req.peer, &e);
+                self.drop_pending_file(&req.peer);
+            }
+        }
+        // A pending state whose file the admin deleted: the request is dismissed unanswered.
+        let store = &self.engine.store;
+        let gone: Vec<Domain> = match &self.working {
+            Some(w) => dismissed(w, store),
+            None => dismissed(&self.engine.view.load(), store),
+        };
+        for peer in gone {
+            self.actor = Actor::File;
+            let before = self.current(&peer).state;
+            let after = Subscription::from_parts(before.to(), before.from(), before.pending_out(), false);
+            self.update(&peer, |e| e.state = after);
+            self.audit(&peer, "dismissed (pending file deleted)", Some(before), Some(after));
+        }
+        for q in queued {
+            self.actor = q.queued_by;
+            let r = match q.act {
+                QueuedAct::Request => self.on_request(&q.peer),
+                QueuedAct::Revoke => self.on_revoke(&q.peer),
+            };
+            // A queued act is consumed whether it applied or not.
+            if let Err(e) = r {
+                self.not_applied(&q.peer, &e);
+            }
+            if let Err(e) = self.engine.store.remove_queued(&q.peer) {
+                self.report(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn not_applied(&mut self, peer: &Domain, e: &Error) {
+        self.log(LogLevel::Warn, format!("{}'s decision on {peer} not applied: {e}", self.actor.as_str()));
+    }
+
+    /// Removes a request file after its transition was applied. Failing here must not undo
+    /// the answer already decided (the actions would be lost), so it is only reported. At
+    /// worst the leftover file is taken for a request the roster missed and prompts again;
+    /// it is never approved by itself.
+    fn drop_pending_file(&mut self, peer: &Domain) {
+        self.ops.last_repeat.remove(peer);
+        if let Err(e) = self.engine.store.remove_pending(peer) {
+            self.report(e);
+        }
+    }
+
+    /// Logs a broken store file once per change of its error, not at every poll.
+    fn report(&mut self, err: Error) {
+        let text = err.to_string();
+        let key = match &err {
+            Error::Corrupt { path, .. } | Error::Io { path, .. } => path.clone(),
+            _ => std::path::PathBuf::new(),
+        };
+        if self.ops.reported.get(&key) != Some(&text) {
+            self.ops.reported.insert(key, text.clone());
+            self.log(LogLevel::Error, format!("{text} (left untouched; fix or delete it)"));
+        }
+    }
+}
+
+/// Peers pending in from us whose request file is gone.
+fn dismissed(roster: &Roster, store: &crate::store::Store) -> Vec<Domain> {
+    roster
+        .iter()
+        .filter(|(p, e)| e.state.pending_in() && !store.pending_path(p).exists())
+        .map(|(p, _)| p.clone())
+        .collect()
+}

@@ -1,0 +1,110 @@
+//! How the engine learns that another process changed the store: an inotify watcher thread
+//! sets a flag that `poll` checks and signals an eventfd a driver can put in its event loop
+//! (`Engine::wakeup_fd`), so CLI and file decisions apply at once and idle polls cost nothing.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+/// The watcher of one host folder, restarted in a forked child.
+pub(super) struct Watcher {
+    dir: PathBuf,
+    wake: Arc<Wake>,
+    running: Mutex<Option<Running>>,
+}
+
+/// The inotify watcher and the process that started it: its thread does not survive a
+/// fork (Prosody daemonizes after loading modules), so the child must start its own.
+struct Running {
+    pid: u32,
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// A flag for `poll` and an eventfd for the driver's event loop.
+struct Wake {
+    dirty: AtomicBool,
+    fd: Option<OwnedFd>,
+}
+
+impl Watcher {
+    /// Starts watching `dir` when `enabled`; otherwise every check reports a change.
+    pub(super) fn new(dir: &Path, enabled: bool) -> Watcher {
+        let wake = Arc::new(Wake::new(enabled));
+        let running = if enabled { start(dir, wake.clone()) } else { None };
+        Watcher { dir: dir.to_path_buf(), wake, running: Mutex::new(running) }
+    }
+
+    /// The eventfd, when watching.
+    pub(super) fn fd(&self) -> Option<i32> {
+        self.wake.fd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// True when the store may have changed since the last call (always true when not
+    /// watching). Resets the eventfd so a level-triggered loop does not spin.
+    pub(super) fn take_change(&self) -> bool {
+        let watching = {
+            let mut w = self.running.lock();
+            if w.as_ref().is_some_and(|w| w.pid != std::process::id()) {
+                // Forked: the watcher's thread stayed in the parent. Dropping it here would
+                // wait for that thread forever, so leak it and start a new one.
+                std::mem::forget(w.take());
+                *w = start(&self.dir, self.wake.clone());
+                self.wake.dirty.store(true, Ordering::Release);
+            }
+            w.is_some()
+        };
+        self.wake.drain();
+        !watching || self.wake.dirty.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake {
+    fn new(with_fd: bool) -> Wake {
+        let fd = with_fd
+            .then(|| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
+            .filter(|&fd| fd >= 0)
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        Wake { dirty: AtomicBool::new(true), fd }
+    }
+
+    fn signal(&self) {
+        self.dirty.store(true, Ordering::Release);
+        if let Some(fd) = &self.fd {
+            let one: u64 = 1;
+            // Non-blocking; a full counter already means "readable", so errors are moot.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn drain(&self) {
+        if let Some(fd) = &self.fd {
+            let mut n: u64 = 0;
+            unsafe { libc::read(fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        }
+    }
+}
+
+fn start(dir: &Path, wake: Arc<Wake>) -> Option<Running> {
+    use notify::Watcher as _;
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Reads (our own scans, the CLI's `list`, backups), audit appends and temp files are
+        // not decisions; any other change may be.
+        let relevant = match &res {
+            Ok(ev) if ev.kind.is_access() => false,
+            Ok(ev) => ev.paths.iter().any(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !name.starts_with('.') && name != "audit.log"
+            }),
+            Err(_) => true,
+        };
+        if relevant {
+            wake.signal();
+        }
+    })
+    .ok()?;
+    w.watch(dir, notify::RecursiveMode::Recursive).ok()?;
+    Some(Running { pid: std::process::id(), _watcher: w })
+}

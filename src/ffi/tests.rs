@@ -1,0 +1,186 @@
+//! The C ABI called the way C would: misuse gives statuses, many threads share one handle.
+
+use super::*;
+use std::ffi::{CStr, CString, c_char};
+use std::ptr::{null, null_mut};
+
+#[test]
+fn transition_rejects_out_of_range_and_null() {
+    let (mut n, mut d) = (99, 99);
+    unsafe {
+        assert_eq!(st_transition(9, 0, 0, &mut n, &mut d), st_status::OutOfRange);
+        assert_eq!(st_transition(0, 2, 0, &mut n, &mut d), st_status::OutOfRange);
+        assert_eq!(st_transition(0, 0, 4, &mut n, &mut d), st_status::OutOfRange);
+        assert_eq!((n, d), (99, 99), "outputs untouched on error");
+        assert_eq!(st_transition(0, 0, 0, null_mut(), &mut d), st_status::NullParameter);
+        assert_eq!(st_transition(0, 0, 0, &mut n, &mut d), st_status::Ok);
+    }
+    assert_eq!((n, d), (ST_SUBSCRIPTION_NONE_PENDING_IN, ST_DISPOSITION_DELIVER));
+}
+
+#[test]
+fn null_and_bad_utf8_are_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut e = null_mut();
+    unsafe {
+        assert_eq!(st_engine_open(null(), c"a.lit".as_ptr(), null(), &mut e), st_status::NullParameter);
+        assert_eq!(
+            st_engine_open(root.as_ptr(), c"alice@a.lit".as_ptr(), null(), &mut e),
+            st_status::InvalidDomain
+        );
+        assert_eq!(st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e), st_status::Ok);
+        let bad = [0xffu8, 0xfe, 0];
+        let mut t = true;
+        assert_eq!(st_is_trusted(e, bad.as_ptr().cast(), null(), &mut t), st_status::InvalidUtf8);
+        assert_eq!(st_is_trusted(null(), c"b.lit".as_ptr(), null(), &mut t), st_status::NullParameter);
+        assert_eq!(st_is_trusted(e, c"b.lit".as_ptr(), null(), null_mut()), st_status::NullParameter);
+        let mut out = null_mut();
+        assert_eq!(st_engine_approve(e, c"b.lit".as_ptr(), &mut out), st_status::NoPendingRequest);
+        let mut buf = [0 as c_char; 64];
+        let mut n = 0;
+        assert_eq!(st_last_error(buf.as_mut_ptr(), buf.len(), &mut n), st_status::Ok);
+        assert_eq!(CStr::from_ptr(buf.as_ptr()).to_str().unwrap(), "no pending request from b.lit");
+        assert_eq!(st_engine_inbound(e, c"b.lit".as_ptr(), 7, null(), &mut out), st_status::OutOfRange);
+        assert_eq!(
+            st_engine_inbound(e, c"bob@b.lit".as_ptr(), ST_PRESENCE_TYPE_SUBSCRIBE, null(), &mut out),
+            st_status::InvalidDomain
+        );
+        assert_eq!(st_actions_len(null()), 0);
+        st_actions_free(null_mut());
+        st_engine_free(e);
+        st_engine_free(null_mut());
+    }
+}
+
+#[test]
+fn status_strings_cover_every_value() {
+    for s in [0, 1000, 1001, 1002, 1003, 1004, 1005, 2000, 2001, 2002, 2003, 3000, 3001, 3002, 9000] {
+        let text = unsafe { CStr::from_ptr(st_status_str(s)) }.to_str().unwrap();
+        assert_ne!(text, "unknown status");
+    }
+    assert_eq!(unsafe { CStr::from_ptr(st_status_str(1234)) }.to_str().unwrap(), "unknown status");
+    assert_eq!(unsafe { CStr::from_ptr(st_version()) }.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+/// One handle, many threads: lookups run while another thread changes the roster.
+#[test]
+fn handle_is_usable_from_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut opts = st_options_default();
+    opts.watch = false;
+    let mut e = null_mut();
+    assert_eq!(unsafe { st_engine_open(root.as_ptr(), c"c.lit".as_ptr(), &opts, &mut e) }, st_status::Ok);
+    struct Handle(*mut st_engine);
+    unsafe impl Send for Handle {}
+    unsafe impl Sync for Handle {}
+    let h = std::sync::Arc::new(Handle(e));
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let peer = CString::new(format!("w{t}-{i}.lit")).unwrap();
+                    let mut out = null_mut();
+                    unsafe {
+                        assert_eq!(
+                            st_engine_inbound(
+                                h.0,
+                                peer.as_ptr(),
+                                ST_PRESENCE_TYPE_SUBSCRIBE,
+                                null(),
+                                &mut out
+                            ),
+                            st_status::Ok
+                        );
+                        st_actions_free(out);
+                        assert_eq!(st_engine_approve(h.0, peer.as_ptr(), &mut out), st_status::Ok);
+                        st_actions_free(out);
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                for i in 0..20_000 {
+                    let peer = CString::new(format!("w0-{}.lit", i % 50)).unwrap();
+                    let mut t = false;
+                    assert_eq!(unsafe { st_is_trusted(h.0, peer.as_ptr(), null(), &mut t) }, st_status::Ok);
+                    seen += t as usize;
+                }
+                seen
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
+    for t in 0..2 {
+        for i in 0..50 {
+            let peer = CString::new(format!("w{t}-{i}.lit")).unwrap();
+            let mut trusted = false;
+            unsafe { st_is_trusted(h.0, peer.as_ptr(), null(), &mut trusted) };
+            assert!(trusted, "{peer:?}");
+        }
+    }
+    unsafe { st_engine_free(h.0) };
+}
+
+fn last_error() -> String {
+    let mut buf = [0 as c_char; 256];
+    assert_eq!(unsafe { st_last_error(buf.as_mut_ptr(), buf.len(), null_mut()) }, st_status::Ok);
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap().to_string()
+}
+
+#[test]
+fn open_failure_is_explained_without_a_handle_and_never_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a.lit")).unwrap();
+    std::fs::write(dir.path().join("a.lit/roster.toml"), "[peers.\"b.lit\"]\nstate = \"maybe\"\n").unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut e = null_mut();
+    let st = unsafe { st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e) };
+    assert_eq!(st, st_status::StoreCorrupt);
+    assert!(e.is_null(), "nothing written on failure");
+    let msg = last_error();
+    assert!(msg.contains("roster.toml:2"), "{msg}");
+    // An argument error right after replaces the message: it always matches the last status.
+    let mut opts = st_options_default();
+    opts.max_pending = 0;
+    let st = unsafe { st_engine_open(root.as_ptr(), c"c.lit".as_ptr(), &opts, &mut e) };
+    assert_eq!(st, st_status::InvalidOption);
+    assert!(last_error().contains("max_pending"), "{}", last_error());
+    assert_eq!(
+        unsafe { st_engine_open(null(), c"c.lit".as_ptr(), null(), &mut e) },
+        st_status::NullParameter
+    );
+    assert_eq!(last_error(), "a required pointer was NULL");
+}
+
+#[test]
+fn presence_types_have_one_number_and_one_name() {
+    for t in 0..7 {
+        let name = unsafe { CStr::from_ptr(st_presence_type_name(t)) };
+        let mut back = 99;
+        assert_eq!(unsafe { st_presence_type_parse(name.as_ptr(), &mut back) }, st_status::Ok);
+        assert_eq!(back, t, "{name:?}");
+    }
+    assert!(st_presence_type_name(7).is_null());
+    let mut t = 99;
+    assert_eq!(unsafe { st_presence_type_parse(null(), &mut t) }, st_status::Ok);
+    assert_eq!(t, ST_PRESENCE_TYPE_AVAILABLE);
+    assert_eq!(unsafe { st_presence_type_parse(c"error".as_ptr(), &mut t) }, st_status::UnknownName);
+    assert_eq!(
+        unsafe { CStr::from_ptr(st_subscription_name(ST_SUBSCRIPTION_NONE_PENDING_IN)) },
+        c"none+pending-in"
+    );
+    assert!(st_subscription_name(9).is_null());
+}

@@ -1,0 +1,169 @@
+//! The records kept in the store, as they appear in its files (TOML, audit JSON lines).
+//!
+//! Field and enum names are the wire vocabulary: the CLI's `--json` and the HTTP API print
+//! these structs as they are.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Domain;
+use crate::engine::Actor;
+use crate::subscription::Subscription;
+use crate::vocab;
+
+/// One peer in the server roster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterEntry {
+    /// RFC 6121 subscription state.
+    pub state: Subscription,
+    /// Scopes the peer is trusted for (`incidents`, `muc-limits`, ...).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Free text for admins.
+    #[serde(default)]
+    pub note: String,
+    /// RFC 6121 §3.4 pre-approval: the peer's next `subscribe` is answered without a prompt.
+    #[serde(default)]
+    pub pre_approved: bool,
+    /// When and by whom we asked the peer.
+    #[serde(default)]
+    pub requested_at: Option<String>,
+    /// Actor that asked the peer.
+    #[serde(default)]
+    pub requested_by: Option<Actor>,
+    /// When the peer was approved.
+    #[serde(default)]
+    pub approved_at: Option<String>,
+    /// Actor that approved the peer.
+    #[serde(default)]
+    pub approved_by: Option<Actor>,
+    /// Last state change.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+impl RosterEntry {
+    /// A fresh entry in state None.
+    pub fn new() -> Self {
+        RosterEntry {
+            state: Subscription::None,
+            groups: Vec::new(),
+            note: String::new(),
+            pre_approved: false,
+            requested_at: None,
+            requested_by: None,
+            approved_at: None,
+            approved_by: None,
+            updated_at: None,
+        }
+    }
+
+    /// An entry that carries nothing worth keeping (state None, no pre-approval, no notes).
+    pub fn is_empty(&self) -> bool {
+        self.state == Subscription::None
+            && !self.pre_approved
+            && self.groups.is_empty()
+            && self.note.is_empty()
+    }
+}
+
+impl Default for RosterEntry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The roster file: peers keyed by domain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterFile {
+    /// Peers, sorted by domain in the file.
+    #[serde(default)]
+    pub peers: BTreeMap<Domain, RosterEntry>,
+}
+
+/// An admin's verdict on a pending request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Not decided yet.
+    Pending,
+    /// Send `subscribed` (and reciprocate).
+    Approve,
+    /// Send `unsubscribed`.
+    Deny,
+}
+
+impl Decision {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        vocab::name(&self)
+    }
+}
+
+/// One inbound request waiting for an admin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRequest {
+    /// The requesting server.
+    pub peer: Domain,
+    /// Edit to `approve` or `deny` and save; the running server acts on it.
+    pub decision: Decision,
+    /// Who set the decision (`cli`, `api`, ...); absent means an editor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Actor>,
+    /// First time the request arrived.
+    pub first_seen: String,
+    /// Latest repeat.
+    pub last_seen: String,
+    /// How many `subscribe` stanzas arrived.
+    pub times_seen: u64,
+    /// The `id` of the first stanza, echoed in our answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stanza_id: Option<String>,
+}
+
+/// An admin act queued for the running server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueuedAct {
+    /// Send `subscribe` (and pre-approve the peer's reciprocal request).
+    Request,
+    /// Withdraw trust both ways.
+    Revoke,
+}
+
+/// A queued admin act (`outbound/<peer>.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queued {
+    /// The peer it concerns.
+    pub peer: Domain,
+    /// What to do.
+    pub act: QueuedAct,
+    /// When it was queued.
+    pub queued_at: String,
+    /// Who queued it.
+    pub queued_by: Actor,
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// RFC 3339 time.
+    pub time: String,
+    /// The peer concerned.
+    pub peer: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// What happened, e.g. `inbound subscribe`, `approve`, `dropped: pending cap`.
+    pub event: String,
+    /// State before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Subscription>,
+    /// State after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Subscription>,
+}

@@ -1,4 +1,4 @@
-//! Performance goals of server-trust, measured with criterion (see `bench/README.md`).
+//! Performance goals of server-trust, measured with criterion (see `benches/README.md`).
 //!
 //! 1. `is_trusted/*`: `st_is_trusted` through the C ABI on a 100k-peer roster, hit and miss,
 //!    against a plain `HashSet<String>` lookup of the same `&str` (goal: ratio <= 1.5x).

@@ -1,5 +1,5 @@
 //! Prosody benchmarks (XEP-0267 issue goals), against two REAL Prosody 0.12 servers on
-//! loopback (the integration-test harness, tests/support/prosody.rs). See bench/prosody.md.
+//! loopback (the lab crate, crates/lab). See benches/README.md.
 //!
 //! 1. Approval latency: `server-trust approve PEER` on capulet -> `subscribed` recorded by the
 //!    montague server over s2s. Clock: wall time (Unix seconds) taken just before spawning the
@@ -7,30 +7,25 @@
 //!    Requests come from extra VirtualHosts on the montague server (`r0.lit`, `r1.lit`, ...),
 //!    one per run, all made pending first, then approved one at a time.
 //!    Runs are spaced by a random 0-300 ms pause so the CLI lands at a random phase of the
-//!    module's poll timer. Done for poll interval 0.1 s (the test harness) and 0.25 s (the
-//!    module default). Goal: p95 <= 250 ms.
-//! 2. Trust check inside Prosody (bench/mod_server_trust_bench.lua, loaded on capulet):
+//!    module's poll timer. Done for poll interval 0.1 s (the module default, which the lab
+//!    also sets) and 0.25 s (a slower fallback timer). Goal: p95 <= 250 ms.
+//! 2. Trust check inside Prosody (benches/lua/mod_server_trust_bench.lua, loaded on capulet):
 //!    ns/call (os.clock CPU time, N = 1e6) of (a) `is_trusted(peer)` (Rust, via
 //!    module:depends("server_trust")), (b) a Lua table lookup, (c)
 //!    `module:fire_event("peer-is-subscribed", peer)`. Goal: (a) faster than (c).
 //!
-//! Run: `cargo build --workspace && cargo bench --bench prosody`
-//! (the Lua bridge is loaded from `$CARGO_TARGET_DIR/debug/libserver_trust_lua.so`, built by
-//! `cargo build --workspace`; set `PROSODY_BENCH_NATIVE=release` to load
-//! `<target>/release/libserver_trust_lua.so` instead, after `cargo build --workspace --release`,
-//! or set it to a path).
+//! Run: `cargo bench --bench prosody`. The lab builds the CLI and the Lua bridge for the
+//! profile in use (release under `cargo bench`); set `PROSODY_BENCH_NATIVE=PATH` to load
+//! another `libserver_trust_lua.so`.
 //! Env: PROSODY_BENCH_RUNS (default 40 per poll interval), PROSODY_BENCH_N (default 1000000).
-
-#[allow(dead_code)]
-#[path = "../tests/support/prosody.rs"]
-mod prosody;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prosody::{CAPULET, Lab, LabOptions, Server, native_lib_path, repo_dir, target_debug_dir};
+use server_trust_lab::lua::lua_str;
+use server_trust_lab::{CAPULET, Lab, LabOptions, Server, TrustAdmin, artifacts};
 
 const WAIT: Duration = Duration::from_secs(20);
 const GOAL_P95_MS: f64 = 250.0;
@@ -43,28 +38,13 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok()).map_or(default, |v| v as usize)
 }
 
-/// The Lua bridge the servers load, and whether it is the harness default.
-fn native_lib() -> (PathBuf, bool) {
-    match std::env::var("PROSODY_BENCH_NATIVE").ok().filter(|s| !s.is_empty()) {
-        None => (native_lib_path(), true),
-        Some(s) if s == "release" => {
-            (target_debug_dir().parent().unwrap().join("release").join("libserver_trust_lua.so"), false)
-        }
-        Some(s) if s == "debug" => (native_lib_path(), true),
-        Some(p) => (PathBuf::from(p), false),
-    }
-}
-
-fn lua_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn cli(srv: &Server, args: &[&str]) -> String {
-    srv.cli_text(args)
+/// The Lua bridge named by PROSODY_BENCH_NATIVE, if any (else the lab's, for this profile).
+fn native_override() -> Option<PathBuf> {
+    std::env::var_os("PROSODY_BENCH_NATIVE").filter(|s| !s.is_empty()).map(PathBuf::from)
 }
 
 fn pending_peers(srv: &Server) -> BTreeSet<String> {
-    let v: serde_json::Value = serde_json::from_str(&cli(srv, &["--json", "pending"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&srv.cli_text(&["--json", "pending"])).unwrap();
     v.as_array().unwrap().iter().filter_map(|e| e["peer"].as_str().map(str::to_owned)).collect()
 }
 
@@ -117,29 +97,16 @@ struct Series {
 }
 
 fn start_lab(poll: Option<f64>, hosts: &[String]) -> Lab {
-    let (native, default_native) = native_lib();
-    assert!(
-        native.exists(),
-        "{} is missing: run `cargo build --workspace` first (same CARGO_TARGET_DIR)",
-        native.display()
-    );
-    let repo = repo_dir();
-    let mut extra = format!(
-        "plugin_paths = {{ {}, {}, {} }}\n",
-        lua_quote(repo.join("tests").join("prosody").to_str().unwrap()),
-        lua_quote(repo.to_str().unwrap()),
-        lua_quote(repo.join("bench").to_str().unwrap()),
-    );
-    if let Some(p) = poll {
-        extra.push_str(&format!("server_trust_poll_interval = {p}\n"));
+    let native_module = native_override();
+    if let Some(native) = &native_module {
+        assert!(native.exists(), "PROSODY_BENCH_NATIVE: {} is missing", native.display());
     }
-    if !default_native {
-        extra.push_str(&format!("server_trust_native_path = {}\n", lua_quote(native.to_str().unwrap())));
-    }
-    Lab::start(LabOptions {
-        server_trust: true,
-        extra_global: extra,
+    Lab::with_server_trust(LabOptions {
+        // Set after the lab's own 0.1, so this value wins.
+        extra_global: poll.map(|p| format!("server_trust_poll_interval = {p}\n")).unwrap_or_default(),
         montague_extra_hosts: hosts.to_vec(),
+        plugin_paths: vec![artifacts::workspace_dir().join("benches").join("lua")],
+        native_module,
         ..LabOptions::default()
     })
 }
@@ -147,7 +114,7 @@ fn start_lab(poll: Option<f64>, hosts: &[String]) -> Lab {
 /// `>` raw-Lua shell line posting one stanza per host in `hosts`, built by `stanza_expr` (a Lua
 /// expression using `st` and `h`).
 fn post_each(srv: &Server, from_expr: &str, hosts: &[String], stanza_expr: &str) {
-    let list = hosts.iter().map(|h| lua_quote(h)).collect::<Vec<_>>().join(",");
+    let list = hosts.iter().map(|h| lua_str(h)).collect::<Vec<_>>().join(",");
     let line = format!(
         ">local st = require'util.stanza' for _, h in ipairs({{{list}}}) do \
          prosody.core_post_stanza(prosody.hosts[{from_expr}], {stanza_expr}) end return 'posted'"
@@ -163,7 +130,7 @@ fn approve_series(lab: &Lab, peers: &[String], rng: &mut Rng) -> Vec<Run> {
     for peer in peers {
         thread::sleep(Duration::from_millis(rng.below(300)));
         let t0 = now();
-        cli(c, &["approve", peer]);
+        c.cli(&["approve", peer]);
         let t_cli = now();
         let got = m.wait_for(&format!("subscribed from capulet to {peer}"), WAIT, |s| {
             s.via_s2s()
@@ -195,7 +162,7 @@ struct TrustBench {
 }
 
 fn trust_bench(srv: &Server, n: usize, peer: &str) -> TrustBench {
-    let out = srv.shell_ok(&format!("server_trust_bench:run({n}, {})", lua_quote(peer)));
+    let out = srv.shell_ok(&format!("server_trust_bench:run({n}, {})", lua_str(peer)));
     let ok =
         out.lines().find(|l| l.contains("OK: bench")).unwrap_or_else(|| panic!("no result line:\n{out}"));
     let field = |k: &str| -> String {
@@ -227,7 +194,7 @@ fn main() {
     }
     let runs = env_usize("PROSODY_BENCH_RUNS", 40).max(1);
     let n = env_usize("PROSODY_BENCH_N", 1_000_000).max(1);
-    let (native, _) = native_lib();
+    let native = native_override().unwrap_or_else(|| artifacts::lua_module().to_path_buf());
     println!("prosody bench: {runs} runs per series, N = {n}, Lua bridge {}", native.display());
 
     let all: Vec<String> = (0..runs).map(|i| format!("r{i}.lit")).collect();
@@ -235,7 +202,7 @@ fn main() {
     let mut series = Vec::new();
     let mut trust = Vec::new();
 
-    for (poll, label) in [(None, "0.1 (test harness)"), (Some(0.25), "0.25 (module default)")] {
+    for (poll, label) in [(None, "0.1 (module default)"), (Some(0.25), "0.25")] {
         let interval = poll.unwrap_or(0.1);
         eprintln!("[bench] starting lab, poll interval {label}");
         let lab = start_lab(poll, &all);

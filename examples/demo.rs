@@ -1,15 +1,12 @@
 //! The main job, end to end: two real Prosody 0.12 servers (montague.lit, capulet.lit)
 //! federating over s2s on loopback become XEP-0267 server buddies through the admin CLI.
-//! Run with `bash scripts/demo.sh` (installs Prosody, builds, runs this).
-
-#[path = "../tests/support/prosody.rs"]
-#[allow(dead_code)]
-mod prosody;
+//! Run with `bash scripts/demo.sh` (installs Prosody, builds, runs this); the lab builds the
+//! CLI and the Lua module for the profile in use.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, cli_path};
+use server_trust_lab::{CAPULET, Lab, MONTAGUE, Server, TrustAdmin};
 
 fn cli(srv: &Server, args: &[&str]) -> String {
     srv.cli_text(args)
@@ -36,14 +33,13 @@ fn has(path: &Path) -> bool {
 }
 
 fn main() {
-    assert!(cli_path().exists(), "{} missing: run `cargo build --workspace`", cli_path().display());
     println!("Starting two Prosody servers on loopback with mod_server_trust ...");
-    let lab = Lab::start(LabOptions { server_trust: true, ..LabOptions::default() });
+    let lab = Lab::server_trust();
     let (m, c) = (&lab.montague, &lab.capulet);
     println!("  montague.lit on {}:5269, capulet.lit on {}:5269", m.ip, c.ip);
 
     show("montague admin", &format!("request {CAPULET}"), &cli(m, &["request", CAPULET]));
-    let pending = c.store.join(CAPULET).join("pending").join(format!("{MONTAGUE}.toml"));
+    let pending = c.pending_file(MONTAGUE);
     wait_until("capulet received montague's subscribe and prompted its admin", || has(&pending));
     println!("\ncapulet's pending request file {}:", pending.display());
     for line in std::fs::read_to_string(&pending).unwrap().lines() {

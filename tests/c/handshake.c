@@ -1,5 +1,5 @@
 /* The whole XEP-0267 handshake between two engines, driven from C through the public header.
- * Built by tests/c_abi.rs with -std=c99 -Wall -Wextra -Werror -pedantic.
+ * Built by tests/it/c_abi.rs with -std=c99 -Wall -Wextra -Werror -pedantic.
  * Usage: handshake STORE_DIR  (exit 0 on success, prints the failing check otherwise) */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
--- The Lua bridge as Prosody's Lua 5.4 sees it. Run by tests/lua_bridge.rs:
+-- The Lua bridge as Prosody's Lua 5.4 sees it. Run by tests/it/lua_bridge.rs:
 --   lua5.4 bridge.lua /path/to/libserver_trust_lua.so STORE_DIR
 local lib, store = arg[1], arg[2];
 local open = assert(package.loadlib(lib, "luaopen_server_trust_lua"));

@@ -1,20 +1,20 @@
-//! The Lua 5.4 module (`server_trust_lua.so`) loaded into the system's `lua5.4`, the same
-//! interpreter Prosody runs on: results, `nil, message` errors, and Lua errors for bad calls.
+//! The Lua 5.4 module (`server_trust_lua.so`, built by the lab for this profile) loaded into the
+//! system's `lua5.4`, the same interpreter Prosody runs on: results, `nil, message` errors, and
+//! Lua errors for bad calls.
 
-mod support;
-
+use std::path::Path;
 use std::process::Command;
 
-use support::prosody::{native_lib_path, repo_dir};
+use server_trust_lab::artifacts;
 
 #[test]
 fn lua_bridge_behaves_as_prosody_expects() {
-    let lib = native_lib_path();
-    assert!(lib.exists(), "{} missing: run `cargo build --workspace` first", lib.display());
+    let lib = artifacts::lua_module();
+    assert!(lib.exists(), "{} missing", lib.display());
     let store = tempfile::tempdir().unwrap();
     let out = Command::new("lua5.4")
-        .arg(repo_dir().join("tests/lua/bridge.lua"))
-        .arg(&lib)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua/bridge.lua"))
+        .arg(lib)
         .arg(store.path())
         .output()
         .expect("lua5.4 is needed (scripts/setup.sh installs it)");

@@ -1,5 +1,5 @@
--- mod_lab.lua -- TEST-ONLY Prosody 0.12 module used by the Rust integration-test harness
--- (tests/support/prosody.rs). Never deploy this on a real server: it lets anyone with access
+-- mod_lab.lua -- TEST-ONLY Prosody 0.12 module of the Rust test lab (crates/lab,
+-- src/prosody.rs). Never deploy this on a real server: it lets anyone with access
 -- to the admin socket make a local host send arbitrary stanzas.
 --
 -- Global module (module:set_global()), listed in the global modules_enabled. It provides:

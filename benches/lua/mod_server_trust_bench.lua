@@ -1,7 +1,7 @@
 -- mod_server_trust_bench.lua -- BENCHMARK-ONLY Prosody 0.12 module (driven by benches/prosody.rs).
 -- Never deploy it: it blocks the server for seconds on request.
 --
--- Loaded on a host that runs mod_server_trust (plugin_paths must include <repo>/bench):
+-- Loaded on a host that runs mod_server_trust (plugin_paths must include <repo>/benches/lua):
 --     prosodyctl --config CFG shell 'module:load("server_trust_bench", "capulet.lit")'
 -- then
 --     prosodyctl --config CFG shell 'server_trust_bench:run(1e6, "peer.example")'

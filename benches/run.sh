@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs the criterion benchmarks of server-trust (benches/core.rs) and prints a summary of
-# the medians against the goals. Extra arguments go to the bench binary, e.g. a filter:
-#   bench/run.sh is_trusted
-# Honors CARGO_TARGET_DIR. Needs only bash, cargo, sed, awk. Full run: ~1.5 min on 2 cores.
+# Runs the benchmarks of server-trust (see benches/README.md):
+#   benches/run.sh                the criterion benchmarks (benches/core.rs), then a summary of
+#                                 the medians against the goals (~1.5 min on 2 cores)
+#   benches/run.sh is_trusted     only those whose name contains "is_trusted" (args go to criterion)
+#   benches/run.sh prosody        the two-Prosody benchmarks (benches/prosody.rs, ~1 min)
+# Honors CARGO_TARGET_DIR. Needs only bash, cargo, sed, awk.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == prosody ]]; then
+    exec cargo bench --bench prosody
+fi
 target=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps \
     | sed -E 's/.*"target_directory":"([^"]*)".*/\1/')}
 crit="$target/criterion"

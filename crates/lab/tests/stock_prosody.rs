@@ -1,12 +1,10 @@
-//! Self-test of the Prosody integration-test harness (tests/support/prosody.rs) against STOCK
-//! Prosody (no mod_server_trust): proves real s2s between the two lab servers works, and shows
-//! the stock behaviour mod_server_trust must override: a server auto-approves ANY subscription
-//! request addressed to its host JID.
-mod support;
+//! Self-test of the Prosody lab against STOCK Prosody (no mod_server_trust): proves real s2s
+//! between the two lab servers works, and shows the stock behaviour mod_server_trust must
+//! override: a server auto-approves ANY subscription request addressed to its host JID.
 
 use std::time::{Duration, Instant};
 
-use support::prosody::{Lab, LabOptions};
+use server_trust_lab::{Lab, LabOptions};
 
 const T: Duration = Duration::from_secs(10);
 

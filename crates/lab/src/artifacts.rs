@@ -1,0 +1,103 @@
+//! The built parts a lab runs (the Lua module Prosody loads, the `server-trust` CLI, helper
+//! binaries), for the profile the lab itself was compiled in: a `cargo test --release` gets
+//! release parts, and no earlier `cargo build` is needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Packages whose binaries and libraries the lab runs.
+const PACKAGES: [&str; 3] = ["server-trust-lua", "server-trust-cli", "server-trust-lab"];
+
+/// Paths of the built parts, under `<target>/<profile>/`.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// `libserver_trust_lua.so`: mod_server_trust's native module.
+    pub lua_module: PathBuf,
+    /// The `server-trust` admin CLI.
+    pub cli: PathBuf,
+    /// `st-lab-store-writer STORE_ROOT`: writes requests into a store until killed.
+    pub store_writer: PathBuf,
+}
+
+/// The parts for this profile, built by one `cargo build` per process (cargo makes it a no-op
+/// when they are current). Panics with cargo's output if the build fails.
+pub fn get() -> &'static Artifacts {
+    static BUILT: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    match BUILT.get_or_init(build) {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Shorthand for `get().lua_module`.
+pub fn lua_module() -> &'static Path {
+    &get().lua_module
+}
+
+/// Shorthand for `get().cli`.
+pub fn cli() -> &'static Path {
+    &get().cli
+}
+
+/// The workspace root (the repository).
+pub fn workspace_dir() -> &'static Path {
+    lab_dir().parent().and_then(Path::parent).expect("the lab crate lives in <workspace>/crates/lab")
+}
+
+/// This crate's folder (holds `prosody/mod_lab.lua`).
+pub fn lab_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `$CARGO_TARGET_DIR` (relative to the workspace when relative), else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace_dir().join(d),
+        _ => workspace_dir().join("target"),
+    }
+}
+
+/// "debug" or "release": the profile this crate was compiled in (`cargo bench` counts as
+/// release).
+pub fn profile() -> &'static str {
+    if cfg!(debug_assertions) { "debug" } else { "release" }
+}
+
+fn build() -> Result<Artifacts, String> {
+    let target = target_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "--manifest-path"])
+        .arg(workspace_dir().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(workspace_dir());
+    if profile() == "release" {
+        cmd.arg("--release");
+    }
+    for p in PACKAGES {
+        cmd.args(["-p", p]);
+    }
+    eprintln!("[lab] building the {} parts: {cmd:?}", profile());
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "[lab] {cmd:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = target.join(profile());
+    let a = Artifacts {
+        lua_module: dir.join("libserver_trust_lua.so"),
+        cli: dir.join("server-trust"),
+        store_writer: dir.join("st-lab-store-writer"),
+    };
+    for p in [&a.lua_module, &a.cli, &a.store_writer] {
+        if !p.exists() {
+            return Err(format!("[lab] cargo build succeeded but {} is missing", p.display()));
+        }
+    }
+    Ok(a)
+}

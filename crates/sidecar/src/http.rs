@@ -1,0 +1,614 @@
+//! The HTTP API: routing, authentication, request parsing and the handlers.
+//!
+//! Checks run in this order, and each refusal happens before anything is changed:
+//! path (404), method (405 + `Allow`), token (401 missing, 403 wrong or of the wrong kind),
+//! host (404 not served), content type (415), body size (413), JSON and values (400).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use server_trust::admin::{AdminAct, Done};
+use server_trust::{Actor, Domain, Error, PresenceKind};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Token;
+use crate::host::{Host, PATIENCE};
+use crate::views;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// Time allowed for a client to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a client to send a request's headers, and to stay idle between requests
+/// on a kept-alive connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+/// Audit records returned at most.
+const MAX_LOG: usize = 10_000;
+/// Default of `limit` in `/log`, as in the CLI.
+const DEFAULT_LOG: usize = 50;
+
+/// What the handlers share.
+pub struct App {
+    hosts: HashMap<String, Arc<Host>>,
+    hook_token: Token,
+    admin_token: Option<Token>,
+    /// True once the service is stopping: long-polls answer at once.
+    stopping: watch::Receiver<bool>,
+}
+
+impl App {
+    /// `hosts` by their (normalised) domain.
+    pub fn new(
+        hosts: HashMap<String, Arc<Host>>,
+        hook_token: Token,
+        admin_token: Option<Token>,
+        stopping: watch::Receiver<bool>,
+    ) -> App {
+        App { hosts, hook_token, admin_token, stopping }
+    }
+
+    fn host(&self, name: &str) -> Result<Arc<Host>, Reply> {
+        Domain::new(name)
+            .ok()
+            .and_then(|d| self.hosts.get(d.as_str()).cloned())
+            .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("host not served: {}", clip(name))))
+    }
+
+    fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<(), Reply> {
+        let given = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes).and_then(bearer);
+        let Some(token) = given else {
+            let mut r =
+                Reply::error(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>");
+            r.header = Some((WWW_AUTHENTICATE, "Bearer"));
+            return Err(r);
+        };
+        // Both comparisons always run, in constant time each.
+        let hook = self.hook_token.matches(token);
+        let admin = self.admin_token.as_ref().is_some_and(|t| t.matches(token));
+        match need {
+            Need::Hook if hook => Ok(()),
+            Need::Admin if admin => Ok(()),
+            Need::Admin if self.admin_token.is_none() => Err(Reply::error(
+                StatusCode::FORBIDDEN,
+                "the admin API is off (no admin_token_file configured)",
+            )),
+            _ => Err(Reply::error(StatusCode::FORBIDDEN, "this token may not use this endpoint")),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// At most 100 characters of client input, for error messages.
+fn clip(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// A JSON answer.
+#[derive(Debug)]
+pub struct Reply {
+    status: StatusCode,
+    body: Value,
+    header: Option<(hyper::header::HeaderName, &'static str)>,
+}
+
+impl Reply {
+    fn ok(status: StatusCode, body: Value) -> Reply {
+        Reply { status, body, header: None }
+    }
+
+    fn error(status: StatusCode, message: impl Display) -> Reply {
+        Reply::ok(status, json!({"error": message.to_string()}))
+    }
+
+    fn accepted() -> Reply {
+        Reply::ok(StatusCode::ACCEPTED, json!({"ok": true}))
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut body = self.body.to_string().into_bytes();
+        body.push(b'\n');
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some((name, value)) = self.header {
+            resp.headers_mut().insert(name, HeaderValue::from_static(value));
+        }
+        resp
+    }
+}
+
+/// An engine error as an HTTP answer: bad input 400, an act the roster's state does not
+/// allow 409, a host the store does not serve 404, a store problem 500.
+fn engine_error(e: &Error) -> Reply {
+    let status = match e {
+        Error::InvalidDomain { .. }
+        | Error::UnknownName { .. }
+        | Error::InvalidOption { .. }
+        | Error::OwnHost(_) => StatusCode::BAD_REQUEST,
+        Error::NotInRoster(_) | Error::NoPendingRequest(_) => StatusCode::CONFLICT,
+        Error::UnknownHost { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        log::error!("{e}");
+    }
+    Reply::error(status, e)
+}
+
+/// Which token an endpoint takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    Hook,
+    Admin,
+}
+
+/// The act named by the last path segment.
+fn parse_act(s: &str) -> Option<AdminAct> {
+    Some(match s {
+        "request" => AdminAct::Request,
+        "approve" => AdminAct::Approve,
+        "deny" => AdminAct::Deny,
+        "revoke" => AdminAct::Revoke,
+        _ => return None,
+    })
+}
+
+/// A matched endpoint with its path parameters (percent-decoded).
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Health,
+    HookPresence,
+    HookHello,
+    HookTrusted,
+    Roster(String),
+    Pending(String),
+    Log(String),
+    Peer(String, String),
+    Groups(String, String),
+    Act(String, String, AdminAct),
+}
+
+impl Route {
+    fn need(&self) -> Need {
+        match self {
+            Route::Health => Need::Nothing,
+            Route::HookPresence | Route::HookHello | Route::HookTrusted => Need::Hook,
+            _ => Need::Admin,
+        }
+    }
+}
+
+/// Matches the path, then the method.
+fn route(method: &Method, path: &str) -> Result<Route, Reply> {
+    let not_found = || Reply::error(StatusCode::NOT_FOUND, "no such endpoint");
+    let raw = path.strip_prefix('/').ok_or_else(not_found)?;
+    let mut segs = Vec::new();
+    for s in raw.split('/') {
+        let s = percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map_err(|_| Reply::error(StatusCode::BAD_REQUEST, "path is not UTF-8"))?;
+        segs.push(s.into_owned());
+    }
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let own = |x: &str| x.to_string();
+    let (route, allow) = match s.as_slice() {
+        ["v1", "health"] => (Route::Health, "GET"),
+        ["v1", "hook", "presence"] => (Route::HookPresence, "POST"),
+        ["v1", "hook", "hello"] => (Route::HookHello, "POST"),
+        ["v1", "hook", "trusted"] => (Route::HookTrusted, "GET"),
+        ["v1", "hosts", h, "roster"] => (Route::Roster(own(h)), "GET"),
+        ["v1", "hosts", h, "pending"] => (Route::Pending(own(h)), "GET"),
+        ["v1", "hosts", h, "log"] => (Route::Log(own(h)), "GET"),
+        ["v1", "hosts", h, "peers", p] => (Route::Peer(own(h), own(p)), "GET"),
+        ["v1", "hosts", h, "peers", p, "groups"] => (Route::Groups(own(h), own(p)), "GET, PUT"),
+        ["v1", "hosts", h, "peers", p, act] => match parse_act(act) {
+            Some(a) => (Route::Act(own(h), own(p), a), "POST"),
+            None => return Err(not_found()),
+        },
+        _ => return Err(not_found()),
+    };
+    if !allow.split(", ").any(|m| m == method.as_str()) {
+        let mut r = Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"));
+        r.header = Some((ALLOW, allow));
+        return Err(r);
+    }
+    Ok(route)
+}
+
+/// The query string as (name, value) pairs, decoded.
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+fn bad(message: impl Display) -> Reply {
+    Reply::error(StatusCode::BAD_REQUEST, message)
+}
+
+/// Reads a JSON body: `application/json`, at most [`BODY_LIMIT`] bytes, within the body timeout.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json"));
+    }
+    let too_large = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {BODY_LIMIT} bytes"));
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), BODY_LIMIT);
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_) => return Err(Reply::error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => return Err(bad(format!("cannot read the body: {e}"))),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+/// Runs a blocking piece (engine calls that touch the disk) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Reply> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        log::error!("internal error: {e}");
+        Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = dispatch(&app, req).await.unwrap_or_else(|r| r);
+    Ok(reply.into_response())
+}
+
+async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let route = route(req.method(), req.uri().path())?;
+    if route.need() != Need::Nothing {
+        app.authorize(req.headers(), route.need())?;
+    }
+    match route {
+        Route::Health => Ok(Reply::ok(StatusCode::OK, json!({"ok": true}))),
+        Route::HookPresence => hook_presence(app, req).await,
+        Route::HookHello => hook_hello(app, req).await,
+        Route::HookTrusted => hook_trusted(app, &req).await,
+        Route::Roster(h) => {
+            let host = app.host(&h)?;
+            let v = blocking(move || views::roster(&host.engine)).await?;
+            v.map(|v| Reply::ok(StatusCode::OK, v)).map_err(|e| engine_error(&e))
+        }
+        Route::Pending(h) => {
+            let host = app.host(&h)?;
+            Ok(Reply::ok(StatusCode::OK, blocking(move || views::pending(&host.engine)).await?))
+        }
+        Route::Peer(h, p) => {
+            let host = app.host(&h)?;
+            let peer = Domain::new(&p).map_err(|e| engine_error(&e))?;
+            let v = blocking(move || views::show(&host.engine, &peer)).await?;
+            v.map(|v| Reply::ok(StatusCode::OK, v)).map_err(|e| engine_error(&e))
+        }
+        Route::Log(h) => {
+            let host = app.host(&h)?;
+            let q = query(&req);
+            let peer = match q.get("peer").map(String::as_str) {
+                None | Some("") => None,
+                Some(p) => Some(Domain::new(p).map_err(|e| engine_error(&e))?),
+            };
+            let limit = match q.get("limit") {
+                None => DEFAULT_LOG,
+                Some(l) => l.parse::<usize>().map_err(|_| bad(format!("limit={}: not a count", clip(l))))?,
+            };
+            let v = blocking(move || views::log(&host.engine, peer.as_ref(), limit.min(MAX_LOG))).await?;
+            v.map(|v| Reply::ok(StatusCode::OK, v)).map_err(|e| engine_error(&e))
+        }
+        Route::Groups(h, p) => groups(app, req, &h, &p).await,
+        Route::Act(h, p, act) => admin_act(app, &h, p, act).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct PresenceIn {
+    host: String,
+    from: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// Characters XML 1.0 allows in an attribute (ids are echoed into our stanzas).
+fn xml_safe(s: &str) -> bool {
+    s.chars().all(|c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}'))
+}
+
+async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let p: PresenceIn = read_json(req).await?;
+    let host = app.host(&p.host)?;
+    if let Some(id) = &p.id
+        && (id.len() > 1024 || !xml_safe(id))
+    {
+        return Err(bad("id: at most 1024 bytes of XML characters"));
+    }
+    if p.kind == "error" {
+        // e.g. our subscribe bounced (remote-server-not-found): the admin should know.
+        log::warn!("{}: presence error from {}", host.name, clip(&p.from).escape_debug());
+        return Ok(Reply::accepted());
+    }
+    let kind = PresenceKind::from_str(&p.kind).map_err(|e| engine_error(&e))?;
+    let PresenceIn { from, id, .. } = p;
+    let result = match kind {
+        // Memory only (presence bookkeeping, probe answers): cheap enough for the reactor.
+        PresenceKind::Available | PresenceKind::Unavailable | PresenceKind::Probe => {
+            host.engine.inbound(&from, kind, id.as_deref()).inspect(|a| host.perform(a, PATIENCE))
+        }
+        // Subscription changes write the store (fsync): on the blocking pool.
+        _ => blocking(move || host.run(|e| e.inbound(&from, kind, id.as_deref()))).await?,
+    };
+    result.map(|_| Reply::accepted()).map_err(|e| engine_error(&e))
+}
+
+#[derive(Deserialize)]
+struct HelloIn {
+    host: String,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+async fn hook_hello(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let hello: HelloIn = read_json(req).await?;
+    let host = app.host(&hello.host)?;
+    let node = hello.node.as_deref().map(clip).unwrap_or_default();
+    let h = host.clone();
+    let n = blocking(move || h.startup(PATIENCE)).await?;
+    log::info!(
+        "{}: hello from the XMPP server {}: {n} startup presence(s) sent",
+        host.name,
+        node.escape_debug()
+    );
+    Ok(Reply::accepted())
+}
+
+async fn hook_trusted(app: &App, req: &Request<Incoming>) -> Result<Reply, Reply> {
+    let q = query(req);
+    let name = q.get("host").ok_or_else(|| bad("host: missing"))?;
+    let since = match q.get("since").map(String::as_str) {
+        None | Some("") | Some("-1") => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| bad(format!("since={}: not a generation", clip(s))))?),
+    };
+    let wait = match q.get("wait").map(String::as_str) {
+        None | Some("") => Duration::ZERO,
+        Some(w) => match w.parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(MAX_WAIT.as_secs_f64())),
+            _ => return Err(bad(format!("wait={}: not a number of seconds", clip(w)))),
+        },
+    };
+    let host = app.host(name)?;
+    let mut changes = host.subscribe_trusted();
+    let mut stopping = app.stopping.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let t = changes.borrow_and_update().clone();
+        if since != Some(t.generation) || *stopping.borrow() || tokio::time::Instant::now() >= deadline {
+            let body = json!({"host": host.name, "generation": t.generation, "peers": *t.peers});
+            return Ok(Reply::ok(StatusCode::OK, body));
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { continue },
+            _ = stopping.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn admin_act(app: &App, h: &str, p: String, act: AdminAct) -> Result<Reply, Reply> {
+    let host = app.host(h)?;
+    let peer = Domain::new(&p).map_err(|e| engine_error(&e))?;
+    let (h, pp) = (host.clone(), peer.clone());
+    let result = blocking(move || {
+        h.run(|e| match act {
+            AdminAct::Request => e.request(pp.as_str(), Actor::Api),
+            AdminAct::Approve => e.approve(pp.as_str(), Actor::Api),
+            AdminAct::Deny => e.deny(pp.as_str(), Actor::Api),
+            _ => e.revoke(pp.as_str(), Actor::Api),
+        })
+    })
+    .await?;
+    let actions = result.map_err(|e| engine_error(&e))?;
+    let sent = actions.iter().filter(|a| matches!(a, server_trust::Action::Send { .. })).count();
+    let state = host.engine.state(peer.as_str()).map_err(|e| engine_error(&e))?;
+    let done = Done::new(act, &peer, format!("done: {sent} presence stanza(s) handed to the XMPP server"));
+    log::info!(
+        "{}: {} {peer} through the admin API (now {state})",
+        host.name,
+        server_trust::vocab::name(&act)
+    );
+    // The CLI's answer, plus the state the act left.
+    let mut body = serde_json::to_value(done).expect("serialisable");
+    body["state"] = json!(state);
+    Ok(Reply::ok(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct GroupsIn {
+    groups: Vec<String>,
+}
+
+/// Trimmed, de-duplicated groups; each non-empty, short, printable, without commas (the CLI
+/// takes them comma-separated).
+fn clean_groups(groups: Vec<String>) -> Result<Vec<String>, Reply> {
+    if groups.len() > 64 {
+        return Err(bad("groups: at most 64"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for g in groups {
+        let g = g.trim();
+        if g.is_empty() || g.len() > 128 || g.contains(',') || g.chars().any(char::is_control) {
+            return Err(bad(format!("groups: {:?}: 1-128 printable characters, no commas", clip(g))));
+        }
+        if !out.iter().any(|o| o == g) {
+            out.push(g.to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn groups(app: &App, req: Request<Incoming>, h: &str, p: &str) -> Result<Reply, Reply> {
+    let host = app.host(h)?;
+    let peer = Domain::new(p).map_err(|e| engine_error(&e))?;
+    if req.method() == Method::GET {
+        let entry = host.engine.entry(peer.as_str()).map_err(|e| engine_error(&e))?;
+        let entry = entry.ok_or_else(|| engine_error(&Error::NotInRoster(peer.clone())))?;
+        return Ok(Reply::ok(StatusCode::OK, views::groups(&peer, &entry.groups)));
+    }
+    let body: GroupsIn = read_json(req).await?;
+    let groups = clean_groups(body.groups)?;
+    let (h, pp, gg) = (host.clone(), peer.clone(), groups.clone());
+    let result = blocking(move || {
+        let r = h.engine.set_groups(pp.as_str(), gg, Actor::Api);
+        h.refresh_trusted();
+        r
+    })
+    .await?;
+    result.map_err(|e| engine_error(&e))?;
+    log::info!("{}: groups of {peer} set to {groups:?} through the admin API", host.name);
+    Ok(Reply::ok(StatusCode::OK, views::groups(&peer, &groups)))
+}
+
+/// Serves `listener` until `shutdown` completes; then tells long-polls (`stop`), lets
+/// in-flight requests finish (at most `grace`) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    stop: watch::Sender<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true).max_headers(48);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // e.g. out of file descriptors: do not spin.
+                        log::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    log::warn!("{MAX_CONNECTIONS} connections open: closing a new one");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let conn = http.serve_connection(TokioIo::new(stream), service_fn(move |r| handle(app.clone(), r)));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        log::debug!("connection: {e}");
+                    }
+                    drop(slot);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        log::warn!("stopping: connections still open after {grace:?}, closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_paths_then_methods() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(route(&get, "/v1/health").unwrap(), Route::Health);
+        assert_eq!(route(&post, "/v1/hook/presence").unwrap(), Route::HookPresence);
+        assert_eq!(
+            route(&post, "/v1/hosts/verona.lit/peers/capulet.lit/approve").unwrap(),
+            Route::Act("verona.lit".into(), "capulet.lit".into(), AdminAct::Approve)
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v1/hosts/v.lit/peers/b%C3%BCcher.lit/groups").unwrap(),
+            Route::Groups("v.lit".into(), "bücher.lit".into())
+        );
+        for p in ["/v1/health/", "/v1//health", "/v2/health", "/", "", "/v1/hosts/v/peers/p/bless"] {
+            assert_eq!(route(&get, p).unwrap_err().status, StatusCode::NOT_FOUND, "{p}");
+        }
+        let r = route(&get, "/v1/hook/presence").unwrap_err();
+        assert_eq!((r.status, r.header.unwrap().1), (StatusCode::METHOD_NOT_ALLOWED, "POST"));
+        let r = route(&Method::DELETE, "/v1/hosts/v/peers/p/groups").unwrap_err();
+        assert_eq!((r.status, r.header.unwrap().1), (StatusCode::METHOD_NOT_ALLOWED, "GET, PUT"));
+        assert_eq!(route(&get, "/v1/hosts/%FF/roster").unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearer"), None);
+    }
+
+    #[test]
+    fn groups_are_cleaned_or_refused() {
+        let g = |v: &[&str]| clean_groups(v.iter().map(|s| s.to_string()).collect());
+        assert_eq!(g(&[" incidents ", "muc", "incidents"]).unwrap(), ["incidents", "muc"]);
+        assert!(g(&[]).unwrap().is_empty());
+        for bad in [&[""][..], &["a,b"], &["x\ny"], &[&"x".repeat(129)]] {
+            assert_eq!(g(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_must_be_xml_characters() {
+        assert!(xml_safe("s2s-1 <&>'\"\t"));
+        assert!(!xml_safe("a\u{0}b"));
+        assert!(!xml_safe("a\u{1b}b"));
+        assert!(!xml_safe("\u{FFFF}"));
+    }
+}

@@ -1,0 +1,154 @@
+//! `server-trust-sidecar`: drives the server-trust engine for XMPP servers that talk HTTP,
+//! first of all ejabberd (its module calls the hook endpoints; the sidecar answers through
+//! ejabberd's `mod_http_api`).
+//!
+//! It is its own binary, not a subcommand of `server-trust`: it is a long-running service
+//! (run as the `ejabberd` user under systemd), and keeping the HTTP server and client here
+//! keeps them out of the admin's `sudo server-trust` binary and out of both `.so` files, whose
+//! dependency graphs stay small.
+//!
+//! One engine per served host on the shared store, so the CLI and hand edits work while it
+//! runs: their decisions are picked up at once through each engine's wakeup fd. See
+//! `README.md` and `openapi.yaml` beside this crate for the API.
+//!
+//! ```text
+//! server-trust-sidecar --config /etc/server-trust/sidecar.toml [--check]
+//! ```
+//! Exit status: 0 after a clean stop (SIGTERM, SIGINT) or a good `--check`, 2 for a bad
+//! command line or configuration, 1 when the service cannot run (store, listener).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+mod config;
+mod host;
+mod http;
+mod logger;
+mod outbound;
+mod service;
+mod views;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+const USAGE: &str = "usage: server-trust-sidecar --config FILE [--check]
+  --config FILE   the sidecar's TOML configuration
+  --check         validate the configuration and its token files, then exit
+  --version       print the version";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run { config: PathBuf, check: bool },
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut check = false;
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => config = Some(args.next().ok_or("--config needs a FILE")?),
+            s if s.starts_with("--config=") => config = Some(s["--config=".len()..].to_string()),
+            "--check" => check = true,
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let config = config.ok_or("--config FILE is required")?;
+    Ok(Command::Run { config: PathBuf::from(config), check })
+}
+
+fn main() -> ExitCode {
+    let (path, check) = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run { config, check }) => (config, check),
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("server-trust-sidecar {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("server-trust-sidecar: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    logger::init();
+    let cfg = match config::Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("server-trust-sidecar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        let names: Vec<&str> = cfg.hosts.iter().map(|h| h.name.as_str()).collect();
+        println!("{}: OK (listen {}, hosts {})", path.display(), cfg.listen, names.join(", "));
+        return ExitCode::SUCCESS;
+    }
+    match serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the service on a single-threaded reactor; engine calls that touch the disk go to a
+/// small blocking pool.
+fn serve(cfg: config::Config) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    // Handlers first, so a signal during start-up is a clean stop too.
+    let (mut term, mut int) = {
+        let _rt = rt.enter();
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        (term, int)
+    };
+    let stop = async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log::info!("{name}: stopping (finishing requests in flight)");
+    };
+    let result = rt.block_on(service::run(cfg, stop, |_| {}));
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Command, String> {
+        parse_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn command_line() {
+        let run = |c: &str, check| Ok(Command::Run { config: c.into(), check });
+        assert_eq!(args(&["--config", "a.toml"]), run("a.toml", false));
+        assert_eq!(args(&["--check", "--config=b.toml"]), run("b.toml", true));
+        assert_eq!(args(&["-h"]), Ok(Command::Help));
+        assert!(args(&[]).unwrap_err().contains("required"));
+        assert!(args(&["--config"]).unwrap_err().contains("needs a FILE"));
+        assert!(args(&["--token", "x"]).unwrap_err().contains("unexpected"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The running service: engines, API workers, poll loops and the HTTP listener, and the
+//! order in which they start and stop.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::host::{Host, STARTUP_PATIENCE};
+use crate::http::{self, App};
+
+/// Time in-flight requests get to finish on shutdown.
+const GRACE: Duration = Duration::from_secs(10);
+/// Time queued API calls get for their last try on shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` completes, then stops cleanly. `ready` gets the bound address once
+/// the listener accepts connections.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    let stop_api = Arc::new(AtomicBool::new(false));
+    let mut hosts = HashMap::new();
+    let mut workers = Vec::new();
+    for h in &cfg.hosts {
+        // A roster that does not parse stops the start: better no service than a wrong one.
+        let (host, worker) =
+            Host::open(&cfg.store, h, stop_api.clone()).map_err(|e| format!("{}: {e}", h.name))?;
+        hosts.insert(h.name.as_str().to_string(), Arc::new(host));
+        workers.push(worker);
+    }
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = Vec::new();
+    for host in hosts.values() {
+        let h = host.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = h.startup(STARTUP_PATIENCE);
+            log::info!("{}: serving; {n} startup presence(s) queued", h.name);
+        });
+        loops.push(tokio::spawn(poll_loop(host.clone(), cfg.poll_interval, stop_rx.clone())));
+    }
+    log::info!("listening on http://{addr} ({} host(s), store {})", hosts.len(), cfg.store.display());
+    ready(addr);
+    let app = Arc::new(App::new(hosts, cfg.hook_token, cfg.admin_token, stop_rx));
+    http::serve(listener, app, shutdown, stop_tx, GRACE).await;
+    for l in loops {
+        let _ = l.await;
+    }
+    // Queued presence and messages get one more try each; then the workers end, once the
+    // last engine (and its queue) is dropped.
+    stop_api.store(true, Ordering::Release);
+    let end = Instant::now() + DRAIN;
+    while workers.iter().any(|w| !w.is_finished()) && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if workers.iter().any(|w| !w.is_finished()) {
+        log::warn!("stopping: the XMPP server's API did not take every queued call in time");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// The engine's wakeup eventfd. The engine owns it; holding the host keeps it open.
+struct WakeFd {
+    fd: RawFd,
+    _owner: Arc<Host>,
+}
+
+impl AsRawFd for WakeFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// Picks up CLI and file decisions: at once when the store's wakeup fd fires, and on a
+/// timer in case it cannot. Polls run one at a time per host, so a burst coalesces.
+async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let wake = host.engine.wakeup_fd().and_then(|fd| {
+        let owned = WakeFd { fd, _owner: host.clone() };
+        // SAFETY: the fd stays open and the same while `owned` lives: the engine closes it
+        // only when dropped, and `owned` holds the engine's host.
+        unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }
+            .inspect_err(|e| log::warn!("{}: cannot watch the wakeup fd ({e}); timer only", host.name))
+            .ok()
+    });
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ready = readable(wake.as_ref()) => {
+                // Cleared before polling: the engine drains the fd in poll(), and a write
+                // after that drain is a new edge.
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let h = host.clone();
+        let _ = tokio::task::spawn_blocking(move || h.poll()).await;
+    }
+}
+
+async fn readable(
+    fd: Option<&AsyncFd<WakeFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, WakeFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}

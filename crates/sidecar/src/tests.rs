@@ -1,0 +1,611 @@
+//! Service tests: the real service on 127.0.0.1 (in-process, or as a child process for the
+//! signal test), a real HTTP client, a real store in a temporary folder, and a stand-in for
+//! ejabberd's API that records what the sidecar asked it to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use server_trust::store::Decision;
+use server_trust::{Actor, Config as EngineConfig, Domain, Engine, Store};
+
+use crate::testkit::{self, ADMIN_TOKEN, API_TOKEN, ApiCall, FakeApi, HOOK_TOKEN};
+
+const HOST: &str = "verona.lit";
+const PEER: &str = "capulet.lit";
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A running in-process sidecar; stopped (as by SIGTERM) when dropped.
+struct Sidecar {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    api: FakeApi,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Sidecar {
+    fn start(extra: &str) -> Sidecar {
+        Sidecar::start_with(tempfile::tempdir().unwrap(), extra, |_| {})
+    }
+
+    /// `prepare` runs on the store before the service starts.
+    fn start_with(dir: tempfile::TempDir, extra: &str, prepare: impl FnOnce(&std::path::Path)) -> Sidecar {
+        crate::logger::init();
+        let api = FakeApi::start(true);
+        let path = testkit::write_setup(dir.path(), "127.0.0.1:0", &api.url(), &[HOST], extra);
+        prepare(&dir.path().join("store"));
+        let cfg = crate::config::Config::load(&path).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let r = rt.block_on(crate::service::run(
+                cfg,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move |a| ready_tx.send(a).unwrap(),
+            ));
+            rt.shutdown_timeout(Duration::from_secs(5));
+            r
+        });
+        let addr = ready_rx.recv_timeout(10 * SECOND).expect("sidecar ready");
+        Sidecar { addr, dir, api, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let ct = body.map(|_| "application/json");
+        self.raw_req(method, path, token, ct, body)
+    }
+
+    fn raw_req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        request(self.addr, method, path, token, content_type, body)
+    }
+
+    fn hook(&self, body: Value) -> (u16, Value) {
+        self.req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some(&body.to_string()))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.req(method, path, Some(ADMIN_TOKEN), body)
+    }
+
+    fn trusted(&self, query: &str) -> (u16, Value) {
+        self.req("GET", &format!("/v1/hook/trusted?{query}"), Some(HOOK_TOKEN), None)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let r = t.join();
+            if !std::thread::panicking() {
+                r.expect("service thread").expect("clean stop");
+            }
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into()
+}
+
+/// One HTTP request; the answer's status and JSON body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut b = ureq::http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        b = b.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        b = b.header("Content-Type", ct);
+    }
+    let agent = agent();
+    let resp = match body {
+        Some(body) => agent.run(b.body(body.to_string()).unwrap()),
+        None => agent.run(b.body(()).unwrap()),
+    };
+    let mut resp = resp.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A raw request (for what a well-behaved client library will not send).
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(5 * SECOND)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the first complete answer (the connection may stay open).
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&out).contains("\r\n\r\n{") && out.ends_with(b"\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn subscribe(from: &str, id: Option<&str>) -> Value {
+    json!({"host": HOST, "from": from, "type": "subscribe", "id": id})
+}
+
+fn stanza(c: &ApiCall) -> &str {
+    c.body["stanza"].as_str().unwrap_or("")
+}
+
+fn trusted_peers(v: &Value) -> Vec<String> {
+    v["peers"].as_array().unwrap().iter().map(|p| p["peer"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn health_needs_no_token_and_says_nothing_else() {
+    let s = Sidecar::start("");
+    assert_eq!(s.req("GET", "/v1/health", None, None), (200, json!({"ok": true})));
+}
+
+#[test]
+fn hostile_inputs_change_nothing() {
+    let s = Sidecar::start("");
+    // Something to act on: a trusted peer (the roster exists) and nothing pending.
+    let store = s.store();
+    let before = testkit::snapshot(&store);
+    let api_before = s.api.calls().len();
+    let sub = subscribe(PEER, Some("x")).to_string();
+    let approve = format!("/v1/hosts/{HOST}/peers/{PEER}/approve");
+    let cases: Vec<(&str, u16, (u16, Value))> = vec![
+        ("no token", 401, s.req("POST", "/v1/hook/presence", None, Some(&sub))),
+        ("no token, admin", 401, s.req("POST", &approve, None, None)),
+        ("wrong token", 403, s.req("POST", "/v1/hook/presence", Some("nope"), Some(&sub))),
+        ("admin token on a hook", 403, s.req("POST", "/v1/hook/presence", Some(ADMIN_TOKEN), Some(&sub))),
+        ("hook token approves", 403, s.req("POST", &approve, Some(HOOK_TOKEN), None)),
+        ("hook token reads", 403, s.req("GET", &format!("/v1/hosts/{HOST}/roster"), Some(HOOK_TOKEN), None)),
+        ("api token", 403, s.req("POST", &approve, Some(API_TOKEN), None)),
+        ("unknown path", 404, s.req("GET", "/v1/nothing", Some(ADMIN_TOKEN), None)),
+        ("unknown act", 404, s.admin("POST", &format!("/v1/hosts/{HOST}/peers/{PEER}/bless"), None)),
+        (
+            "host not served",
+            404,
+            s.admin("POST", &format!("/v1/hosts/montague.lit/peers/{PEER}/approve"), None),
+        ),
+        (
+            "hook host not served",
+            404,
+            s.hook(json!({"host": "montague.lit", "from": PEER, "type": "subscribe"})),
+        ),
+        ("wrong method", 405, s.req("GET", "/v1/hook/presence", Some(HOOK_TOKEN), None)),
+        ("wrong method, admin", 405, s.admin("DELETE", &approve, None)),
+        (
+            "not JSON",
+            415,
+            s.raw_req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some("text/plain"), Some(&sub)),
+        ),
+        ("no content type", 415, s.raw_req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), None, Some(&sub))),
+        (
+            "too large",
+            413,
+            s.hook(json!({"host": HOST, "from": PEER, "type": "subscribe", "id": "x".repeat(20_000)})),
+        ),
+        ("malformed", 400, s.req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some("{\"host\": "))),
+        ("not an object", 400, s.req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some("[1]"))),
+        ("missing from", 400, s.hook(json!({"host": HOST, "type": "subscribe"}))),
+        ("user JID", 400, s.hook(subscribe("alice@capulet.lit", None))),
+        ("full JID", 400, s.hook(subscribe("capulet.lit/res", None))),
+        ("empty domain", 400, s.hook(subscribe("", None))),
+        ("our own host", 400, s.hook(subscribe(HOST, None))),
+        ("bad type", 400, s.hook(json!({"host": HOST, "from": PEER, "type": "subscribe-me"}))),
+        ("type not a string", 400, s.hook(json!({"host": HOST, "from": PEER, "type": 3}))),
+        ("control in id", 400, s.hook(subscribe(PEER, Some("a\u{1}b")))),
+        ("approve without request", 409, s.admin("POST", &approve, None)),
+        (
+            "approve a user JID",
+            400,
+            s.admin("POST", &format!("/v1/hosts/{HOST}/peers/a@b.lit/approve"), None),
+        ),
+        ("revoke a stranger", 409, s.admin("POST", &format!("/v1/hosts/{HOST}/peers/{PEER}/revoke"), None)),
+        (
+            "groups of a stranger",
+            409,
+            s.admin("PUT", &format!("/v1/hosts/{HOST}/peers/{PEER}/groups"), Some(r#"{"groups":["a"]}"#)),
+        ),
+        (
+            "bad groups",
+            400,
+            s.admin("PUT", &format!("/v1/hosts/{HOST}/peers/{PEER}/groups"), Some(r#"{"groups":["a,b"]}"#)),
+        ),
+        (
+            "groups not a list",
+            400,
+            s.admin("PUT", &format!("/v1/hosts/{HOST}/peers/{PEER}/groups"), Some(r#"{"groups":"a"}"#)),
+        ),
+        ("trusted without host", 400, s.trusted("since=1")),
+        ("trusted bad since", 400, s.trusted("host=verona.lit&since=abc")),
+        ("trusted bad wait", 400, s.trusted("host=verona.lit&wait=-3")),
+        ("log bad limit", 400, s.admin("GET", &format!("/v1/hosts/{HOST}/log?limit=many"), None)),
+        ("log bad peer", 400, s.admin("GET", &format!("/v1/hosts/{HOST}/log?peer=a@b.lit"), None)),
+    ];
+    for (what, want, (got, body)) in &cases {
+        assert_eq!(got, want, "{what}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+    }
+    let find = |what: &str| &cases.iter().find(|c| c.0 == what).unwrap().2.1["error"];
+    assert!(find("user JID").as_str().unwrap().contains("localpart"), "the engine's message");
+    assert!(find("bad type").as_str().unwrap().contains("not a presence type"));
+    assert!(find("approve without request").as_str().unwrap().contains("no pending request"));
+
+    // What a client library will not send: an oversized chunked body, a lying length.
+    let chunk = "x".repeat(8000);
+    let mut chunked = format!(
+        "POST /v1/hook/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {HOOK_TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for _ in 0..3 {
+        chunked.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let answer = raw(s.addr, chunked.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let huge = format!(
+        "POST /v1/hook/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {HOOK_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{{"
+    );
+    let answer = raw(s.addr, huge.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw(
+        s.addr,
+        b"GET /v1/hook/trusted?host=verona.lit HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eDp5\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401") && answer.contains("www-authenticate: Bearer"), "{answer}");
+    let answer = raw(s.addr, b"GET /v1/hook/presence HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 405") && answer.contains("allow: POST"), "{answer}");
+
+    assert_eq!(testkit::snapshot(&store), before, "the store changed");
+    assert_eq!(s.api.calls().len(), api_before, "the XMPP server was asked to do something");
+}
+
+#[test]
+fn hook_subscribe_records_a_pending_request_and_tells_the_admins() {
+    let s = Sidecar::start("");
+    let (_, t0) = s.trusted("host=verona.lit");
+    assert_eq!(s.hook(subscribe("Capulet.lit", Some("s2s-1"))), (202, json!({"ok": true})));
+
+    let file = s.store().join(HOST).join("pending").join("capulet.lit.toml");
+    let text = std::fs::read_to_string(&file).expect("pending file");
+    assert!(text.contains("decision = \"pending\"") && text.contains("stanza_id = \"s2s-1\""), "{text}");
+
+    let msgs = s.api.wait_for(2, 5 * SECOND, |c| c.command == "send_message");
+    assert_eq!(msgs.len(), 2, "{:?}", s.api.calls());
+    let mut to: Vec<&str> = msgs.iter().map(|m| m.body["to"].as_str().unwrap()).collect();
+    to.sort();
+    assert_eq!(to, ["admin@verona.lit", "ops@verona.lit"]);
+    for m in &msgs {
+        assert_eq!(m.auth, format!("Bearer {API_TOKEN}"));
+        assert_eq!(
+            (&m.body["type"], &m.body["from"], &m.body["subject"]),
+            (&json!("chat"), &json!(HOST), &json!(""))
+        );
+        assert!(m.body["body"].as_str().unwrap().contains("--host verona.lit approve capulet.lit"), "{m:?}");
+    }
+    let warn =
+        crate::logger::capture::find(log::Level::Warn, &["verona.lit", "approve capulet.lit", "--store"]);
+    assert!(!warn.is_empty(), "warn line with the approve command");
+
+    // Never approved by itself: no presence sent, not trusted, the generation did not move.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.api.calls().iter().all(|c| c.command != "send_stanza"), "{:?}", s.api.calls());
+    let (_, t1) = s.trusted("host=verona.lit");
+    assert_eq!((t1["generation"].clone(), t1["peers"].clone()), (t0["generation"].clone(), json!([])));
+
+    let (st, pending) = s.admin("GET", "/v1/hosts/verona.lit/pending", None);
+    assert_eq!(
+        (st, pending[0]["peer"].clone(), pending[0]["decision"].clone()),
+        (200, json!(PEER), json!("pending"))
+    );
+    let (_, roster) = s.admin("GET", "/v1/hosts/verona.lit/roster", None);
+    assert_eq!(roster[0]["state"], "none+pending-in");
+    assert_eq!(roster[0]["trusted"], false);
+
+    // A repeat inside the window writes nothing and prompts nobody.
+    let snap = testkit::snapshot(&s.store());
+    assert_eq!(s.hook(subscribe(PEER, Some("s2s-2"))).0, 202);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(testkit::snapshot(&s.store()), snap);
+    assert_eq!(s.api.calls().len(), 2);
+}
+
+#[test]
+fn admin_approve_sends_subscribed_then_subscribe() {
+    let s = Sidecar::start("");
+    s.hook(subscribe(PEER, Some("s2s-'1'")));
+    let (st, body) = s.admin("POST", "/v1/hosts/verona.lit/peers/capulet.lit/approve", None);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!((&body["ok"], &body["act"], &body["peer"]), (&json!(true), &json!("approve"), &json!(PEER)));
+    assert_eq!(body["state"], "from+pending-out");
+
+    let sent = s.api.wait_for(3, 5 * SECOND, |c| c.command == "send_stanza");
+    let stanzas: Vec<&str> = sent.iter().map(stanza).collect();
+    assert_eq!(stanzas.len(), 3, "{stanzas:?}");
+    assert_eq!(stanzas[0], "<presence type='subscribed' id='s2s-&apos;1&apos;'/>");
+    assert!(
+        stanzas[1].starts_with("<presence id='") && !stanzas[1].contains("type"),
+        "available: {stanzas:?}"
+    );
+    assert!(stanzas[2].starts_with("<presence type='subscribe' id='"), "{stanzas:?}");
+    for c in &sent {
+        assert_eq!((&c.body["from"], &c.body["to"]), (&json!(HOST), &json!(PEER)));
+        assert_eq!(c.auth, format!("Bearer {API_TOKEN}"));
+    }
+    assert!(!s.store().join(HOST).join("pending").join("capulet.lit.toml").exists());
+    let (_, t) = s.trusted("host=verona.lit");
+    assert_eq!(t["peers"], json!([{"peer": PEER, "groups": []}]));
+    let (_, log) = s.admin("GET", "/v1/hosts/verona.lit/log?peer=capulet.lit&limit=10", None);
+    assert!(log.as_array().unwrap().iter().any(|r| r["actor"] == "api" && r["event"] == "approve"), "{log}");
+    let (_, show) = s.admin("GET", "/v1/hosts/verona.lit/peers/capulet.lit", None);
+    assert_eq!((show["entry"]["approved_by"].clone(), show["pending"].clone()), (json!("api"), Value::Null));
+
+    // Groups through the API move the generation too.
+    let g0 = t["generation"].as_u64().unwrap();
+    let (st, g) =
+        s.admin("PUT", "/v1/hosts/verona.lit/peers/capulet.lit/groups", Some(r#"{"groups":["incidents"]}"#));
+    assert_eq!((st, g), (200, json!({"peer": PEER, "groups": ["incidents"]})));
+    let (_, t) = s.trusted("host=verona.lit");
+    assert!(t["generation"].as_u64().unwrap() > g0);
+    assert_eq!(t["peers"], json!([{"peer": PEER, "groups": ["incidents"]}]));
+
+    // Revoke: unsubscribe + unsubscribed, trust gone.
+    let (st, body) = s.admin("POST", "/v1/hosts/verona.lit/peers/capulet.lit/revoke", None);
+    assert_eq!((st, body["state"].clone()), (200, json!("none")));
+    let sent = s.api.wait_for(5, 5 * SECOND, |c| c.command == "send_stanza");
+    assert!(
+        stanza(&sent[3]).contains("type='unsubscribe'") && stanza(&sent[4]).contains("type='unsubscribed'")
+    );
+    assert_eq!(trusted_peers(&s.trusted("host=verona.lit").1), Vec::<String>::new());
+}
+
+#[test]
+fn cli_decisions_are_picked_up_at_once_and_wake_long_polls() {
+    // The fallback timer is an hour: only the store's wakeup fd can explain a quick pickup.
+    let s = Sidecar::start("poll_interval = 3600");
+    s.hook(subscribe(PEER, Some("p1")));
+    let (_, t) = s.trusted("host=verona.lit");
+    let g0 = t["generation"].as_u64().unwrap();
+
+    let addr = s.addr;
+    let poll = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = request(
+            addr,
+            "GET",
+            &format!("/v1/hook/trusted?host=verona.lit&since={g0}&wait=30"),
+            Some(HOOK_TOKEN),
+            None,
+            None,
+        );
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Exactly what `server-trust approve capulet.lit` does.
+    let decided = Instant::now();
+    let store = Store::open(&s.store(), &Domain::new(HOST).unwrap()).unwrap();
+    server_trust::admin::decide(&store, &Domain::new(PEER).unwrap(), Decision::Approve, Actor::Cli).unwrap();
+
+    let sent = s.api.wait_for(1, 5 * SECOND, |c| stanza(c).contains("type='subscribed'"));
+    let latency = decided.elapsed();
+    assert_eq!(sent.len(), 1, "CLI approval not carried out: {:?}", s.api.calls());
+    assert_eq!(stanza(&sent[0]), "<presence type='subscribed' id='p1'/>");
+    assert!(latency < 2 * SECOND, "picked up after {latency:?}");
+
+    let ((st, body), waited) = poll.join().unwrap();
+    assert_eq!(st, 200);
+    assert!(body["generation"].as_u64().unwrap() > g0, "{body}");
+    assert_eq!(trusted_peers(&body), [PEER]);
+    assert!(
+        waited >= Duration::from_millis(250) && waited < 5 * SECOND,
+        "long-poll answered after {waited:?}"
+    );
+    let (_, show) = s.admin("GET", "/v1/hosts/verona.lit/peers/capulet.lit", None);
+    assert_eq!(show["entry"]["approved_by"], "cli");
+
+    // Groups set by the CLI (its own engine, no watcher) also wake a long-poll.
+    let g1 = body["generation"].as_u64().unwrap();
+    let poll = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            &format!("/v1/hook/trusted?host=verona.lit&since={g1}&wait=30"),
+            Some(HOOK_TOKEN),
+            None,
+            None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let cli =
+        Engine::open(&s.store(), HOST, EngineConfig { watch: false, ..EngineConfig::default() }).unwrap();
+    cli.set_groups(PEER, vec!["incidents".into()], Actor::Cli).unwrap();
+    let (st, body) = poll.join().unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(body["peers"], json!([{"peer": PEER, "groups": ["incidents"]}]));
+}
+
+#[test]
+fn long_polls_answer_at_once_on_a_new_generation_and_time_out_otherwise() {
+    let s = Sidecar::start("");
+    let (st, t) = s.trusted("host=Verona.lit");
+    assert_eq!((st, t["host"].clone(), t["peers"].clone()), (200, json!(HOST), json!([])));
+    let g = t["generation"].as_u64().unwrap();
+    let timed = |q: &str| {
+        let started = Instant::now();
+        let r = s.trusted(q);
+        (r, started.elapsed())
+    };
+    let (_, quick) = timed(&format!("host=verona.lit&since={}&wait=30", g + 1));
+    assert!(quick < SECOND, "different generation: at once ({quick:?})");
+    let (_, quick) = timed("host=verona.lit&since=-1&wait=30");
+    assert!(quick < SECOND, "since=-1: at once ({quick:?})");
+    let ((st, same), waited) = timed(&format!("host=verona.lit&since={g}&wait=0.5"));
+    assert_eq!((st, same["generation"].as_u64()), (200, Some(g)));
+    assert!(waited >= Duration::from_millis(450) && waited < 3 * SECOND, "{waited:?}");
+}
+
+#[test]
+fn startup_and_hello_send_presence_to_approved_peers_and_probes_to_peers_that_approved_us() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sidecar::start_with(dir, "", |store| {
+        // Before the service runs: capulet.lit is mutual, montague.lit only approved us.
+        let e = Engine::open(store, HOST, EngineConfig { watch: false, ..EngineConfig::default() }).unwrap();
+        e.inbound(PEER, server_trust::PresenceKind::Subscribe, None).unwrap();
+        e.approve(PEER, Actor::Cli).unwrap();
+        e.inbound(PEER, server_trust::PresenceKind::Subscribed, None).unwrap();
+        e.request("montague.lit", Actor::Cli).unwrap();
+        e.inbound("montague.lit", server_trust::PresenceKind::Subscribed, None).unwrap();
+    });
+    let at_start = s.api.wait_for(3, 5 * SECOND, |c| c.command == "send_stanza");
+    let mut got: Vec<(String, String)> = at_start
+        .iter()
+        .map(|c| {
+            (c.body["to"].as_str().unwrap().to_string(), stanza(c).split(" id=").next().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    let want = [
+        (PEER.to_string(), "<presence".to_string()),
+        (PEER.to_string(), "<presence type='probe'".to_string()),
+        ("montague.lit".to_string(), "<presence type='probe'".to_string()),
+    ];
+    assert_eq!(got, want);
+    let (st, body) = s.req(
+        "POST",
+        "/v1/hook/hello",
+        Some(HOOK_TOKEN),
+        Some(r#"{"host":"verona.lit","node":"ejabberd@localhost"}"#),
+    );
+    assert_eq!((st, body), (202, json!({"ok": true})));
+    assert_eq!(s.api.wait_for(6, 5 * SECOND, |c| c.command == "send_stanza").len(), 6);
+    // A probe is answered from memory: only an approved peer gets our presence.
+    s.hook(json!({"host": HOST, "from": "stranger.lit", "type": "probe", "id": "pr1"}));
+    let answer = s.api.wait_for(1, 5 * SECOND, |c| c.body["to"] == "stranger.lit");
+    assert_eq!(stanza(&answer[0]), "<presence type='unsubscribed' id='pr1'/>");
+}
+
+#[test]
+fn api_failures_are_retried_and_never_grant_trust() {
+    let s = Sidecar::start("");
+    s.api.set_status(503); // ejabberd starting up
+    assert_eq!(s.hook(subscribe(PEER, None)).0, 202);
+    let failed = s.api.wait_for(2, 5 * SECOND, |c| c.command == "send_message" && c.status == 503);
+    assert!(failed.len() >= 2, "{:?}", s.api.calls());
+    s.api.set_status(200);
+    let ok = s.api.wait_for(2, 10 * SECOND, |c| c.command == "send_message" && c.status == 200);
+    assert_eq!(ok.len(), 2, "retried until delivered: {:?}", s.api.calls());
+    let (_, t) = s.trusted("host=verona.lit");
+    assert_eq!(t["peers"], json!([]));
+    // A permanent refusal (bad API token) is not retried.
+    s.api.set_status(401);
+    s.admin("POST", "/v1/hosts/verona.lit/peers/capulet.lit/deny", None);
+    std::thread::sleep(Duration::from_millis(800));
+    let denied: Vec<_> = s.api.calls().into_iter().filter(|c| stanza(c).contains("unsubscribed")).collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        !crate::logger::capture::find(
+            log::Level::Error,
+            &["presence unsubscribed to capulet.lit lost", "HTTP 401"]
+        )
+        .is_empty()
+    );
+}
+
+/// The service as its own process, stopped by a real SIGTERM during a long-poll.
+#[test]
+fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start(true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = testkit::write_setup(dir.path(), &listen, &api.url(), &[HOST], "");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tests::child_sidecar", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("SIDECAR_CHILD_CONFIG", &config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = listen.parse().unwrap();
+    let up = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(up.elapsed() < 10 * SECOND, "child did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let g = request(addr, "GET", "/v1/hook/trusted?host=verona.lit", Some(HOOK_TOKEN), None, None).1["generation"].clone();
+    let poll = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            &format!("/v1/hook/trusted?host=verona.lit&since={g}&wait=60"),
+            Some(HOOK_TOKEN),
+            None,
+            None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let (st, body) = poll.join().unwrap();
+    assert_eq!(st, 200, "the long-poll in flight got its answer: {body}");
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(killed.elapsed() < 15 * SECOND, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(killed.elapsed() < 5 * SECOND, "stopped in {:?}", killed.elapsed());
+    assert!(stderr.contains("SIGTERM: stopping") && stderr.contains("stopped"), "{stderr}");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+}
+
+/// Runs `serve` like `main` does, when started by the SIGTERM test.
+#[test]
+#[ignore = "run by sigterm_finishes_requests_in_flight_and_exits_zero in a child process"]
+fn child_sidecar() {
+    let Some(path) = std::env::var_os("SIDECAR_CHILD_CONFIG") else { return };
+    crate::logger::init();
+    let cfg = crate::config::Config::load(std::path::Path::new(&path)).unwrap();
+    crate::serve(cfg).unwrap();
+}

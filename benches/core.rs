@@ -27,7 +27,7 @@ use server_trust::ffi::{
     st_engine, st_engine_free, st_engine_open, st_is_trusted, st_options_default, st_status,
 };
 use server_trust::store::{Decision, PendingRequest, RosterEntry, RosterFile, now_rfc3339};
-use server_trust::{Config, Domain, Engine, Store, Subscription};
+use server_trust::{Actor, Config, Domain, Engine, Store, Subscription};
 
 const HOST: &str = "bench.example";
 const ROSTER_PEERS: usize = 100_000;
@@ -56,9 +56,9 @@ fn approved_entry(i: usize, now: &str) -> RosterEntry {
         state: if i.is_multiple_of(4) { Subscription::From } else { Subscription::Both },
         groups: if i.is_multiple_of(10) { vec!["incidents".into()] } else { Vec::new() },
         requested_at: Some(now.to_string()),
-        requested_by: Some("engine".into()),
+        requested_by: Some(Actor::Engine),
         approved_at: Some(now.to_string()),
-        approved_by: Some("cli".into()),
+        approved_by: Some(Actor::Cli),
         updated_at: Some(now.to_string()),
         ..RosterEntry::new()
     }
@@ -117,7 +117,7 @@ fn bench_is_trusted(c: &mut Criterion, root: &Path, n: usize) {
     let root_c = CString::new(root.to_str().expect("UTF-8 temp path")).unwrap();
     let host_c = CString::new(HOST).unwrap();
     let mut options = st_options_default();
-    options.watch = 0;
+    options.watch = false;
     let mut engine: *mut st_engine = ptr::null_mut();
     let status = unsafe { st_engine_open(root_c.as_ptr(), host_c.as_ptr(), &options, &mut engine) };
     assert_eq!(status, st_status::Ok, "st_engine_open");

@@ -3,7 +3,7 @@
 //! happens with no other test thread holding locks.
 
 use server_trust::store::Decision;
-use server_trust::{Action, Config, Domain, Engine, PresenceKind, Store};
+use server_trust::{Action, Actor, Config, Domain, Engine, PresenceKind, Store};
 
 #[test]
 fn poll_sees_decisions_after_fork() {
@@ -18,7 +18,7 @@ fn poll_sees_decisions_after_fork() {
     if pid == 0 {
         // Child: another process (the CLI) approves; the child's poll must act on it.
         let store = Store::open(dir.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
-        store.set_decision(&Domain::new("montague.lit").unwrap(), Decision::Approve, "cli").unwrap();
+        store.set_decision(&Domain::new("montague.lit").unwrap(), Decision::Approve, Actor::Cli).unwrap();
         let mut ok = false;
         for _ in 0..200 {
             let acts = e.poll().unwrap_or_default();

@@ -63,8 +63,8 @@ fn full_handshake_reaches_both_with_one_prompt() {
 
     // Audit trail names the actors.
     let log = p.c.store().read_audit().unwrap();
-    assert!(log.iter().any(|r| r.actor == "cli" && r.event == "approve"));
-    assert!(log.iter().any(|r| r.actor == "peer" && r.event == "inbound subscribe"));
+    assert!(log.iter().any(|r| r.actor.as_str() == "cli" && r.event == "approve"));
+    assert!(log.iter().any(|r| r.actor.as_str() == "peer" && r.event == "inbound subscribe"));
 }
 
 #[test]

@@ -21,8 +21,8 @@ fn file_edit_and_cli_decisions_are_picked_up_by_poll() {
     fs::write(&path, text).unwrap();
     // ... and another process (the CLI) denies the other through the store.
     let cli = server_trust::Store::open(dir.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
-    cli.set_decision(&Domain::new("verona.lit").unwrap(), Decision::Deny, "cli").unwrap();
-    cli.queue(&Domain::new("padua.lit").unwrap(), QueuedAct::Request, "cli").unwrap();
+    cli.set_decision(&Domain::new("verona.lit").unwrap(), Decision::Deny, Actor::Cli).unwrap();
+    cli.queue(&Domain::new("padua.lit").unwrap(), QueuedAct::Request, Actor::Cli).unwrap();
     let mut got = Vec::new();
     for _ in 0..100 {
         got.extend(c.poll().unwrap());
@@ -38,8 +38,8 @@ fn file_edit_and_cli_decisions_are_picked_up_by_poll() {
     assert!(c.is_trusted("montague.lit", None));
     assert_eq!(c.state("padua.lit").unwrap(), Subscription::NonePendingOut);
     let log = c.store().read_audit().unwrap();
-    assert!(log.iter().any(|r| r.actor == "file" && r.event == "approve"), "{log:?}");
-    assert!(log.iter().any(|r| r.actor == "cli" && r.event == "deny"));
+    assert!(log.iter().any(|r| r.actor.as_str() == "file" && r.event == "approve"), "{log:?}");
+    assert!(log.iter().any(|r| r.actor.as_str() == "cli" && r.event == "deny"));
     // Nothing changed since: poll is empty.
     std::thread::sleep(std::time::Duration::from_millis(50));
     c.poll().unwrap();
@@ -73,7 +73,7 @@ fn wakeup_fd_signals_store_changes_and_poll_resets_it() {
     c.poll().unwrap();
     assert!(!readable(fd, 0), "nothing changed: the fd must be quiet");
     let cli = server_trust::Store::open(dir.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
-    cli.set_decision(&Domain::new("montague.lit").unwrap(), Decision::Approve, "cli").unwrap();
+    cli.set_decision(&Domain::new("montague.lit").unwrap(), Decision::Approve, Actor::Cli).unwrap();
     assert!(readable(fd, 2000), "an approval by another process wakes the driver");
     let a = c.poll().unwrap();
     assert!(sent(&a).contains(&("montague.lit".into(), "subscribed")), "{a:?}");

@@ -19,6 +19,16 @@ use crate::subscription::Subscription;
 /// Refuses (never creates) a host folder that does not exist: a mistyped `--host` must not
 /// start an empty roster beside the real one.
 pub fn open_store(root: &Path, host: Option<&str>) -> Result<Store> {
+    // `--store` naming one host's folder (it has a pending/ folder and a domain for a name)
+    // means its parent and that host.
+    let own_name = root.file_name().and_then(|n| n.to_str()).and_then(|n| Domain::new(n).ok());
+    if let (Some(name), Some(parent)) = (own_name, root.parent())
+        && root.join("pending").is_dir()
+        && host.is_none_or(|h| Domain::new(h).is_ok_and(|h| h == name))
+    {
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        return open_store(parent, Some(name.as_str()));
+    }
     let unknown = |detail: String| Error::UnknownHost { store: root.to_path_buf(), detail };
     let host = match host {
         Some(h) => Domain::new(h)?,

@@ -1,12 +1,18 @@
 //! Server identities: validated, normalised bare domain JIDs.
 //!
 //! Only a bare domain (`capulet.lit`) can be a server buddy. `alice@capulet.lit` and
-//! `capulet.lit/res` are refused with a reason. Normalisation (IDNA + nameprep, case
-//! folding, trailing dot) is delegated to the `jid` crate so we agree with XMPP servers.
-//! The normalised form is also a file name in the store, so it must never contain a path
-//! separator or be `.`/`..`: the checks below make that impossible by construction.
+//! `capulet.lit/res` are refused with a reason, and so is anything that is not a host name:
+//! every label is letters, digits and hyphens (STD3), or an internationalised label valid
+//! under IDNA2008/UTS 46 (the `idna` crate, which browsers use). One DNS name is one peer
+//! whatever the spelling: case, a trailing dot, ideographic full stops and A-labels all
+//! normalise to the U-label form RFC 7622 §3.2 asks for (`xn--bcher-kva.de` → `bücher.de`).
+//! [`Domain::ascii`] gives the A-label form, shown beside non-ASCII names so homographs are
+//! visible. IP literals are refused: a server buddy is a named server that dialback or a
+//! certificate can vouch for. The normalised form is also a file name in the store and a
+//! word in shell commands shown to admins, so it never holds a path separator, `.`/`..`,
+//! or a shell metacharacter.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::str::FromStr;
 
@@ -42,14 +48,25 @@ impl Domain {
         if input.contains('/') {
             return Err(refuse("has a resource: only bare server domains can be buddies"));
         }
-        // Already-normal ASCII needs no stringprep pass: the hot path of every lookup.
+        // Already-normal ASCII needs no IDNA pass: the hot path of every lookup.
         if let Some(d) = Self::fast_path(input) {
             return Ok(d);
         }
-        let jid = jid::Jid::new(input).map_err(|e| refuse(&e.to_string()))?;
-        let domain = jid.domain().as_str();
-        Self::check_labels(domain).map_err(refuse)?;
-        Ok(Domain(domain.to_string()))
+        if input.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(refuse("contains a control character or path separator"));
+        }
+        // One trailing dot is the fully qualified spelling of the same name.
+        let name = input.strip_suffix('.').unwrap_or(input);
+        if name.is_empty() || name.split(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']).any(str::is_empty) {
+            return Err(refuse("has an empty label"));
+        }
+        let ascii = idna::domain_to_ascii_strict(name).map_err(|_| {
+            refuse("not a host name: labels are letters, digits and inner hyphens, or valid IDNA2008")
+        })?;
+        Self::check_labels(&ascii).map_err(refuse)?;
+        let (unicode, ok) = idna::domain_to_unicode(&ascii);
+        ok.map_err(|_| refuse("has an invalid internationalised label"))?;
+        Ok(Domain(unicode))
     }
 
     /// Returns the domain when `s` is already lowercase LDH ASCII with sane labels.
@@ -58,40 +75,51 @@ impl Domain {
     }
 
     /// False when normalising `s` can only return `s` itself or fail: ASCII without
-    /// uppercase letters or a trailing dot (nameprep only case-folds ASCII). Branch-free, so
-    /// a trust lookup that misses can stop here.
+    /// uppercase letters, a trailing dot or an A-label (`xn--`, which becomes a U-label).
+    /// Cheap, so a trust lookup that misses can stop here.
     pub fn may_change_when_normalised(s: &str) -> bool {
         let flags = s.bytes().fold(0u8, |acc, b| acc | (b & 0x80) | u8::from(b.wrapping_sub(b'A') < 26));
-        flags != 0 || s.ends_with('.')
+        flags != 0 || s.ends_with('.') || s.contains("xn--")
     }
 
     /// True when `s` is a server domain already in normal form (lowercase LDH ASCII, sane
-    /// labels): `Domain::new(s)` would return it unchanged. Allocates nothing.
+    /// labels, no `??--` label, a top-level label that is not all digits): `Domain::new(s)`
+    /// would return it unchanged. Allocates nothing.
     pub fn is_normal(s: &str) -> bool {
         // One pass over the bytes: this runs on every trust lookup that misses.
         let b = s.as_bytes();
         if b.is_empty() || b.len() > 253 {
             return false;
         }
-        let (mut label, mut prev) = (0usize, b'.');
+        let (mut label, mut prev, mut digits_only) = (0usize, b'.', true);
         for &c in b {
             match c {
-                b'a'..=b'z' | b'0'..=b'9' => label += 1,
-                b'-' if label > 0 => label += 1,
-                b'.' if label > 0 && prev != b'-' => label = 0,
+                b'a'..=b'z' => digits_only = false,
+                b'0'..=b'9' => {}
+                // Hyphens in positions 3 and 4 mark A-labels and reserved labels (RFC 5891).
+                b'-' if label > 0 && !(label == 3 && prev == b'-') => {}
+                b'.' if label > 0 && prev != b'-' => {
+                    (label, prev, digits_only) = (0, c, true);
+                    continue;
+                }
                 _ => return false,
             }
+            label += 1;
             if label > 63 {
                 return false;
             }
             prev = c;
         }
-        label > 0 && prev != b'-'
+        label > 0 && prev != b'-' && !digits_only
     }
 
+    /// Checks on the A-label form that IDNA leaves to us.
     fn check_labels(s: &str) -> std::result::Result<(), &'static str> {
         if s.is_empty() {
             return Err("empty");
+        }
+        if s.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+            return Err("is an IP address or ends in a numeric label: buddies are named servers");
         }
         for label in s.split('.') {
             if label.is_empty() {
@@ -110,9 +138,27 @@ impl Domain {
         Ok(())
     }
 
-    /// The normalised domain.
+    /// The normalised domain (U-labels).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The A-label (Punycode) form, as DNS sees it; the same as [`Domain::as_str`] for ASCII.
+    pub fn ascii(&self) -> Cow<'_, str> {
+        if self.0.is_ascii() {
+            Cow::Borrowed(&self.0)
+        } else {
+            Cow::Owned(idna::domain_to_ascii_strict(&self.0).expect("a Domain is valid IDNA"))
+        }
+    }
+
+    /// The name for people: non-ASCII names carry their A-label, so that `mоntague.lit`
+    /// with a Cyrillic `о` reads `mоntague.lit (xn--mntague-3ve.lit)` next to the real one.
+    pub fn display_name(&self) -> String {
+        match self.ascii() {
+            Cow::Borrowed(a) => a.to_string(),
+            Cow::Owned(a) => format!("{} ({a})", self.0),
+        }
     }
 }
 
@@ -250,5 +296,46 @@ mod tests {
         let long = "é".repeat(600);
         let msg = reason(&long);
         assert!(msg.len() < 300, "{msg}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_host_name() {
+        for bad in [
+            "$(id).lit",
+            "`id`.lit",
+            "a;b.lit",
+            "a\"b.lit",
+            "*.lit",
+            "a&b.lit",
+            "{a}.lit",
+            "a_b.lit",
+            "a b.lit",
+            "127.0.0.1",
+            "[::1]",
+            "10.lit.1",
+            "ab--c.lit",
+        ] {
+            assert!(Domain::new(bad).is_err(), "{bad:?} must be refused");
+            assert!(!Domain::is_normal(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_dns_name_is_one_peer_whatever_the_spelling() {
+        let d = |s: &str| Domain::new(s).unwrap();
+        assert_eq!(d("xn--bcher-kva.de"), d("bücher.de"));
+        assert_eq!(d("XN--BCHER-KVA.DE"), d("Bücher.de."));
+        assert_eq!(d("capulet\u{3002}lit"), d("capulet.lit"));
+        assert_eq!(d("bücher.de").as_str(), "bücher.de");
+        assert_eq!(d("bücher.de").ascii(), "xn--bcher-kva.de");
+        assert_eq!(d("bücher.de").display_name(), "bücher.de (xn--bcher-kva.de)");
+        assert_eq!(d("capulet.lit").display_name(), "capulet.lit");
+        // A Cyrillic о is another server, and its listing says so.
+        let homograph = d("m\u{43e}ntague.lit");
+        assert_ne!(homograph, d("montague.lit"));
+        assert!(homograph.display_name().contains("(xn--"), "{}", homograph.display_name());
+        for s in ["xn--bcher-kva.de", "Capulet.lit"] {
+            assert!(Domain::may_change_when_normalised(s), "{s}");
+        }
     }
 }

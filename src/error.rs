@@ -52,6 +52,14 @@ pub enum Error {
         /// How many files were skipped (each was reported on its own).
         count: usize,
     },
+    /// Happens when another program is writing a store file we would replace (an in-place
+    /// copy, an editor without the lock): we do not write over it.
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What was seen.
+        detail: String,
+    },
     /// Happens when a store file cannot be parsed; the file is left untouched.
     Corrupt {
         /// The file that failed to parse.
@@ -92,6 +100,13 @@ impl fmt::Display for Error {
             Error::NoPendingRequest(peer) => write!(f, "no pending request from {peer}"),
             Error::UnknownHost { store, detail } => write!(f, "{}: {detail}", store.display()),
             Error::Unreadable { count } => write!(f, "{count} unreadable store file(s), reported above"),
+            Error::Changed { path, detail } => {
+                write!(
+                    f,
+                    "{}: {detail}; not written over (the act was not applied, try again)",
+                    path.display()
+                )
+            }
             Error::Corrupt { path, line: Some(l), message } => {
                 write!(f, "corrupt store file {}:{l}: {message}", path.display())
             }

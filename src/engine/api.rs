@@ -15,7 +15,7 @@ use super::types::{Action, Actor, Config, PeerPresence, PresenceKind, Stats};
 use super::watch::Watcher;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{Decision, Fingerprint, RosterEntry, Store};
+use crate::store::{AuditRecord, Decision, Fingerprint, RosterEntry, Store, now_rfc3339};
 use crate::subscription::Subscription;
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -39,7 +39,12 @@ pub(super) struct Ops {
     pub(super) cap_drops: u64,
     pub(super) cap_logged: Option<Instant>,
     pub(super) stats: Stats,
+    /// The roster in memory was last read from a file another program wrote in place.
+    roster_external: bool,
 }
+
+/// How long a roster.toml written by another program is left alone before we write over it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Engine {
     /// Opens the engine for `host` over `<store_root>/<host>/`.
@@ -62,6 +67,7 @@ impl Engine {
                 cap_drops: 0,
                 cap_logged: None,
                 stats: Stats::default(),
+                roster_external: false,
             }),
             presence: Mutex::new(HashMap::new()),
             watcher,
@@ -249,8 +255,10 @@ impl Engine {
         let result = f(&mut txn);
         let (working, txn_actions) = txn.finish();
         if let Some(roster) = working {
+            self.check_unchanged(&ops)?;
             self.store.save_roster(&roster)?;
             ops.roster_fp = self.store.roster_fingerprint();
+            ops.roster_external = false;
             self.view.publish(roster);
         }
         result?;
@@ -258,8 +266,28 @@ impl Engine {
         Ok(actions)
     }
 
+    /// Refuses to save over a roster.toml that another program wrote without the lock since
+    /// we read it, or only just wrote: an in-place `cp` restore writes the file in pieces, and
+    /// a half-written file can parse. The admin's file is never replaced by our older view.
+    fn check_unchanged(&self, ops: &Ops) -> Result<()> {
+        let path = self.store.dir().join("roster.toml");
+        let fp = self.store.roster_fingerprint();
+        if fp != ops.roster_fp {
+            return Err(Error::Changed { path, detail: "changed while in use".into() });
+        }
+        if ops.roster_external
+            && let Some(age) = fp.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok())
+            && age < SETTLE
+        {
+            let detail =
+                format!("written by another program {} ms ago (a copy in progress?)", age.as_millis());
+            return Err(Error::Changed { path, detail });
+        }
+        Ok(())
+    }
+
     /// Reloads roster.toml if another process (or an editor) replaced it. Returns the trust
-    /// changes that implies.
+    /// changes that implies, each audited as a hand edit.
     fn refresh_roster(&self, ops: &mut Ops) -> Result<Vec<Action>> {
         let fp = self.store.roster_fingerprint();
         if fp.is_some() && fp == ops.roster_fp {
@@ -281,7 +309,27 @@ impl Engine {
                     actions.push(Action::TrustChanged { peer: peer.clone(), trusted: false });
                 }
             }
+            // Trust gained or lost by an edit of roster.toml is audited like any other change.
+            for a in &actions {
+                if let Action::TrustChanged { peer, trusted } = a {
+                    let rec = AuditRecord {
+                        time: now_rfc3339(),
+                        peer: peer.to_string(),
+                        actor: Actor::File,
+                        event: format!(
+                            "roster.toml edited by hand: {}",
+                            if *trusted { "trusted" } else { "no longer trusted" }
+                        ),
+                        from: roster.get(peer).map(|e| e.state),
+                        to: Some(new.get(peer).map_or(Subscription::None, |e| e.state)),
+                    };
+                    self.store.audit(&rec)?;
+                }
+            }
         }
+        // Same file, new content: written in place (our writes and editors' replace the file),
+        // so it may still be in progress.
+        ops.roster_external = matches!((ops.roster_fp, fp), (Some(old), Some(new)) if old.same_file(&new));
         self.view.publish(new);
         ops.roster_fp = fp;
         Ok(actions)

@@ -22,3 +22,6 @@ mod watch;
 
 pub use api::Engine;
 pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
+
+#[cfg(test)]
+mod tests;

@@ -112,6 +112,13 @@ impl<'a> Txn<'a> {
     pub(super) fn on_inbound(&mut self, peer: &Domain, ty: SubscriptionType, id: Option<&str>) -> Result<()> {
         let event = format!("inbound {}", ty.as_str());
         let before = self.current(peer);
+        // A peer that denies our request or drops us takes its pre-approval with it (even
+        // when the stanza changes no state): if it asks later, the admin is prompted.
+        if before.pre_approved && matches!(ty, SubscriptionType::Unsubscribed | SubscriptionType::Unsubscribe)
+        {
+            self.update(peer, |e| e.pre_approved = false);
+            self.audit(peer, &format!("pre-approval cancelled by inbound {}", ty.as_str()), None, None);
+        }
         match (ty, transition(before.state, Direction::Inbound, ty).1) {
             (SubscriptionType::Subscribe, Disposition::Deliver) if before.pre_approved => {
                 // RFC 6121 §3.4: the admin pre-approved this peer by requesting it.
@@ -145,11 +152,6 @@ impl<'a> Txn<'a> {
                 let after = self.current(peer).state;
                 if !after.pending_in() && before.state.pending_in() {
                     self.drop_pending_file(peer);
-                }
-                // A denied request takes its pre-approval with it: if the peer asks later,
-                // the admin is prompted like for anyone else.
-                if ty == SubscriptionType::Unsubscribed && before.state.pending_out() {
-                    self.update(peer, |e| e.pre_approved = false);
                 }
                 let what = match ty {
                     SubscriptionType::Subscribed => "approved our request: we are subscribed",
@@ -202,11 +204,11 @@ impl<'a> Txn<'a> {
         self.apply(peer, Direction::Inbound, SubscriptionType::Subscribe, "inbound subscribe");
         self.ops.stats.requests += 1;
         self.ops.last_repeat.insert(peer.clone(), Instant::now());
-        let host = &self.engine.host;
-        let root = store.dir().parent().unwrap_or(store.dir()).display().to_string();
         let text = format!(
-            "Server buddy request from {peer} to {host} (XEP-0267). Approve: \
-             server-trust --store {root} --host {host} approve {peer} (or deny; or edit {})",
+            "Server buddy request from {} to {} (XEP-0267). Approve: {} (or deny; or edit {})",
+            peer.display_name(),
+            self.engine.host,
+            store.command("approve", peer),
             store.pending_path(peer).display()
         );
         self.notify(peer, text);
@@ -235,11 +237,11 @@ impl<'a> Txn<'a> {
             return Err(Error::OwnHost(peer.clone()));
         }
         let before = self.current(peer);
-        if before.state.to() {
-            self.log(LogLevel::Info, format!("already subscribed to {peer} ({})", before.state));
-            return Ok(());
-        }
-        self.apply(peer, Direction::Outbound, SubscriptionType::Subscribe, "request");
+        // RFC 6121 routes an outbound subscribe in every state: when we think we are
+        // subscribed already, the peer may have dropped us without telling us, and only
+        // asking again can repair the pair.
+        let event = if before.state.to() { "request (already subscribed: asked again)" } else { "request" };
+        self.apply(peer, Direction::Outbound, SubscriptionType::Subscribe, event);
         let pre =
             self.engine.config.preapprove_on_request && !before.state.from() && !before.state.pending_in();
         let actor = self.actor;
@@ -276,6 +278,7 @@ impl<'a> Txn<'a> {
             }
             Decision::Deny => {
                 self.apply(peer, Direction::Outbound, SubscriptionType::Unsubscribed, "deny");
+                self.update(peer, |e| e.pre_approved = false);
                 self.ops.stats.denials += 1;
                 self.send(peer, PresenceKind::Unsubscribed, id.as_deref());
             }
@@ -325,6 +328,15 @@ impl<'a> Txn<'a> {
             self.report(err);
         }
         for req in pending {
+            if req.peer == self.engine.host {
+                let path = self.engine.store.pending_path(&req.peer);
+                self.report(Error::Corrupt {
+                    path,
+                    line: None,
+                    message: "a request from our own host".into(),
+                });
+                continue;
+            }
             // A crash between writing the file and saving the roster leaves a request the
             // roster does not know: recover it rather than lose it.
             let before = self.current(&req.peer).state;
@@ -346,7 +358,12 @@ impl<'a> Txn<'a> {
             if req.decision == Decision::Pending {
                 continue;
             }
-            self.actor = req.decided_by.unwrap_or(Actor::File);
+            // Only admin tools record who decided; anything else in the file (a hand-edited
+            // `decided_by = "peer"`) is an editor's decision, audited as such.
+            self.actor = match req.decided_by {
+                Some(a @ (Actor::Cli | Actor::Api | Actor::Shell | Actor::Adhoc)) => a,
+                _ => Actor::File,
+            };
             // On success `on_decision` removed the file; a decision that cannot apply is
             // consumed too.
             if let Err(e) = self.on_decision(&req.peer, req.decision) {
@@ -367,7 +384,7 @@ impl<'a> Txn<'a> {
             self.update(&peer, |e| e.state = after);
             self.audit(&peer, "dismissed (pending file deleted)", Some(before), Some(after));
         }
-        for q in queued {
+        for (q, name) in queued {
             self.actor = q.queued_by;
             let r = match q.act {
                 QueuedAct::Request => self.on_request(&q.peer),
@@ -377,7 +394,7 @@ impl<'a> Txn<'a> {
             if let Err(e) = r {
                 self.not_applied(&q.peer, &e);
             }
-            if let Err(e) = self.engine.store.remove_queued(&q.peer) {
+            if let Err(e) = self.engine.store.remove_queued(&name) {
                 self.report(e);
             }
         }

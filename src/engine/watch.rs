@@ -12,14 +12,18 @@ use parking_lot::Mutex;
 /// The watcher of one host folder, restarted in a forked child.
 pub(super) struct Watcher {
     dir: PathBuf,
+    enabled: bool,
     wake: Arc<Wake>,
     running: Mutex<Option<Running>>,
 }
 
-/// The inotify watcher and the process that started it: its thread does not survive a
-/// fork (Prosody daemonizes after loading modules), so the child must start its own.
+/// The inotify watcher, the process that started it and the folder it watches: its thread
+/// does not survive a fork (Prosody daemonizes after loading modules), and inotify keeps
+/// watching a folder's old inode after the folder is replaced (a backup restored by rename),
+/// so either means starting a new one.
 struct Running {
     pid: u32,
+    ino: Option<u64>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -34,7 +38,7 @@ impl Watcher {
     pub(super) fn new(dir: &Path, enabled: bool) -> Watcher {
         let wake = Arc::new(Wake::new(enabled));
         let running = if enabled { start(dir, wake.clone()) } else { None };
-        Watcher { dir: dir.to_path_buf(), wake, running: Mutex::new(running) }
+        Watcher { dir: dir.to_path_buf(), enabled, wake, running: Mutex::new(running) }
     }
 
     /// The eventfd, when watching.
@@ -51,6 +55,11 @@ impl Watcher {
                 // Forked: the watcher's thread stayed in the parent. Dropping it here would
                 // wait for that thread forever, so leak it and start a new one.
                 std::mem::forget(w.take());
+                *w = start(&self.dir, self.wake.clone());
+                self.wake.dirty.store(true, Ordering::Release);
+            } else if self.enabled && w.as_ref().is_none_or(|w| w.ino != inode(&self.dir)) {
+                // Replaced folder (or none could be watched so far): one stat per poll
+                // notices it; watch the new one and look.
                 *w = start(&self.dir, self.wake.clone());
                 self.wake.dirty.store(true, Ordering::Release);
             }
@@ -87,7 +96,13 @@ impl Wake {
     }
 }
 
+fn inode(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).ok().map(|m| m.ino())
+}
+
 fn start(dir: &Path, wake: Arc<Wake>) -> Option<Running> {
+    let ino = inode(dir);
     use notify::Watcher as _;
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Reads (our own scans, the CLI's `list`, backups), audit appends and temp files are
@@ -106,5 +121,5 @@ fn start(dir: &Path, wake: Arc<Wake>) -> Option<Running> {
     })
     .ok()?;
     w.watch(dir, notify::RecursiveMode::Recursive).ok()?;
-    Some(Running { pid: std::process::id(), _watcher: w })
+    Some(Running { pid: std::process::id(), ino, _watcher: w })
 }

@@ -41,13 +41,15 @@ pub enum st_status {
     StoreIo = 3001,
     /// Some store files could not be read (each was reported).
     StoreUnreadable = 3002,
+    /// Another program is writing a store file; nothing was written over it. Try again.
+    StoreChanged = 3003,
     /// A bug: Rust panicked; the call had no effect that can be relied upon.
     Panic = 9000,
 }
 
 impl st_status {
     /// Every status, for lookups by number.
-    const ALL: [st_status; 15] = [
+    const ALL: [st_status; 16] = [
         Self::Ok,
         Self::NullParameter,
         Self::InvalidUtf8,
@@ -62,6 +64,7 @@ impl st_status {
         Self::StoreCorrupt,
         Self::StoreIo,
         Self::StoreUnreadable,
+        Self::StoreChanged,
         Self::Panic,
     ];
 
@@ -81,6 +84,7 @@ impl st_status {
             Self::StoreCorrupt => c"a store file is corrupt (see st_last_error)",
             Self::StoreIo => c"the file system refused an operation (see st_last_error)",
             Self::StoreUnreadable => c"some store files could not be read",
+            Self::StoreChanged => c"another program is writing the store; nothing written over it, try again",
             Self::Panic => c"internal error (Rust panic caught at the C boundary)",
         }
     }
@@ -99,6 +103,7 @@ impl From<&Error> for st_status {
             Error::Corrupt { .. } => st_status::StoreCorrupt,
             Error::Io { .. } => st_status::StoreIo,
             Error::Unreadable { .. } => st_status::StoreUnreadable,
+            Error::Changed { .. } => st_status::StoreChanged,
         }
     }
 }

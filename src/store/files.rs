@@ -1,13 +1,99 @@
-//! File primitives of the store: atomic replacement, reading with precise errors.
+//! File primitives of the store, written for a folder that others can write too.
+//!
+//! Anyone who can write the store (the server user, an editor, a backup restore) may plant
+//! symlinks, FIFOs or huge files, and the CLI often runs as root. So: nothing here follows a
+//! symlink or leaves the store folder, only regular files are read, and never more than a
+//! size limit; new files are created exclusively under unpredictable names, replace their
+//! target by rename (which replaces a symlink, never writes through it), and get the owner
+//! and mode of the file they replace, or of their folder.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
 use crate::error::{Error, Result};
+
+/// Prefix of our temp files: hidden, so listings and the watcher skip them.
+pub(super) const TMP_PREFIX: &str = ".st-tmp-";
+/// Largest pending or queued-act file read (they are a few hundred bytes).
+pub(super) const MAX_RECORD: u64 = 64 * 1024;
+/// Largest roster read (100k peers take ~25 MB).
+pub(super) const MAX_ROSTER: u64 = 256 * 1024 * 1024;
+/// Largest audit log read by `read_audit` (rotate it beyond that).
+pub(super) const MAX_AUDIT: u64 = 512 * 1024 * 1024;
+
+fn refused(path: &Path, why: &str) -> Error {
+    Error::io(path, io::Error::new(io::ErrorKind::InvalidInput, why.to_string()))
+}
+
+/// Checks that `dir` is a real directory, not a symlink to one (checked before each use, so a
+/// folder swapped for a symlink later is refused too).
+pub(super) fn check_dir(dir: &Path) -> Result<fs::Metadata> {
+    let m = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if m.file_type().is_symlink() {
+        return Err(refused(dir, "is a symbolic link; a store folder must be a real directory"));
+    }
+    if !m.is_dir() {
+        return Err(refused(dir, "is not a directory"));
+    }
+    Ok(m)
+}
+
+/// Creates `dir` if missing (with the mode of `like`, its parent) and checks it.
+pub(super) fn ensure_dir(dir: &Path, like: &fs::Metadata) -> Result<()> {
+    match fs::DirBuilder::new().mode(like.mode() & 0o7777).create(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(like.mode() & 0o7777))
+                .map_err(|e| Error::io(dir, e))?;
+            chown_like(dir, like).map_err(|e| Error::io(dir, e))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(dir, e)),
+    }
+    check_dir(dir).map(|_| ())
+}
+
+/// Gives `path` the owner of `like` when we are root and they differ (a root CLI must not
+/// leave root-owned files the unprivileged server cannot replace).
+fn chown_like(path: &Path, like: &fs::Metadata) -> io::Result<()> {
+    if unsafe { libc::geteuid() } == 0 {
+        let m = fs::symlink_metadata(path)?;
+        if (m.uid(), m.gid()) != (like.uid(), like.gid()) {
+            std::os::unix::fs::lchown(path, Some(like.uid()), Some(like.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens a regular file for reading: no symlink followed, no FIFO or device opened (they
+/// would block or never end), nothing over `limit` bytes. `None` when it does not exist.
+pub(super) fn open_regular(path: &Path, limit: u64) -> Result<Option<File>> {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refused(path, "is a symbolic link; store files must be regular files"));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let m = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !m.is_file() {
+        return Err(refused(path, "is not a regular file"));
+    }
+    if m.len() > limit {
+        return Err(refused(path, &format!("is larger than {limit} bytes")));
+    }
+    Ok(Some(f))
+}
 
 pub(super) fn remove(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
@@ -17,15 +103,20 @@ pub(super) fn remove(path: &Path) -> Result<()> {
     }
 }
 
-pub(super) fn read_text(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            Err(Error::Corrupt { path: path.into(), line: None, message: "not valid UTF-8".into() })
-        }
-        Err(e) => Err(Error::io(path, e)),
+/// Reads a whole regular file as UTF-8, at most `limit` bytes.
+pub(super) fn read_text(path: &Path, limit: u64) -> Result<Option<String>> {
+    let Some(f) = open_regular(path, limit)? else { return Ok(None) };
+    let mut bytes = Vec::new();
+    // The size was checked, but the file may grow meanwhile: never read past the limit.
+    f.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(refused(path, &format!("is larger than {limit} bytes")));
     }
+    String::from_utf8(bytes).map(Some).map_err(|_| Error::Corrupt {
+        path: path.into(),
+        line: None,
+        message: "not valid UTF-8".into(),
+    })
 }
 
 pub(super) fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
@@ -35,25 +126,23 @@ pub(super) fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) 
     })
 }
 
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    read_text(path)?.map(|text| parse_toml(path, &text)).transpose()
-}
-
-/// Reads a file named for `peer`; one that names another peer inside (a renamed or copied
-/// file) is refused rather than acted on for the wrong server.
+/// Reads a record file named for `peer`; one that names another peer inside (a renamed or
+/// copied file) is refused rather than acted on for the wrong server.
 pub(super) fn read_named<T: for<'de> Deserialize<'de>>(
     path: &Path,
     peer: &Domain,
     named: impl Fn(&T) -> &Domain,
 ) -> Result<Option<T>> {
-    match read_toml::<T>(path)? {
-        Some(v) if named(&v) != peer => Err(Error::Corrupt {
+    let Some(text) = read_text(path, MAX_RECORD)? else { return Ok(None) };
+    let v: T = parse_toml(path, &text)?;
+    if named(&v) != peer {
+        return Err(Error::Corrupt {
             path: path.into(),
             line: None,
             message: format!("file is named for {peer} but says peer = {:?}", named(&v).as_str()),
-        }),
-        other => Ok(other),
+        });
     }
+    Ok(Some(v))
 }
 
 pub(super) fn toml_text<T: Serialize>(header: &str, value: &T) -> String {
@@ -65,20 +154,86 @@ pub(super) fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> 
     atomic_write(path, toml_text(header, value).as_bytes())
 }
 
-/// temp + fsync + rename + fsync(dir): readers and crashes see old or new, never a mix.
+/// Exclusive temp file + fsync + rename + fsync(dir): readers and crashes see the old file
+/// or the new one, never a mix; a symlink planted at `path` is replaced, not followed.
 pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let dir_meta = check_dir(dir)?;
     let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        // The mode and owner to keep: the replaced file's (a regular one), else the folder's.
+        let like = match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => m,
+            _ => dir_meta.clone(),
+        };
+        let mode = if like.is_dir() { like.mode() & 0o666 } else { like.mode() & 0o7777 };
+        // O_EXCL with a random name: nothing planted in advance can be written through.
+        let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir)?;
+        tmp.as_file_mut().write_all(bytes)?;
+        tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
+        chown_like(tmp.path(), &like)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
         File::open(dir)?.sync_all()
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    write().map_err(|e| Error::io(path, e))
+}
+
+/// Appends `line` to `path` (created with the folder's mode and owner), never through a
+/// symlink; one O_APPEND write, so concurrent appenders never interleave within a line.
+pub(super) fn append(path: &Path, line: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir_meta = check_dir(dir)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(dir_meta.mode() & 0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let m = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !m.is_file() {
+        return Err(refused(path, "is not a regular file"));
+    }
+    if m.len() == 0 {
+        chown_like(path, &dir_meta).map_err(|e| Error::io(path, e))?;
+    }
+    f.write_all(line).map_err(|e| Error::io(path, e))
+}
+
+/// Opens (creating) the lock file: a regular file, never through a symlink.
+pub(super) fn open_lock(path: &Path) -> Result<File> {
+    let dir_meta = check_dir(path.parent().unwrap_or(Path::new(".")))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(dir_meta.mode() & 0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused(path, "is a symbolic link; refusing to lock through it"),
+            _ => Error::io(path, e),
+        })?;
+    if !f.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(refused(path, "is not a regular file"));
+    }
+    chown_like(path, &dir_meta).map_err(|e| Error::io(path, e))?;
+    Ok(f)
+}
+
+/// Removes temp files left by writers killed mid-write (older than a minute, so a live
+/// writer's file is never taken from under it).
+pub(super) fn clean_temp_files(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let old = SystemTime::now() - Duration::from_secs(60);
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        if e.metadata().is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < old)) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }

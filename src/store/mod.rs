@@ -14,9 +14,9 @@
 //! `kill -9` sees the old file or the new one, never half of each. A file that does not parse
 //! is reported with its path and line and is never overwritten.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -26,11 +26,14 @@ use crate::domain::Domain;
 use crate::engine::Actor;
 use crate::error::{Error, Result};
 
-mod cache;
 mod files;
 mod records;
 
-use files::{atomic_write, parse_toml, read_named, read_text, remove, toml_text, write_toml};
+use files::{
+    MAX_AUDIT, MAX_ROSTER, append, atomic_write, check_dir, clean_temp_files, ensure_dir, open_lock,
+    parse_toml, read_named, read_text, remove, toml_text, write_toml,
+};
+
 pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
 
 /// Current time as RFC 3339 UTC, seconds precision.
@@ -48,8 +51,20 @@ pub struct Fingerprint {
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
+    let m = fs::symlink_metadata(path).ok()?;
     Some(Fingerprint { len: m.len(), mtime: m.modified().ok(), ino: m.ino() })
+}
+
+impl Fingerprint {
+    /// The file's modification time.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.mtime
+    }
+
+    /// Both describe the same inode (the file was edited in place, not replaced).
+    pub fn same_file(&self, other: &Fingerprint) -> bool {
+        self.ino == other.ino
+    }
 }
 
 /// Holds the store's cross-process lock until dropped.
@@ -74,14 +89,24 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
-const CACHE: &str = ".roster.cache";
 
 impl Store {
-    /// Opens (creating if needed) `<root>/<host>/`.
+    /// Opens (creating if needed) `<root>/<host>/`. New folders get the mode and owner of
+    /// `root`; a symlink where a store folder should be is refused. Temp files left by
+    /// writers killed mid-write are cleaned up.
     pub fn open(root: &Path, host: &Domain) -> Result<Store> {
+        if !root.exists() {
+            fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        }
+        let root_meta = check_dir(root)?;
         let dir = root.join(host.as_str());
+        ensure_dir(&dir, &root_meta)?;
+        let dir_meta = check_dir(&dir)?;
+        for sub in [PENDING, OUTBOUND] {
+            ensure_dir(&dir.join(sub), &dir_meta)?;
+        }
         for d in [dir.clone(), dir.join(PENDING), dir.join(OUTBOUND)] {
-            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            clean_temp_files(&d);
         }
         Ok(Store { dir, host: host.clone() })
     }
@@ -113,19 +138,10 @@ impl Store {
         self.dir.join(PENDING).join(format!("{peer}.toml"))
     }
 
-    fn outbound_path(&self, peer: &Domain) -> PathBuf {
-        self.dir.join(OUTBOUND).join(format!("{peer}.toml"))
-    }
-
     /// Takes the exclusive cross-process lock (blocks until free).
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.dir.join(LOCK);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let f = open_lock(&path)?;
         f.lock().map_err(|e| Error::io(&path, e))?;
         Ok(StoreLock(f))
     }
@@ -135,19 +151,14 @@ impl Store {
         fingerprint(&self.dir.join(ROSTER))
     }
 
-    /// Reads the roster; a missing file is an empty roster.
-    ///
-    /// roster.toml is the truth. Parsing 100k peers of TOML takes ~400 ms, so a binary
-    /// copy (`.roster.cache`) is used when it was made from exactly these bytes.
+    /// Reads the roster; a missing file is an empty roster. roster.toml is the only truth:
+    /// there is no side cache that could say otherwise.
     pub fn load_roster(&self) -> Result<RosterFile> {
         let path = self.dir.join(ROSTER);
-        let Some(text) = read_text(&path)? else { return Ok(RosterFile::default()) };
-        if let Some(roster) = cache::load(&self.dir.join(CACHE), &text) {
-            return Ok(roster);
+        match read_text(&path, MAX_ROSTER)? {
+            Some(text) => parse_toml(&path, &text),
+            None => Ok(RosterFile::default()),
         }
-        let roster: RosterFile = parse_toml(&path, &text)?;
-        cache::save(&self.dir.join(CACHE), &text, &roster.peers.iter().collect());
-        Ok(roster)
     }
 
     /// Replaces the roster atomically with `peers` (any map of peers: borrowed, so a large
@@ -167,10 +178,7 @@ impl Store {
              # states change only through the engine (CLI, server, API).\n\n",
             self.host
         );
-        let text = toml_text(&header, &sorted);
-        atomic_write(&self.dir.join(ROSTER), text.as_bytes())?;
-        cache::save(&self.dir.join(CACHE), &text, &sorted.peers);
-        Ok(())
+        atomic_write(&self.dir.join(ROSTER), toml_text(&header, &sorted).as_bytes())
     }
 
     /// Reads one pending request, `None` when there is none.
@@ -183,12 +191,20 @@ impl Store {
         let header = format!(
             "# Server buddy request from {peer} to {host} (XEP-0267).\n\
              # To decide, set decision = \"approve\" or \"deny\" and save, or run:\n\
-             #   server-trust --store {root} --host {host} approve {peer}\n\n",
-            peer = req.peer,
+             #   {command}\n\n",
+            peer = req.peer.display_name(),
             host = self.host,
-            root = self.dir.parent().unwrap_or(&self.dir).display(),
+            command = self.command("approve", &req.peer),
         );
         write_toml(&self.pending_path(&req.peer), &header, req)
+    }
+
+    /// The exact `server-trust` command line that does `verb` on `peer` in this store, quoted
+    /// for a POSIX shell: admins paste it, so no name or path can smuggle a command in.
+    pub fn command(&self, verb: &str, peer: &Domain) -> String {
+        let root = self.dir.parent().unwrap_or(&self.dir).to_string_lossy();
+        let words = ["server-trust", "--store", &root, "--host", self.host.as_str(), verb, peer.as_str()];
+        words.iter().map(|w| shlex::try_quote(w).unwrap_or(Cow::Borrowed("''"))).collect::<Vec<_>>().join(" ")
     }
 
     /// Removes a pending request (no error when absent).
@@ -198,12 +214,21 @@ impl Store {
 
     /// Every pending request; unreadable files are returned as errors beside the good ones.
     pub fn list_pending(&self) -> (Vec<PendingRequest>, Vec<Error>) {
-        self.list(PENDING, |s, p| s.read_pending(p))
+        let mut bad = Vec::new();
+        let mut ok = Vec::new();
+        for p in self.peers_in(PENDING, &mut bad) {
+            match self.read_pending(&p) {
+                Ok(Some(r)) => ok.push(r),
+                Ok(None) => {} // removed meanwhile
+                Err(e) => bad.push(e),
+            }
+        }
+        (ok, bad)
     }
 
     /// Number of pending files, without parsing them.
     pub fn pending_count(&self) -> usize {
-        self.peers_in(PENDING).map(|v| v.len()).unwrap_or(0)
+        self.names_in(PENDING, &mut Vec::new()).len()
     }
 
     /// Records an admin decision in the pending file, as an editor would.
@@ -215,42 +240,68 @@ impl Store {
         self.write_pending(&req)
     }
 
-    /// Queues an act for the running server.
+    /// Queues an act for the running server, under the store lock, in a file of its own:
+    /// acts on one peer never replace each other and are carried out in the order queued.
     pub fn queue(&self, peer: &Domain, act: QueuedAct, actor: Actor) -> Result<()> {
+        let _lock = self.lock()?;
         let q = Queued { peer: peer.clone(), act, queued_at: now_rfc3339(), queued_by: actor };
         let header = "# Queued for the running server; removed once carried out.\n\n";
-        write_toml(&self.outbound_path(peer), header, &q)
+        // Names sort in queue order: nanoseconds since the epoch, then the peer.
+        let mut nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = loop {
+            let path = self.dir.join(OUTBOUND).join(format!("{nanos:020}-{peer}.toml"));
+            if !path.exists() {
+                break path;
+            }
+            nanos += 1;
+        };
+        write_toml(&path, header, &q)
     }
 
-    /// Every queued act.
-    pub fn list_queued(&self) -> (Vec<Queued>, Vec<Error>) {
-        self.list(OUTBOUND, |s, p| read_named(&s.outbound_path(p), p, |q: &Queued| &q.peer))
+    /// Every queued act, oldest first, each with its file name for [`Store::remove_queued`].
+    pub fn list_queued(&self) -> (Vec<(Queued, String)>, Vec<Error>) {
+        let mut bad = Vec::new();
+        let mut acts = Vec::new();
+        for name in self.names_in(OUTBOUND, &mut bad) {
+            let path = self.dir.join(OUTBOUND).join(&name);
+            let peer = name.strip_suffix(".toml").and_then(|n| n.split_once('-')).map(|(_, p)| p);
+            let read = match peer.map(Domain::new) {
+                Some(Ok(p))
+                    if format!("{:020}-{p}.toml", name[..20].parse::<u128>().unwrap_or(0)) == name =>
+                {
+                    read_named(&path, &p, |q: &Queued| &q.peer)
+                }
+                _ => Err(Error::Corrupt {
+                    path: path.clone(),
+                    line: None,
+                    message: "not a queued act's name (<20 digits>-<peer>.toml); delete it".into(),
+                }),
+            };
+            match read {
+                Ok(Some(q)) => acts.push((q, name)),
+                Ok(None) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        (acts, bad)
     }
 
-    /// Removes a queued act (no error when absent).
-    pub fn remove_queued(&self, peer: &Domain) -> Result<()> {
-        remove(&self.outbound_path(peer))
+    /// Removes a carried-out act by its file name (no error when absent).
+    pub fn remove_queued(&self, name: &str) -> Result<()> {
+        remove(&self.dir.join(OUTBOUND).join(name))
     }
 
     /// Appends one line to the audit log.
     pub fn audit(&self, rec: &AuditRecord) -> Result<()> {
-        let path = self.dir.join(AUDIT);
         let mut line = serde_json::to_string(rec).expect("audit record serialises");
         line.push('\n');
-        // O_APPEND + one write: concurrent appenders never interleave within a line.
-        let mut f =
-            OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        f.write_all(line.as_bytes()).map_err(|e| Error::io(&path, e))
+        append(&self.dir.join(AUDIT), line.as_bytes())
     }
 
     /// The whole audit log, oldest first. A torn or foreign line is an error naming its line.
     pub fn read_audit(&self) -> Result<Vec<AuditRecord>> {
         let path = self.dir.join(AUDIT);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
+        let Some(text) = read_text(&path, MAX_AUDIT)? else { return Ok(Vec::new()) };
         text.lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -264,51 +315,49 @@ impl Store {
             .collect()
     }
 
-    fn peers_in(&self, sub: &str) -> Result<Vec<Domain>> {
+    /// Sorted names of the record files in `sub` (hidden files are temp and swap files).
+    fn names_in(&self, sub: &str, bad: &mut Vec<Error>) -> Vec<String> {
         let dir = self.dir.join(sub);
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut peers: Vec<Domain> = rd
+        let rd = match check_dir(&dir).and_then(|_| fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))) {
+            Ok(rd) => rd,
+            Err(e) => {
+                bad.push(e);
+                return Vec::new();
+            }
+        };
+        let mut names: Vec<String> = rd
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                // Hidden files are our temp files and editors' swap files.
-                if name.starts_with('.') {
-                    return None;
-                }
-                Domain::new(name.strip_suffix(".toml")?).ok()
-            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.') && n.ends_with(".toml"))
             .collect();
-        peers.sort();
-        Ok(peers)
+        names.sort();
+        names
     }
 
-    fn list<T>(
-        &self,
-        sub: &str,
-        read: impl Fn(&Store, &Domain) -> Result<Option<T>>,
-    ) -> (Vec<T>, Vec<Error>) {
-        let (mut ok, mut bad) = (Vec::new(), Vec::new());
-        match self.peers_in(sub) {
-            Ok(peers) => {
-                for p in peers {
-                    match read(self, &p) {
-                        Ok(Some(v)) => ok.push(v),
-                        Ok(None) => {} // removed meanwhile
-                        Err(e) => bad.push(e),
-                    }
-                }
+    /// Peers with a file in `sub`. A file whose name is a variant spelling of a peer
+    /// (`XN--BCHER-KVA.de.toml`) is reported with the name to give it, never ignored.
+    fn peers_in(&self, sub: &str, bad: &mut Vec<Error>) -> Vec<Domain> {
+        let mut peers = Vec::new();
+        for name in self.names_in(sub, bad) {
+            let path = self.dir.join(sub).join(&name);
+            match Domain::new(&name[..name.len() - ".toml".len()]) {
+                Ok(p) if format!("{p}.toml") == name => peers.push(p),
+                Ok(p) => bad.push(Error::Corrupt {
+                    path,
+                    line: None,
+                    message: format!("not named in canonical form: rename it to {p}.toml"),
+                }),
+                Err(e) => bad.push(Error::Corrupt { path, line: None, message: e.to_string() }),
             }
-            Err(e) => bad.push(e),
         }
-        (ok, bad)
+        peers
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::subscription::Subscription;
+    use std::io::Write;
 
     fn store() -> (tempfile::TempDir, Store) {
         let t = tempfile::tempdir().unwrap();
@@ -393,14 +442,14 @@ mod tests {
         s.audit(&rec).unwrap();
         s.audit(&rec).unwrap();
         assert_eq!(s.read_audit().unwrap().len(), 2);
-        let mut f = OpenOptions::new().append(true).open(s.dir().join(AUDIT)).unwrap();
+        let mut f = File::options().append(true).open(s.dir().join(AUDIT)).unwrap();
         f.write_all(b"{\"time\":").unwrap();
         let err = s.read_audit().unwrap_err().to_string();
         assert!(err.contains("audit.log:3"), "{err}");
     }
 
     #[test]
-    fn roster_cache_is_used_only_for_the_exact_text() {
+    fn roster_round_trips_and_a_stray_cache_is_never_trusted() {
         let (_t, s) = store();
         let mut roster = RosterFile::default();
         let mut e = RosterEntry::new();
@@ -408,15 +457,100 @@ mod tests {
         e.groups = vec!["incidents".into()];
         roster.peers.insert(Domain::new("capulet.lit").unwrap(), e);
         s.save_roster(&roster.peers).unwrap();
-        assert!(s.dir().join(CACHE).exists());
         assert_eq!(s.load_roster().unwrap(), roster);
-        // A hand edit makes the cache stale: the TOML wins.
-        let path = s.dir().join(ROSTER);
-        let text = fs::read_to_string(&path).unwrap().replace("incidents", "muc-limits");
-        fs::write(&path, text).unwrap();
-        assert_eq!(s.load_roster().unwrap().peers.values().next().unwrap().groups, ["muc-limits"]);
-        // A garbage cache is ignored, never trusted.
-        fs::write(s.dir().join(CACHE), b"garbage").unwrap();
-        assert_eq!(s.load_roster().unwrap().peers.values().next().unwrap().groups, ["muc-limits"]);
+        // What the admin reads in roster.toml is all there is: a planted side file changes nothing.
+        fs::write(s.dir().join(".roster.cache"), b"evil.example").unwrap();
+        assert_eq!(s.load_roster().unwrap(), roster);
+    }
+
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn writes_never_follow_symlinks_and_reads_take_regular_files_only() {
+        let (t, s) = store();
+        let victim = t.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let peer = Domain::new("capulet.lit").unwrap();
+        // A symlink planted where a pending file will be written is replaced, not written through.
+        symlink(&victim, s.pending_path(&peer)).unwrap();
+        s.write_pending(&req("capulet.lit")).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::symlink_metadata(s.pending_path(&peer)).unwrap().is_file());
+        // A symlink to /dev/zero and a FIFO are refused at once, not read forever or waited on.
+        symlink("/dev/zero", s.pending_path(&Domain::new("zero.lit").unwrap())).unwrap();
+        let fifo = s.pending_path(&Domain::new("fifo.lit").unwrap());
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (ok, bad) = s.list_pending();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        let text: String = bad.iter().map(|e| e.to_string()).collect();
+        assert!(text.contains("symbolic link") && text.contains("not a regular file"), "{text}");
+        // A dangling .lock symlink is refused, and its target is not created.
+        let target = t.path().join("created-by-lock");
+        fs::remove_file(s.dir().join(LOCK)).ok();
+        symlink(&target, s.dir().join(LOCK)).unwrap();
+        assert!(s.lock().unwrap_err().to_string().contains("symbolic link"));
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn symlinked_folders_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let host = Domain::new("montague.lit").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("montague.lit")).unwrap();
+        symlink(elsewhere.path(), t.path().join("montague.lit").join(PENDING)).unwrap();
+        let err = Store::open(t.path(), &host).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn files_keep_the_mode_of_their_folder_or_of_the_file_they_replace() {
+        let (_t, s) = store();
+        fs::set_permissions(s.dir().join(PENDING), fs::Permissions::from_mode(0o2770)).unwrap();
+        s.write_pending(&req("capulet.lit")).unwrap();
+        let path = s.pending_path(&Domain::new("capulet.lit").unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o660);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        s.write_pending(&req("capulet.lit")).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn queued_acts_are_all_kept_in_order() {
+        let (_t, s) = store();
+        let x = Domain::new("x.lit").unwrap();
+        s.queue(&x, QueuedAct::Revoke, Actor::Cli).unwrap();
+        s.queue(&x, QueuedAct::Request, Actor::Cli).unwrap();
+        s.queue(&Domain::new("a.lit").unwrap(), QueuedAct::Request, Actor::Api).unwrap();
+        let (acts, bad) = s.list_queued();
+        assert!(bad.is_empty(), "{bad:?}");
+        let order: Vec<_> = acts.iter().map(|(q, _)| (q.peer.as_str(), q.act)).collect();
+        assert_eq!(
+            order,
+            [("x.lit", QueuedAct::Revoke), ("x.lit", QueuedAct::Request), ("a.lit", QueuedAct::Request)]
+        );
+        s.remove_queued(&acts[0].1).unwrap();
+        assert_eq!(s.list_queued().0.len(), 2);
+    }
+
+    #[test]
+    fn variant_spellings_and_old_temp_files() {
+        let (t, s) = store();
+        let variant = s.dir().join(PENDING).join("XN--BCHER-KVA.de.toml");
+        fs::write(&variant, "peer = \"bücher.de\"").unwrap();
+        let (_, bad) = s.list_pending();
+        assert!(bad[0].to_string().contains("rename it to bücher.de.toml"), "{bad:?}");
+        // A writer killed mid-write leaves a temp file; the next open removes it once stale.
+        let stale = s.dir().join(".st-tmp-abc");
+        fs::write(&stale, "half").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        let fresh = s.dir().join(".st-tmp-def");
+        fs::write(&fresh, "in progress").unwrap();
+        Store::open(t.path(), s.host()).unwrap();
+        assert!(!stale.exists() && fresh.exists());
     }
 }

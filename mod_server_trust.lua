@@ -63,7 +63,7 @@ local metrics = {};
 for name, description in pairs({ requests = "Inbound buddy requests recorded for an admin",
 		approvals = "Peers approved", denials = "Requests denied", revocations = "Peers revoked",
 		cap_drops = "Inbound requests dropped at server_trust_max_pending" }) do
-	metrics[name] = module:metric("counter", name, "", description):with_labels();
+	metrics[name] = module:metric("counter", name, "", description, {}):with_labels();
 end
 module:hook_global("stats-update", function ()
 	if not engine then return; end

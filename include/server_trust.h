@@ -82,6 +82,10 @@ enum st_status
    */
   ST_STATUS_STORE_UNREADABLE = 3002,
   /**
+   * Another program is writing a store file; nothing was written over it. Try again.
+   */
+  ST_STATUS_STORE_CHANGED = 3003,
+  /**
    * A bug: Rust panicked; the call had no effect that can be relied upon.
    */
   ST_STATUS_PANIC = 9000,

@@ -39,7 +39,7 @@ pub(super) struct Ops {
     pub(super) cap_drops: u64,
     pub(super) cap_logged: Option<Instant>,
     pub(super) stats: Stats,
-    /// The roster in memory was last read from a file another program wrote in place.
+    /// The roster in memory was last read from a file no engine sealed (edited or copied).
     roster_external: bool,
 }
 
@@ -293,7 +293,7 @@ impl Engine {
         if fp.is_some() && fp == ops.roster_fp {
             return Ok(Vec::new());
         }
-        let file = self.store.load_roster()?;
+        let (file, sealed) = self.store.load_roster_sealed()?;
         let new: Roster = file.peers.into_iter().collect();
         let roster = self.view.load();
         let mut actions = Vec::new();
@@ -327,9 +327,8 @@ impl Engine {
                 }
             }
         }
-        // Same file, new content: written in place (our writes and editors' replace the file),
-        // so it may still be in progress.
-        ops.roster_external = matches!((ops.roster_fp, fp), (Some(old), Some(new)) if old.same_file(&new));
+        // Not written whole by an engine: a hand edit, or a copy still in progress.
+        ops.roster_external = !sealed;
         self.view.publish(new);
         ops.roster_fp = fp;
         Ok(actions)

@@ -60,11 +60,6 @@ impl Fingerprint {
     pub fn modified(&self) -> Option<SystemTime> {
         self.mtime
     }
-
-    /// Both describe the same inode (the file was edited in place, not replaced).
-    pub fn same_file(&self, other: &Fingerprint) -> bool {
-        self.ino == other.ino
-    }
 }
 
 /// Holds the store's cross-process lock until dropped.
@@ -89,6 +84,14 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
+/// The last line of a roster the engine wrote: a checksum of everything above it.
+const SEAL_PREFIX: &str = "# server-trust: end of roster, fnv1a ";
+
+/// FNV-1a: not a defence against forgery (nothing else reads the file as trusted), only a
+/// cheap test that the file is whole and unedited.
+fn seal(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 impl Store {
     /// Opens (creating if needed) `<root>/<host>/`. New folders get the mode and owner of
@@ -178,7 +181,27 @@ impl Store {
              # states change only through the engine (CLI, server, API).\n\n",
             self.host
         );
-        atomic_write(&self.dir.join(ROSTER), toml_text(&header, &sorted).as_bytes())
+        let mut text = toml_text(&header, &sorted);
+        let seal = seal(&text);
+        text.push_str(&format!("\n{SEAL_PREFIX}{seal:016x}\n"));
+        atomic_write(&self.dir.join(ROSTER), text.as_bytes())
+    }
+
+    /// Reads the roster and says whether it is sealed: written whole by an engine, as
+    /// opposed to edited by hand or still being copied in place (a half-written file can
+    /// parse, so only the seal on its last line tells it is complete).
+    pub fn load_roster_sealed(&self) -> Result<(RosterFile, bool)> {
+        let path = self.dir.join(ROSTER);
+        let Some(text) = read_text(&path, MAX_ROSTER)? else { return Ok((RosterFile::default(), true)) };
+        let roster = parse_toml(&path, &text)?;
+        let sealed = text
+            .trim_end_matches('\n')
+            .rsplit_once('\n')
+            .and_then(|(body, last)| {
+                Some((body, u64::from_str_radix(last.strip_prefix(SEAL_PREFIX)?, 16).ok()?))
+            })
+            .is_some_and(|(body, value)| seal(body) == value);
+        Ok((roster, sealed))
     }
 
     /// Reads one pending request, `None` when there is none.

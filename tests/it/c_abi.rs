@@ -1,24 +1,20 @@
 //! The C ABI as a C program sees it: the committed header, the system C compiler, the
-//! built cdylib.
+//! built cdylib (from the lab, for this profile).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+use server_trust_lab::artifacts;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Directory holding the cdylib that `cargo test` built next to this test binary.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf() // target/<profile>/deps -> target/<profile>
 }
 
 /// Compiles tests/c/handshake.c with `extra` flags, runs it, and checks its verdict.
 fn build_and_run_handshake(extra: &[&str]) {
     let out = tempfile::tempdir().unwrap();
     let bin = out.path().join("handshake");
-    let lib = lib_dir();
+    let lib = artifacts::get().c_library.parent().unwrap();
     assert!(lib.join("libserver_trust.so").exists(), "cdylib missing in {}", lib.display());
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)

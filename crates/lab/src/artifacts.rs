@@ -1,17 +1,20 @@
-//! The built parts a lab runs (the Lua module Prosody loads, the `server-trust` CLI, helper
-//! binaries), for the profile the lab itself was compiled in: a `cargo test --release` gets
-//! release parts, and no earlier `cargo build` is needed.
+//! The built parts a lab runs (the C library, the Lua module Prosody loads, the `server-trust`
+//! CLI, helper binaries), for the profile the lab itself was compiled in: a `cargo test
+//! --release` gets release parts, and no earlier `cargo build` is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Packages whose binaries and libraries the lab runs.
-const PACKAGES: [&str; 3] = ["server-trust-lua", "server-trust-cli", "server-trust-lab"];
+/// Packages whose binaries and libraries the lab runs. The core is listed for its cdylib:
+/// `cargo test` builds it only into `deps/`, as a dependency.
+const PACKAGES: [&str; 4] = ["server-trust", "server-trust-lua", "server-trust-cli", "server-trust-lab"];
 
 /// Paths of the built parts, under `<target>/<profile>/`.
 #[derive(Debug)]
 pub struct Artifacts {
+    /// `libserver_trust.so`: the C ABI (`include/server_trust.h`).
+    pub c_library: PathBuf,
     /// `libserver_trust_lua.so`: mod_server_trust's native module.
     pub lua_module: PathBuf,
     /// The `server-trust` admin CLI.
@@ -90,11 +93,12 @@ fn build() -> Result<Artifacts, String> {
     }
     let dir = target.join(profile());
     let a = Artifacts {
+        c_library: dir.join("libserver_trust.so"),
         lua_module: dir.join("libserver_trust_lua.so"),
         cli: dir.join("server-trust"),
         store_writer: dir.join("st-lab-store-writer"),
     };
-    for p in [&a.lua_module, &a.cli, &a.store_writer] {
+    for p in [&a.c_library, &a.lua_module, &a.cli, &a.store_writer] {
         if !p.exists() {
             return Err(format!("[lab] cargo build succeeded but {} is missing", p.display()));
         }

@@ -22,15 +22,10 @@ const VERONA: &str = "verona.lit";
 
 /// Never seen by anyone.
 const STRANGER: &str = "tybalt.lit";
-
 const ADMIN: &str = "admin@capulet.lit";
-
 const EVE: &str = "eve@capulet.lit";
-
 const NODE_REQUEST: &str = "urn:xmpp:server-trust#request";
-
 const NODE_PENDING: &str = "urn:xmpp:server-trust#pending";
-
 const NODE_REVOKE: &str = "urn:xmpp:server-trust#revoke";
 
 fn lab_with_verona() -> Lab {

@@ -31,7 +31,7 @@ fn build_and_run_handshake(extra: &[&str]) {
     assert!(status.success(), "C compile failed ({extra:?})");
     let store = out.path().join("store");
     std::fs::create_dir(&store).unwrap();
-    let run = Command::new(&bin).arg(&store).env("LD_LIBRARY_PATH", &lib).output().unwrap();
+    let run = Command::new(&bin).arg(&store).env("LD_LIBRARY_PATH", lib).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),

@@ -22,12 +22,12 @@
 
 pub mod admin;
 pub mod artifacts;
+pub mod ejabberd;
 pub mod lua;
 pub mod process;
 pub mod prosody;
 pub mod slots;
 pub mod stanza;
-// The ejabberd lab (crates/lab/src/ejabberd.rs) is declared here by its author.
 
 pub use admin::TrustAdmin;
 pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server};

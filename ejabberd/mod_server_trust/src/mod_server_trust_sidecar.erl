@@ -325,20 +325,32 @@ enqueue(Item, #state{queue_max = Max} = State) ->
 		false ->
 			State#state{queue = queue:in(Item, State#state.queue), qlen = State#state.qlen + 1};
 		true ->
-			%% Full: the oldest waiting one goes (the one in flight may be
-			%% arriving right now). Its stanza was dropped already.
-			{Lost, State1} = case queue:out(State#state.queue) of
-						 {{value, Old}, Q} ->
-							 {Old, State#state{queue = queue:in(Item, Q)}};
-						 {empty, _} ->
-							 {Item, State}
-					 end,
-			lost(Lost, io_lib:format("retry queue full (queue_max ~p)", [Max]), State1)
+			%% Full. Something is lost; its stanza was dropped already, so it is
+			%% simply never answered. Availability and probes go first (the hello
+			%% after an outage exchanges them again), subscription requests last;
+			%% the oldest of a kind first (the one in flight may be arriving now).
+			{Lost, Q} = evict(Item, State#state.queue),
+			lost(Lost, io_lib:format("retry queue full (queue_max ~p)", [Max]),
+			     State#state{queue = Q}, lost)
 	end.
 
-lost(#{peer := Peer, type := Type}, Why, #state{host = Host} = State) ->
+evict(Item, Q) ->
+	IsStatus = fun(#{type := T}) -> lists:member(T, [available, unavailable, probe]) end,
+	L = queue:to_list(Q),
+	case lists:search(IsStatus, L) of
+		{value, Old} ->
+			{Old, queue:from_list(lists:delete(Old, L) ++ [Item])};
+		false ->
+			case IsStatus(Item) orelse L == [] of
+				true -> {Item, Q};
+				false -> {hd(L), queue:from_list(tl(L) ++ [Item])}
+			end
+	end.
+
+%% Kind: the rate-limit bucket (a full queue and refusals are reported apart).
+lost(#{peer := Peer, type := Type}, Why, #state{host = Host} = State, Kind) ->
 	State1 = State#state{lost = State#state.lost + 1},
-	warn(lost, "mod_server_trust (~ts): ~ts: lost ~ts presence from ~ts (never approved; "
+	warn(Kind, "mod_server_trust (~ts): ~ts: lost ~ts presence from ~ts (never approved; "
 	     "~p lost so far)", [Host, Why, Type, Peer, State1#state.lost], State1).
 
 send_next(#state{inflight = undefined, retry_timer = undefined, qlen = N} = State) when N > 0 ->
@@ -368,7 +380,7 @@ presence_result({refused, Code, Body}, Item, State) ->
 	%% 4xx: retrying would not change the answer.
 	State1 = maybe_reread_token(Code, State),
 	lost(Item, io_lib:format("sidecar refused it (HTTP ~p ~ts)", [Code, snippet(Body)]),
-	     State1#state{retry_delay = ?MIN_DELAY}).
+	     State1#state{retry_delay = ?MIN_DELAY}, refused).
 
 maybe_reread_token(Code, State) when Code == 401; Code == 403 -> read_token(State);
 maybe_reread_token(_Code, State) -> State.

@@ -25,7 +25,8 @@ local notify_admins = module:get_option_boolean("server_trust_notify_admins", tr
 -- Engine options: only those the admin set are passed; their defaults and checks live in Rust.
 local options = {};
 for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on_request = "server_trust_preapprove",
-		max_pending = "server_trust_max_pending", repeat_window = "server_trust_repeat_window",
+		max_pending = "server_trust_max_pending", max_pending_per_site = "server_trust_max_pending_per_site",
+		notify_burst = "server_trust_notify_burst", repeat_window = "server_trust_repeat_window",
 		watch = "server_trust_watch" }) do
 	options[key] = module:get_option(name);
 end
@@ -72,6 +73,19 @@ module:hook_global("stats-update", function ()
 	end
 end);
 
+-- Fires `name` to each of this host's handlers in priority order, each under pcall.
+local function fire_isolated(name, data)
+	local handlers = prosody.hosts[host].events.get_handlers(name);
+	for _, handler in ipairs(handlers or {}) do
+		local ok, ret = pcall(handler, data);
+		if not ok then
+			module:log("error", "A %s listener failed: %s", name, tostring(ret));
+		elseif ret ~= nil then
+			return; -- a handler that answers stops the event, as in Prosody's own fire_event
+		end
+	end
+end
+
 -- Carries out what the engine decided; `log` is the session's logger when there is one.
 local function perform(actions, err, log)
 	log = log or module._log;
@@ -79,11 +93,16 @@ local function perform(actions, err, log)
 		log("warn", "%s", err);
 		return nil, err;
 	end
+	-- Stanzas first: what the engine decided is already on disk, so it must reach the peer
+	-- whatever another module's listener does with the events fired after.
 	for _, a in ipairs(actions) do
 		if a.kind == "send" then
 			local ptype = a.type ~= "available" and a.type or nil;
 			module:send(st.presence({ from = host, to = a.peer, type = ptype, id = a.id or new_id() }));
-		elseif a.kind == "notify" then
+		end
+	end
+	for _, a in ipairs(actions) do
+		if a.kind == "notify" then
 			log("warn", "%s", a.text);
 			if notify_admins then
 				for admin in admins() do
@@ -91,10 +110,10 @@ local function perform(actions, err, log)
 				end
 			end
 		elseif a.kind == "trust" then
-			local event = a.trusted and "server-trust/added" or "server-trust/removed";
-			module:fire_event(event, { host = host, peer = a.peer });
+			-- Each listener on its own: one that fails is logged and the others still run.
+			fire_isolated(a.trusted and "server-trust/added" or "server-trust/removed", { host = host, peer = a.peer });
 			-- Metronome's mod_server_presence names, so its modules work unchanged.
-			module:fire_event(a.trusted and "peer-subscription-completed" or "peer-subscription-removed", a.peer);
+			fire_isolated(a.trusted and "peer-subscription-completed" or "peer-subscription-removed", a.peer);
 		elseif a.kind == "log" then
 			log(a.level, "%s", a.text);
 		end
@@ -131,10 +150,12 @@ module:hook("presence/host", function (event)
 	return true;
 end, hook_priority);
 
--- Public API: module:depends("server_trust").is_trusted(peer[, scope])
+-- Public API: module:depends("server_trust").is_trusted(peer[, scope]). Anything odd (not
+-- a string, not UTF-8, a table scope) is simply not trusted: access checks never raise.
 function is_trusted(peer, scope) -- luacheck: ignore 131
-	if not engine or type(peer) ~= "string" then return false; end
-	return engine:is_trusted(peer, scope);
+	if not engine or type(peer) ~= "string" or (scope ~= nil and type(scope) ~= "string") then return false; end
+	local ok, trusted = pcall(engine.is_trusted, engine, peer, scope);
+	return ok and trusted == true;
 end
 
 -- Metronome modules ask with the bare domain (or an event table on some call sites).

@@ -86,6 +86,10 @@ enum st_status
    */
   ST_STATUS_STORE_CHANGED = 3003,
   /**
+   * Another process holds the store lock; nothing was done. Try again.
+   */
+  ST_STATUS_STORE_BUSY = 3004,
+  /**
    * A bug: Rust panicked; the call had no effect that can be relied upon.
    */
   ST_STATUS_PANIC = 9000,
@@ -175,6 +179,14 @@ typedef struct st_options {
    */
   uint32_t max_pending;
   /**
+   * Pending requests kept at most from one registrable domain (default 10).
+   */
+  uint32_t max_pending_per_site;
+  /**
+   * New-request prompts per minute before the rest go into one digest (default 5).
+   */
+  uint32_t notify_burst;
+  /**
    * After approving, subscribe back (default true).
    */
   bool reciprocate;
@@ -190,6 +202,12 @@ typedef struct st_options {
    * Watch the store with inotify so `st_engine_poll` is free when idle (default true).
    */
   bool watch;
+  /**
+   * Milliseconds a call may wait for the store lock held by another process (default 0:
+   * never; inbound stanzas are then deferred to the next poll and admin acts return
+   * `ST_STATUS_STORE_BUSY`). Keep 0 on an event loop.
+   */
+  uint32_t lock_wait_ms;
 } st_options;
 
 /**

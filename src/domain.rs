@@ -152,6 +152,13 @@ impl Domain {
         }
     }
 
+    /// The registrable domain (public suffix + one label, from the Public Suffix List), e.g.
+    /// `attacker.example` for `x1.attacker.example`: the unit one registrant controls.
+    pub fn site(&self) -> String {
+        let ascii = self.ascii();
+        psl::domain_str(&ascii).unwrap_or(&ascii).to_string()
+    }
+
     /// The name for people: non-ASCII names carry their A-label, so that `mоntague.lit`
     /// with a Cyrillic `о` reads `mоntague.lit (xn--mntague-3ve.lit)` next to the real one.
     pub fn display_name(&self) -> String {

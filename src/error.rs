@@ -60,6 +60,15 @@ pub enum Error {
         /// What was seen.
         detail: String,
     },
+    /// Happens when the store lock stays held by another process longer than we may wait.
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote in the lock file.
+        holder: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// Happens when a store file cannot be parsed; the file is left untouched.
     Corrupt {
         /// The file that failed to parse.
@@ -100,6 +109,14 @@ impl fmt::Display for Error {
             Error::NoPendingRequest(peer) => write!(f, "no pending request from {peer}"),
             Error::UnknownHost { store, detail } => write!(f, "{}: {detail}", store.display()),
             Error::Unreadable { count } => write!(f, "{count} unreadable store file(s), reported above"),
+            Error::Busy { path, holder, waited } => {
+                write!(
+                    f,
+                    "the store is locked by {holder} ({}); gave up after {} ms",
+                    path.display(),
+                    waited.as_millis()
+                )
+            }
             Error::Changed { path, detail } => {
                 write!(
                     f,

@@ -3,20 +3,21 @@
 //! Reads come from the published snapshot; every change runs as one [`Txn`] under the ops
 //! lock and the store lock, with the roster fresh from disk, and publishes its result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 
 use super::policy::Txn;
 use super::snapshot::{Roster, View};
-use super::types::{Action, Actor, Config, PeerPresence, PresenceKind, Stats};
+use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
 use super::watch::Watcher;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, Decision, Fingerprint, RosterEntry, Store, now_rfc3339};
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
 pub struct Engine {
@@ -27,6 +28,8 @@ pub struct Engine {
     pub(super) ops: Mutex<Ops>,
     presence: Mutex<HashMap<Domain, PeerPresence>>,
     watcher: Watcher,
+    /// `ops.deferred` is not empty: lets an idle poll stay one atomic load.
+    has_deferred: AtomicBool,
 }
 
 /// State only touched with the ops lock held.
@@ -41,7 +44,19 @@ pub(super) struct Ops {
     pub(super) stats: Stats,
     /// The roster in memory was last read from a file no engine sealed (edited or copied).
     roster_external: bool,
+    /// Subscription stanzas that arrived while another process held the store lock.
+    pub(super) deferred: VecDeque<(Domain, SubscriptionType, Option<String>)>,
+    busy_logged: Option<Instant>,
+    /// New-request prompts: when this minute's burst began, how many, and who was held back.
+    pub(super) burst_started: Option<Instant>,
+    pub(super) burst_count: usize,
+    pub(super) suppressed: Vec<Domain>,
 }
+
+/// Stanzas kept at most while the store lock is held elsewhere.
+const MAX_DEFERRED: usize = 1000;
+/// At most one log line per this long about a held lock.
+const BUSY_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a roster.toml written by another program is left alone before we write over it.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -68,15 +83,19 @@ impl Engine {
                 cap_logged: None,
                 stats: Stats::default(),
                 roster_external: false,
+                deferred: VecDeque::new(),
+                busy_logged: None,
+                burst_started: None,
+                burst_count: 0,
+                suppressed: Vec::new(),
             }),
+            has_deferred: AtomicBool::new(false),
             presence: Mutex::new(HashMap::new()),
             watcher,
         };
-        {
-            let mut ops = engine.ops.lock();
-            let _lock = engine.store.lock()?;
-            engine.refresh_roster(&mut ops)?;
-        }
+        // Reading needs no lock (every write replaces roster.toml whole), so a lock held by
+        // someone else never stalls a server's start.
+        engine.refresh_roster(&mut engine.ops.lock())?;
         Ok(engine)
     }
 
@@ -165,7 +184,10 @@ impl Engine {
                 }
                 Ok(Vec::new())
             }
-            (_, Some(ty)) => self.transact(Actor::Peer, |txn| txn.on_inbound(&peer, ty, id)),
+            (_, Some(ty)) => match self.transact(Actor::Peer, |txn| txn.on_inbound(&peer, ty, id)) {
+                Err(Error::Busy { holder, .. }) => Ok(self.defer(peer, ty, id, &holder)),
+                r => r,
+            },
             (_, None) => Ok(vec![self.answer_probe(peer, id)]),
         }
     }
@@ -238,10 +260,61 @@ impl Engine {
     /// hand edits of the roster. Returns the actions those imply. With the watcher running
     /// and nothing changed this is one atomic load: no disk work.
     pub fn poll(&self) -> Result<Vec<Action>> {
-        if !self.watcher.take_change() {
+        if !self.watcher.take_change() && !self.has_deferred.load(Ordering::Acquire) && !self.digest_due() {
             return Ok(Vec::new());
         }
-        self.transact(Actor::File, |txn| txn.apply_store_changes())
+        let r = self.transact(Actor::File, |txn| {
+            txn.replay_deferred()?;
+            txn.apply_store_changes()
+        });
+        match r {
+            Err(Error::Busy { holder, .. }) => {
+                self.watcher.mark_dirty();
+                Ok(self.busy_notice(&mut self.ops.lock(), &holder, "the store's changes"))
+            }
+            r => {
+                self.has_deferred.store(!self.ops.lock().deferred.is_empty(), Ordering::Release);
+                r
+            }
+        }
+    }
+
+    /// A digest of held-back prompts is waiting for its minute to end (cheap: no lock taken
+    /// when the ops lock is busy; the next poll will see it).
+    fn digest_due(&self) -> bool {
+        self.ops.try_lock().is_some_and(|ops| {
+            !ops.suppressed.is_empty()
+                && ops.burst_started.is_some_and(|t| t.elapsed() >= super::policy::DIGEST_EVERY)
+        })
+    }
+
+    /// Keeps a subscription stanza that arrived while another process held the store lock,
+    /// for the next poll (which runs as soon as the lock holder's changes wake it, or on the
+    /// driver's timer). Bounded: past the cap the stanza is dropped (never approved) and said.
+    fn defer(&self, peer: Domain, ty: SubscriptionType, id: Option<&str>, holder: &str) -> Vec<Action> {
+        let mut ops = self.ops.lock();
+        if ops.deferred.len() >= MAX_DEFERRED {
+            let text = format!(
+                "dropped {} from {peer}: {MAX_DEFERRED} stanzas already wait for the store lock",
+                ty.as_str()
+            );
+            return vec![Action::Log { level: LogLevel::Warn, text }];
+        }
+        let what = format!("{} from {peer}", ty.as_str());
+        ops.deferred.push_back((peer, ty, id.map(str::to_string)));
+        self.has_deferred.store(true, Ordering::Release);
+        self.watcher.mark_dirty();
+        self.busy_notice(&mut ops, holder, &what)
+    }
+
+    /// One log line per 10 s while the lock is held by someone else.
+    fn busy_notice(&self, ops: &mut Ops, holder: &str, what: &str) -> Vec<Action> {
+        if ops.busy_logged.is_some_and(|t| t.elapsed() < BUSY_LOG_EVERY) {
+            return Vec::new();
+        }
+        ops.busy_logged = Some(Instant::now());
+        let text = format!("the store is locked by {holder}: {what} deferred to the next poll");
+        vec![Action::Log { level: LogLevel::Warn, text }]
     }
 
     /// Runs `f` with the ops lock and the store lock held and the roster fresh from disk;
@@ -249,7 +322,7 @@ impl Engine {
     /// was a complete transition and must not be lost).
     fn transact(&self, actor: Actor, f: impl FnOnce(&mut Txn) -> Result<()>) -> Result<Vec<Action>> {
         let mut ops = self.ops.lock();
-        let _lock = self.store.lock()?;
+        let _lock = self.store.lock_within(self.config.lock_wait)?;
         let mut actions = self.refresh_roster(&mut ops)?;
         let mut txn = Txn::new(self, &mut ops, actor);
         let result = f(&mut txn);

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
 use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
 
+/// Prompts held back in a flood are summed up once per this long.
+pub(super) const DIGEST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// At most one log line per this long about requests dropped at the pending cap.
 const CAP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -167,8 +170,20 @@ impl<'a> Txn<'a> {
 
     /// A first `subscribe` from `peer`: a pending file and a prompt, never an approval.
     fn new_request(&mut self, peer: &Domain, id: Option<&str>) -> Result<()> {
-        let max = self.engine.config.max_pending;
-        if self.engine.store.pending_count() >= max {
+        let config = &self.engine.config;
+        let pending = self.engine.store.pending_peers();
+        let site = peer.site();
+        let limit = if pending.len() >= config.max_pending {
+            Some(format!("{} requests already pending (max_pending)", config.max_pending))
+        } else if pending.iter().filter(|p| p.site() == site).count() >= config.max_pending_per_site {
+            Some(format!(
+                "{} requests from {site} already pending (max_pending_per_site)",
+                config.max_pending_per_site
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = limit {
             // Nothing is written for a dropped request, and a flood gets one log line per
             // 10 s, not one per stanza.
             self.ops.cap_drops += 1;
@@ -178,10 +193,7 @@ impl<'a> Txn<'a> {
                 self.ops.cap_logged = Some(Instant::now());
                 self.log(
                     LogLevel::Warn,
-                    format!(
-                        "dropped subscribe from {peer} ({n} dropped since the last notice): \
-                         {max} requests already pending (server_trust_max_pending)"
-                    ),
+                    format!("dropped subscribe from {peer} ({n} dropped since the last notice): {why}"),
                 );
             }
             return Ok(());
@@ -211,8 +223,50 @@ impl<'a> Txn<'a> {
             store.command("approve", peer),
             store.pending_path(peer).display()
         );
-        self.notify(peer, text);
+        self.prompt(peer, text);
         Ok(())
+    }
+
+    /// Prompts the admins about a new request: the first few of each minute one by one, the
+    /// rest summed up in one digest when the minute is over, so a flood is one message.
+    fn prompt(&mut self, peer: &Domain, text: String) {
+        if self.ops.burst_started.is_none_or(|t| t.elapsed() >= DIGEST_EVERY) {
+            self.flush_digest();
+            self.ops.burst_started = Some(Instant::now());
+            self.ops.burst_count = 0;
+        }
+        self.ops.burst_count += 1;
+        if self.ops.burst_count <= self.engine.config.notify_burst {
+            self.notify(peer, text);
+        } else {
+            self.ops.suppressed.push(peer.clone());
+        }
+    }
+
+    /// Sends the digest of the prompts held back, once their minute is over.
+    pub(super) fn flush_digest(&mut self) {
+        if self.ops.burst_started.is_some_and(|t| t.elapsed() < DIGEST_EVERY)
+            || self.ops.suppressed.is_empty()
+        {
+            return;
+        }
+        let peers = std::mem::take(&mut self.ops.suppressed);
+        let shown: Vec<String> = peers.iter().take(10).map(Domain::display_name).collect();
+        let more = if peers.len() > shown.len() {
+            format!(" and {} more", peers.len() - shown.len())
+        } else {
+            String::new()
+        };
+        let store = &self.engine.store;
+        let list = store.command("pending", &peers[0]);
+        let list = list.rsplit_once(' ').map_or(list.as_str(), |(cmd, _)| cmd).to_string();
+        let text = format!(
+            "{} more server buddy requests to {}: {}{more}. List them: {list}",
+            peers.len(),
+            self.engine.host,
+            shown.join(", ")
+        );
+        self.notify(&peers[0], text);
     }
 
     /// A repeated `subscribe` while pending: no new prompt; the file is refreshed at most
@@ -319,9 +373,20 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Applies the stanzas deferred while another process held the store lock, in order.
+    pub(super) fn replay_deferred(&mut self) -> Result<()> {
+        while let Some((peer, ty, id)) = self.ops.deferred.pop_front() {
+            self.actor = Actor::Peer;
+            self.on_inbound(&peer, ty, id.as_deref())?;
+        }
+        self.actor = Actor::File;
+        Ok(())
+    }
+
     /// What other processes left in the store: decided pending files, deleted ones, acts
     /// queued by the CLI.
     pub(super) fn apply_store_changes(&mut self) -> Result<()> {
+        self.flush_digest();
         let (pending, bad) = self.engine.store.list_pending();
         let (queued, bad_q) = self.engine.store.list_queued();
         for err in bad.into_iter().chain(bad_q) {

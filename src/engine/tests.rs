@@ -144,3 +144,45 @@ fn a_roster_written_in_place_is_never_written_over_and_hand_edits_are_audited() 
     e.poll().unwrap();
     assert!(e.is_trusted("montague.lit", None));
 }
+
+#[test]
+fn a_held_store_lock_never_blocks_the_server_and_nothing_is_lost() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    let other = crate::Store::open(t.path(), e.host()).unwrap();
+    let held = other.lock().unwrap();
+    // A stanza arriving now is deferred, with one line saying who holds the lock.
+    let acts = e.inbound("montague.lit", PresenceKind::Subscribe, Some("x1")).unwrap();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("locked by pid"))),
+        "{acts:?}"
+    );
+    assert_eq!(e.state("montague.lit").unwrap(), Subscription::None);
+    // An admin act cannot be deferred: it fails and says who holds the lock.
+    let err = e.request("verona.lit", Actor::Shell).unwrap_err();
+    assert!(matches!(&err, Error::Busy { holder, .. } if holder.contains("pid")), "{err}");
+    assert!(e.poll().unwrap().iter().all(|a| !matches!(a, Action::Notify { .. })));
+    drop(held);
+    // Once free, the next poll applies the deferred request: the admin is prompted.
+    let acts = e.poll().unwrap();
+    assert!(acts.iter().any(|a| matches!(a, Action::Notify { peer, .. } if peer.as_str() == "montague.lit")));
+    assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingIn);
+}
+
+#[test]
+fn a_wildcard_flood_is_capped_per_site_and_prompts_are_summed_up() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    let mut prompts = 0;
+    for i in 0..1000 {
+        let acts = e.inbound(&format!("x{i}.attacker.example"), PresenceKind::Subscribe, None).unwrap();
+        prompts += acts.iter().filter(|a| matches!(a, Action::Notify { .. })).count();
+    }
+    let config = Config::default();
+    assert_eq!(e.store().pending_peers().len(), config.max_pending_per_site);
+    assert_eq!(prompts, config.notify_burst, "one prompt each for the first few, then silence");
+    // A legitimate request still gets through, and is pending (the digest waits for its minute).
+    e.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingIn);
+    assert_eq!(e.stats().cap_drops, 1000 - config.max_pending_per_site as u64);
+}

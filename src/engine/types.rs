@@ -22,10 +22,20 @@ pub struct Config {
     pub preapprove_on_request: bool,
     /// Pending requests kept at most; more are dropped with a log line. Default 1000.
     pub max_pending: usize,
+    /// Pending requests kept at most from one registrable domain (`*.attacker.example`), so a
+    /// wildcard domain cannot fill the queue. Default 10.
+    pub max_pending_per_site: usize,
+    /// New-request prompts sent one by one per minute; more are summed up in one digest
+    /// prompt. Default 5.
+    pub notify_burst: usize,
     /// Repeated `subscribe` from a pending peer updates its file at most this often. Default 60 s.
     pub repeat_window: Duration,
     /// Watch the store with inotify so [`crate::Engine::poll`] costs nothing when nothing changed.
     pub watch: bool,
+    /// How long a call may wait for the store lock held by another process. Zero (the
+    /// default, for servers' event loops) never waits: inbound stanzas are deferred to the
+    /// next poll, admin acts fail with `Error::Busy`. Admin tools wait longer.
+    pub lock_wait: Duration,
 }
 
 impl Default for Config {
@@ -34,8 +44,11 @@ impl Default for Config {
             reciprocate: true,
             preapprove_on_request: true,
             max_pending: 1000,
+            max_pending_per_site: 10,
+            notify_burst: 5,
             repeat_window: Duration::from_secs(60),
             watch: true,
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -55,10 +68,15 @@ impl Config {
 
     /// The `max_pending` option, refusing negative, fractional or absurd values.
     pub fn max_pending_from(n: f64) -> Result<usize> {
-        if n.fract() != 0.0 || !(1.0..=1_000_000.0).contains(&n) {
+        Self::whole_number("max_pending", n, 1, 1_000_000)
+    }
+
+    /// A count option `name` from a config file's number: a whole number in `min..=max`.
+    pub fn whole_number(name: &'static str, n: f64, min: usize, max: usize) -> Result<usize> {
+        if n.fract() != 0.0 || !(min as f64..=max as f64).contains(&n) {
             return Err(Error::InvalidOption {
-                name: "max_pending",
-                reason: format!("{n} is not a whole number between 1 and 1000000"),
+                name,
+                reason: format!("{n} is not a whole number between {min} and {max}"),
             });
         }
         Ok(n as usize)

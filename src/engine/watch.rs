@@ -46,6 +46,11 @@ impl Watcher {
         self.wake.fd.as_ref().map(|fd| fd.as_raw_fd())
     }
 
+    /// Makes the next [`Watcher::take_change`] report a change (work left for the next poll).
+    pub(super) fn mark_dirty(&self) {
+        self.wake.dirty.store(true, Ordering::Release);
+    }
+
     /// True when the store may have changed since the last call (always true when not
     /// watching). Resets the eventfd so a level-triggered loop does not spin.
     pub(super) fn take_change(&self) -> bool {

@@ -16,6 +16,10 @@ use crate::engine::{Action, Actor, Config, Engine, PresenceKind};
 pub struct st_options {
     /// Pending requests kept at most, 1 to 1000000 (default 1000).
     pub max_pending: u32,
+    /// Pending requests kept at most from one registrable domain (default 10).
+    pub max_pending_per_site: u32,
+    /// New-request prompts per minute before the rest go into one digest (default 5).
+    pub notify_burst: u32,
     /// After approving, subscribe back (default true).
     pub reciprocate: bool,
     /// `st_engine_request` pre-approves the peer's reciprocal request (default true).
@@ -24,6 +28,10 @@ pub struct st_options {
     pub repeat_window_secs: u32,
     /// Watch the store with inotify so `st_engine_poll` is free when idle (default true).
     pub watch: bool,
+    /// Milliseconds a call may wait for the store lock held by another process (default 0:
+    /// never; inbound stanzas are then deferred to the next poll and admin acts return
+    /// `ST_STATUS_STORE_BUSY`). Keep 0 on an event loop.
+    pub lock_wait_ms: u32,
 }
 
 /// An open engine for one served host. Opaque. Created by `st_engine_open`, owned by the
@@ -57,10 +65,13 @@ pub extern "C" fn st_options_default() -> st_options {
     let c = Config::default();
     st_options {
         max_pending: c.max_pending as u32,
+        max_pending_per_site: c.max_pending_per_site as u32,
+        notify_burst: c.notify_burst as u32,
         reciprocate: c.reciprocate,
         preapprove_on_request: c.preapprove_on_request,
         repeat_window_secs: c.repeat_window.as_secs() as u32,
         watch: c.watch,
+        lock_wait_ms: c.lock_wait.as_millis() as u32,
     }
 }
 
@@ -69,8 +80,16 @@ fn config(o: &st_options) -> crate::Result<Config> {
         reciprocate: o.reciprocate,
         preapprove_on_request: o.preapprove_on_request,
         max_pending: Config::max_pending_from(o.max_pending.into())?,
+        max_pending_per_site: Config::whole_number(
+            "max_pending_per_site",
+            o.max_pending_per_site.into(),
+            1,
+            1_000_000,
+        )?,
+        notify_burst: o.notify_burst as usize,
         repeat_window: Config::repeat_window_secs(o.repeat_window_secs.into())?,
         watch: o.watch,
+        lock_wait: std::time::Duration::from_millis(o.lock_wait_ms.into()),
     })
 }
 

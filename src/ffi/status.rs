@@ -43,13 +43,15 @@ pub enum st_status {
     StoreUnreadable = 3002,
     /// Another program is writing a store file; nothing was written over it. Try again.
     StoreChanged = 3003,
+    /// Another process holds the store lock; nothing was done. Try again.
+    StoreBusy = 3004,
     /// A bug: Rust panicked; the call had no effect that can be relied upon.
     Panic = 9000,
 }
 
 impl st_status {
     /// Every status, for lookups by number.
-    const ALL: [st_status; 16] = [
+    const ALL: [st_status; 17] = [
         Self::Ok,
         Self::NullParameter,
         Self::InvalidUtf8,
@@ -65,6 +67,7 @@ impl st_status {
         Self::StoreIo,
         Self::StoreUnreadable,
         Self::StoreChanged,
+        Self::StoreBusy,
         Self::Panic,
     ];
 
@@ -85,6 +88,7 @@ impl st_status {
             Self::StoreIo => c"the file system refused an operation (see st_last_error)",
             Self::StoreUnreadable => c"some store files could not be read",
             Self::StoreChanged => c"another program is writing the store; nothing written over it, try again",
+            Self::StoreBusy => c"another process holds the store lock; nothing done, try again",
             Self::Panic => c"internal error (Rust panic caught at the C boundary)",
         }
     }
@@ -104,6 +108,7 @@ impl From<&Error> for st_status {
             Error::Io { .. } => st_status::StoreIo,
             Error::Unreadable { .. } => st_status::StoreUnreadable,
             Error::Changed { .. } => st_status::StoreChanged,
+            Error::Busy { .. } => st_status::StoreBusy,
         }
     }
 }

@@ -206,6 +206,7 @@ pub(super) fn open_lock(path: &Path) -> Result<File> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .mode(dir_meta.mode() & 0o666)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

@@ -17,8 +17,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -84,6 +85,8 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
+/// How long admin tools wait for the store lock before saying who holds it.
+pub const ADMIN_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The last line of a roster the engine wrote: a checksum of everything above it.
 const SEAL_PREFIX: &str = "# server-trust: end of roster, fnv1a ";
 
@@ -141,12 +144,45 @@ impl Store {
         self.dir.join(PENDING).join(format!("{peer}.toml"))
     }
 
-    /// Takes the exclusive cross-process lock (blocks until free).
-    pub fn lock(&self) -> Result<StoreLock> {
+    /// Takes the exclusive cross-process lock, waiting at most `wait` (zero: one try). A
+    /// holder that keeps it longer gets [`Error::Busy`] naming it: the lock file says who
+    /// holds it (`pid N (program)`), written by each holder.
+    pub fn lock_within(&self, wait: Duration) -> Result<StoreLock> {
         let path = self.dir.join(LOCK);
-        let f = open_lock(&path)?;
-        f.lock().map_err(|e| Error::io(&path, e))?;
+        let mut f = open_lock(&path)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match f.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = (&f).take(200).read_to_string(&mut holder);
+                    let holder = holder.trim();
+                    let holder =
+                        if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
+                    return Err(Error::Busy { path, holder, waited: wait });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
+        }
+        // Say who holds it, for whoever waits next (best effort: the lock is what counts).
+        let me = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let _ = f.set_len(0).and_then(|()| {
+            use std::io::{Seek, Write};
+            f.seek(std::io::SeekFrom::Start(0))?;
+            write!(f, "pid {} ({})", std::process::id(), me.as_deref().unwrap_or("?"))
+        });
         Ok(StoreLock(f))
+    }
+
+    /// The lock for admin tools: waits up to 10 s, then says who holds it.
+    pub fn lock(&self) -> Result<StoreLock> {
+        self.lock_within(ADMIN_LOCK_WAIT)
     }
 
     /// Fingerprint of the roster file, to skip re-reading it when unchanged.
@@ -247,6 +283,11 @@ impl Store {
             }
         }
         (ok, bad)
+    }
+
+    /// The peers with a pending file, without parsing the files.
+    pub fn pending_peers(&self) -> Vec<Domain> {
+        self.peers_in(PENDING, &mut Vec::new())
     }
 
     /// Number of pending files, without parsing them.

@@ -87,6 +87,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `server-trust log | head -1`: a closed pipe ends the program quietly, as for cat.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -216,6 +218,11 @@ fn show(store: &Store, peer: &Domain, out: Out) -> Result<()> {
     Ok(())
 }
 
+/// The engine as an admin tool uses it: no watcher, waits for the lock like the other acts.
+fn admin_config() -> Config {
+    Config { watch: false, lock_wait: server_trust::store::ADMIN_LOCK_WAIT, ..Config::default() }
+}
+
 /// Through the engine, like every roster change: same lock, audit line and trust events.
 fn groups(cli: &Cli, store: &Store, peer: &Domain, set: Option<&str>, out: Out) -> Result<()> {
     let groups = match set {
@@ -224,11 +231,9 @@ fn groups(cli: &Cli, store: &Store, peer: &Domain, set: Option<&str>, out: Out) 
             roster.peers.get(peer).ok_or_else(|| Error::NotInRoster(peer.clone()))?.groups.clone()
         }
         Some(list) => {
-            let engine = Engine::open(
-                &cli.store,
-                store.host().as_str(),
-                Config { watch: false, ..Config::default() },
-            )?;
+            // The store's own root: `--store` may have named the host folder itself.
+            let root = store.dir().parent().unwrap_or(&cli.store);
+            let engine = Engine::open(root, store.host().as_str(), admin_config())?;
             let groups = admin::parse_groups(list);
             engine.set_groups(peer.as_str(), groups.clone(), Actor::Cli)?;
             groups

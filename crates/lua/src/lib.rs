@@ -140,6 +140,12 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     if let Some(v) = opt::<f64>(&o, "max_pending")? {
         c.max_pending = Config::max_pending_from(v)?;
     }
+    if let Some(v) = opt::<f64>(&o, "max_pending_per_site")? {
+        c.max_pending_per_site = Config::whole_number("max_pending_per_site", v, 1, 1_000_000)?;
+    }
+    if let Some(v) = opt::<f64>(&o, "notify_burst")? {
+        c.notify_burst = Config::whole_number("notify_burst", v, 0, 1_000_000)?;
+    }
     if let Some(v) = opt::<f64>(&o, "repeat_window")? {
         c.repeat_window = Config::repeat_window_secs(v)?;
     }
@@ -150,7 +156,8 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
 }
 
 /// `open(store_root, host, options)`; options (each optional): reciprocate,
-/// preapprove_on_request, max_pending, repeat_window (seconds), watch. Returns the engine or
+/// preapprove_on_request, max_pending, max_pending_per_site, notify_burst, repeat_window
+/// (seconds), watch. Returns the engine or
 /// `nil, message` (bad options included: the caller fails closed, it never raises).
 fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
     let engine = config(opts).and_then(|c| Engine::open(Path::new(&root), &host, c));

@@ -48,6 +48,8 @@ pub struct Host {
     out: Outbound,
     /// The engine's generation when the trusted set was last computed.
     seen: Mutex<Option<u64>>,
+    /// The last poll's error, so a lasting one is logged once.
+    poll_error: Mutex<Option<String>>,
     trusted: watch::Sender<Trusted>,
 }
 
@@ -65,6 +67,7 @@ impl Host {
             admins: cfg.admins.clone(),
             out,
             seen: Mutex::new(None),
+            poll_error: Mutex::new(None),
             trusted: watch::Sender::new(Trusted { generation: start, peers: Arc::default() }),
             engine,
         };
@@ -89,10 +92,17 @@ impl Host {
         result
     }
 
-    /// Picks up CLI and file decisions.
+    /// Picks up CLI and file decisions. A failure (say a roster.toml an editor broke) is
+    /// logged when it starts or changes and when it ends, not at every poll.
     pub fn poll(&self) {
-        if let Err(e) = self.run(Engine::poll) {
-            log::error!("{}: poll: {e}", self.name);
+        let outcome = self.run(Engine::poll).err().map(|e| e.to_string());
+        let mut last = self.poll_error.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != outcome {
+            match &outcome {
+                Some(e) => log::error!("{}: cannot pick up store changes: {e}", self.name),
+                None => log::info!("{}: store changes are picked up again", self.name),
+            }
+            *last = outcome;
         }
     }
 

@@ -403,6 +403,7 @@ async fn hook_hello(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
 async fn hook_trusted(app: &App, req: &Request<Incoming>) -> Result<Reply, Reply> {
     let q = query(req);
     let name = q.get("host").ok_or_else(|| bad("host: missing"))?;
+    let host = app.host(name)?;
     let since = match q.get("since").map(String::as_str) {
         None | Some("") | Some("-1") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| bad(format!("since={}: not a generation", clip(s))))?),
@@ -414,7 +415,6 @@ async fn hook_trusted(app: &App, req: &Request<Incoming>) -> Result<Reply, Reply
             _ => return Err(bad(format!("wait={}: not a number of seconds", clip(w)))),
         },
     };
-    let host = app.host(name)?;
     let mut changes = host.subscribe_trusted();
     let mut stopping = app.stopping.clone();
     let deadline = tokio::time::Instant::now() + wait;

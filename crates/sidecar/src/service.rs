@@ -86,6 +86,15 @@ impl AsRawFd for WakeFd {
     }
 }
 
+/// Least time between the starts of two polls of one host. A poll reads every pending file
+/// under the engine's lock, and the engine's own writes (each new request) wake it too:
+/// during a flood of new requests polls would take the lock from the requests. So the next
+/// poll waits at least this long, and at least 4 times as long as the last one took (polls
+/// hold the lock at most a fifth of the time), at most `MAX_POLL_GAP`. A lone CLI decision
+/// is still picked up at once.
+const POLL_GAP: Duration = Duration::from_millis(50);
+const MAX_POLL_GAP: Duration = Duration::from_millis(500);
+
 /// Picks up CLI and file decisions: at once when the store's wakeup fd fires, and on a
 /// timer in case it cannot. Polls run one at a time per host, so a burst coalesces.
 async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<bool>) {
@@ -99,6 +108,8 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
     });
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now() - MAX_POLL_GAP;
+    let mut gap = POLL_GAP;
     loop {
         tokio::select! {
             ready = readable(wake.as_ref()) => {
@@ -111,8 +122,11 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        tokio::time::sleep_until(last + gap).await;
+        last = tokio::time::Instant::now();
         let h = host.clone();
         let _ = tokio::task::spawn_blocking(move || h.poll()).await;
+        gap = (last.elapsed() * 4).clamp(POLL_GAP, MAX_POLL_GAP);
     }
 }
 

@@ -134,6 +134,11 @@ fn serve(conn: TcpStream, calls: &Mutex<Vec<ApiCall>>, status: &AtomicU16, count
     }
 }
 
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
+pub fn client(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
+
 /// Writes `content` to `dir/name` with mode 0600 and returns the path.
 pub fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

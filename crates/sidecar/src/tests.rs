@@ -61,19 +61,7 @@ impl Sidecar {
     }
 
     fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-        let ct = body.map(|_| "application/json");
-        self.raw_req(method, path, token, ct, body)
-    }
-
-    fn raw_req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Value) {
-        request(self.addr, method, path, token, content_type, body)
+        request(self.addr, method, path, token, body.map(|_| "application/json"), body)
     }
 
     fn hook(&self, body: Value) -> (u16, Value) {
@@ -103,14 +91,6 @@ impl Drop for Sidecar {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(90)))
-        .build()
-        .into()
-}
-
 /// One HTTP request; the answer's status and JSON body.
 fn request(
     addr: SocketAddr,
@@ -127,7 +107,7 @@ fn request(
     if let Some(ct) = content_type {
         b = b.header("Content-Type", ct);
     }
-    let agent = agent();
+    let agent = testkit::client(Duration::from_secs(90));
     let resp = match body {
         Some(body) => agent.run(b.body(body.to_string()).unwrap()),
         None => agent.run(b.body(()).unwrap()),
@@ -211,9 +191,13 @@ fn hostile_inputs_change_nothing() {
         (
             "not JSON",
             415,
-            s.raw_req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some("text/plain"), Some(&sub)),
+            request(s.addr, "POST", "/v1/hook/presence", Some(HOOK_TOKEN), Some("text/plain"), Some(&sub)),
         ),
-        ("no content type", 415, s.raw_req("POST", "/v1/hook/presence", Some(HOOK_TOKEN), None, Some(&sub))),
+        (
+            "no content type",
+            415,
+            request(s.addr, "POST", "/v1/hook/presence", Some(HOOK_TOKEN), None, Some(&sub)),
+        ),
         (
             "too large",
             413,
@@ -545,6 +529,30 @@ fn api_failures_are_retried_and_never_grant_trust() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn a_broken_roster_fails_closed_and_is_reported_once() {
+    let s = Sidecar::start("poll_interval = 0.05");
+    let roster = s.store().join(HOST).join("roster.toml");
+    std::fs::write(&roster, "peers = [broken").unwrap();
+    let (st, body) = s.hook(subscribe(PEER, None));
+    assert_eq!(st, 500, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("corrupt store file"), "{body}");
+    assert!(!s.store().join(HOST).join("pending").join("capulet.lit.toml").exists());
+    std::thread::sleep(Duration::from_millis(500)); // ~10 polls
+    let path = roster.display().to_string();
+    let errors = crate::logger::capture::find(log::Level::Error, &["cannot pick up store changes", &path]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(s.api.calls().is_empty(), "nothing sent: {:?}", s.api.calls());
+
+    std::fs::remove_file(&roster).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !crate::logger::capture::find(log::Level::Info, &["store changes are picked up again"]).is_empty()
+    );
+    assert_eq!(s.hook(subscribe(PEER, None)).0, 202);
+    assert!(s.store().join(HOST).join("pending").join("capulet.lit.toml").exists());
 }
 
 /// The service as its own process, stopped by a real SIGTERM during a long-poll.

@@ -534,6 +534,8 @@ modules:
             .env("EJABBERD_PID_PATH", &self.pidfile)
             .env("ERL_INETRC", self.etc.join("inetrc"))
             .env("ERL_LIBS", e.parent().unwrap())
+            // code:priv_dir(ejabberd) does not find Debian's versioned app folder
+            .env("EJABBERD_MSGS_PATH", e.join("priv").join("msgs"))
             .env("CONTRIB_MODULES_PATH", self.dir.join("contrib"))
             .env("ERL_CRASH_DUMP", self.logs.join("erl_crash.dump"))
             .env("HOME", &self.dir)

@@ -150,13 +150,13 @@ hooks(Host, Op) ->
 -spec on_host_stanza(stanza()) -> ok | stop.
 on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Host},
 			 from = #jid{luser = <<>>, lresource = <<>>, lserver = Peer},
-			 type = Type, id = Id}) ->
+			 type = Type, id = Id}) when Peer /= Host ->
 	mod_server_trust_sidecar:presence(Host, Peer, Type, Id),
 	stop;
 on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Host},
 			 from = From, type = Type}) ->
-	%% A user or a full JID cannot take part in a server roster: drop it here,
-	%% explicitly, so no later handler can answer it.
+	%% A user or a full JID (or the host itself) cannot take part in a server
+	%% roster: drop it here, explicitly, so no later handler can answer it.
 	?DEBUG("mod_server_trust (~ts): dropped ~ts presence from non-domain JID ~ts",
 	       [Host, Type, jid:encode(From)]),
 	stop;
@@ -226,14 +226,17 @@ trusted_peers(Host) ->
 	mod_server_trust_sidecar:trusted(Host).
 
 lookup(Host, #jid{luser = <<>>, lresource = <<>>, lserver = Peer}) ->
-	mod_server_trust_sidecar:lookup(Host, Peer);
+	lookup(Host, Peer);
 lookup(_Host, #jid{}) ->
 	error;
-lookup(Host, Peer) when is_binary(Peer) ->
-	case jid:nameprep(Peer) of
-		error -> error;
-		LPeer -> mod_server_trust_sidecar:lookup(jid:nameprep(Host), LPeer)
-	end.
+lookup(Host, Peer) when is_binary(Host), is_binary(Peer) ->
+	case {jid:nameprep(Host), jid:nameprep(Peer)} of
+		{error, _} -> error;
+		{_, error} -> error;
+		{LHost, LPeer} -> mod_server_trust_sidecar:lookup(LHost, LPeer)
+	end;
+lookup(_Host, _Peer) ->
+	error.
 
 %%%===================================================================
 %%% ejabberd_commands

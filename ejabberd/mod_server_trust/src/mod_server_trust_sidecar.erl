@@ -43,6 +43,7 @@
 -define(WARN_EVERY, 10000).             %% at most one warning per kind per 10 s
 -define(HANDSHAKE_TTL, 60000).          %% s2s allowance after an unsubscribe etc.
 -define(HANDSHAKE_MAX, 10000).          %% bound on remembered handshake peers
+-define(SERVER_ERROR_TRIES, 5).         %% 500s for one presence before it is given up
 -define(TYPES, [subscribe, subscribed, unsubscribe, unsubscribed, probe,
 		available, unavailable]).
 
@@ -309,8 +310,10 @@ cancel(Ref, State) -> httpc:cancel_request(Ref, State#state.profile).
 %% ok | {retry, Why} (sidecar down, overloaded, 5xx) | {refused, Code, Body}
 classify({{_, Code, _}, _Headers, Body}) when Code >= 200, Code < 300 ->
 	{ok, Body};
-classify({{_, Code, _}, _Headers, _Body}) when Code == 429; Code >= 500 ->
+classify({{_, Code, _}, _Headers, _Body}) when Code == 429; Code == 502; Code == 503; Code == 504 ->
 	{retry, io_lib:format("HTTP ~p", [Code])};
+classify({{_, Code, _}, _Headers, Body}) when Code >= 500 ->
+	{server_error, Code, Body};
 classify({{_, Code, _}, _Headers, Body}) ->
 	{refused, Code, Body};
 classify({error, Why}) ->
@@ -376,6 +379,16 @@ presence_result({retry, Why}, Item, #state{host = Host} = State) ->
 	Delay = State2#state.retry_delay,
 	State2#state{retry_timer = erlang:send_after(Delay, self(), retry),
 		     retry_delay = min(Delay * 2, ?MAX_DELAY)};
+presence_result({server_error, Code, Body}, Item, State) ->
+	%% Retried like an outage, but a presence the sidecar keeps failing on must
+	%% not hold up the ones behind it for ever.
+	case maps:get(errors, Item, 0) + 1 of
+		N when N >= ?SERVER_ERROR_TRIES ->
+			lost(Item, io_lib:format("sidecar failed on it ~p times (HTTP ~p ~ts)",
+						 [N, Code, snippet(Body)]), State, refused);
+		N ->
+			presence_result({retry, io_lib:format("HTTP ~p", [Code])}, Item#{errors => N}, State)
+	end;
 presence_result({refused, Code, Body}, Item, State) ->
 	%% 4xx: retrying would not change the answer.
 	State1 = maybe_reread_token(Code, State),
@@ -428,7 +441,7 @@ poll_result({ok, Body}, #state{host = Host} = State) ->
 			end,
 			State1 = State#state{generation = G, sidecar = up, poll_delay = ?MIN_DELAY},
 			State2 = case State1#state.hello_due of
-					 true -> send_hello(State1);
+					 true -> send_hello(cancel_hello_timer(State1));
 					 false -> State1
 				 end,
 			start_poll(flush_now(State2));
@@ -439,6 +452,8 @@ poll_result({ok, Body}, #state{host = Host} = State) ->
 	end;
 poll_result({retry, Why}, State) ->
 	poll_failed(Why, State);
+poll_result({server_error, Code, Body}, State) ->
+	poll_failed(io_lib:format("HTTP ~p ~ts", [Code, snippet(Body)]), State);
 poll_result({refused, Code, Body}, State) ->
 	poll_failed(io_lib:format("HTTP ~p ~ts", [Code, snippet(Body)]),
 		    maybe_reread_token(Code, State#state{poll_delay = ?MAX_DELAY})).
@@ -483,11 +498,18 @@ send_hello(#state{hello = undefined, hello_timer = undefined, host = Host} = Sta
 send_hello(State) ->
 	State.
 
+cancel_hello_timer(#state{hello_timer = undefined} = State) ->
+	State;
+cancel_hello_timer(#state{hello_timer = T} = State) ->
+	_ = erlang:cancel_timer(T),
+	State#state{hello_timer = undefined, hello_delay = ?MIN_DELAY}.
+
 hello_result({ok, _}, State) ->
 	State#state{hello_delay = ?MIN_DELAY};
 hello_result(Failure, #state{host = Host} = State) ->
 	Why = case Failure of
 		      {retry, W} -> W;
+		      {server_error, Code, Body} -> io_lib:format("HTTP ~p ~ts", [Code, snippet(Body)]);
 		      {refused, Code, Body} -> io_lib:format("HTTP ~p ~ts", [Code, snippet(Body)])
 	      end,
 	State1 = warn(hello, "mod_server_trust (~ts): hello to the sidecar failed: ~ts; retrying",

@@ -558,6 +558,11 @@ modules:
         let from = self.log_len();
         let _ = fs::remove_file(&self.pidfile);
         self.process.spawn(self.erl_command(), &self.console_log);
+        // erl execs the VM, so this is its pid; ejabberd writes the same later. Written now so
+        // the watchdog finds it even if the test dies during the boot.
+        if let Some(pid) = self.process.pid() {
+            fs::write(&self.pidfile, pid.to_string()).unwrap();
+        }
         let want = format!("Start accepting TCP connections at {}:5280", self.ip);
         match self.process.wait_ready(EJABBERD_START_TIMEOUT, || self.log_since(from).contains(&want)) {
             Ok(()) => {}

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{
+    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -157,12 +159,18 @@ fn engine_error(e: &Error) -> Reply {
         | Error::OwnHost(_) => StatusCode::BAD_REQUEST,
         Error::NotInRoster(_) | Error::NoPendingRequest(_) => StatusCode::CONFLICT,
         Error::UnknownHost { .. } => StatusCode::NOT_FOUND,
+        // Another process (the CLI, an editor's tool) holds the store lock right now.
+        Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         log::error!("{e}");
     }
-    Reply::error(status, e)
+    let mut r = Reply::error(status, e);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.header = Some((RETRY_AFTER, "1"));
+    }
+    r
 }
 
 /// Which token an endpoint takes.

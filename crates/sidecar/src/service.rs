@@ -95,9 +95,20 @@ impl AsRawFd for WakeFd {
 const POLL_GAP: Duration = Duration::from_millis(50);
 const MAX_POLL_GAP: Duration = Duration::from_millis(500);
 
+/// A wakeup usually comes from the CLI's rename while it still holds the store lock for a
+/// few more milliseconds (the folder's fsync): polling a moment later finds it released.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Polls again this long after a wakeup (then the next, then the timer): the wakeup often
+/// comes while the CLI still holds the store lock, and the engine then keeps the change for
+/// the next poll without waking us again. Idle polls cost one atomic load.
+const FOLLOW_UPS: [Duration; 3] =
+    [Duration::from_millis(50), Duration::from_millis(250), Duration::from_secs(1)];
+
 /// Picks up CLI and file decisions: at once when the store's wakeup fd fires, and on a
 /// timer in case it cannot. Polls run one at a time per host, so a burst coalesces.
 async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<bool>) {
+    use tokio::time::{Instant as At, sleep_until};
     let wake = host.engine.wakeup_fd().and_then(|fd| {
         let owned = WakeFd { fd, _owner: host.clone() };
         // SAFETY: the fd stays open and the same while `owned` lives: the engine closes it
@@ -108,8 +119,10 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
     });
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = tokio::time::Instant::now() - MAX_POLL_GAP;
+    let mut last = At::now() - MAX_POLL_GAP;
     let mut gap = POLL_GAP;
+    let mut follow_ups = FOLLOW_UPS.iter();
+    let mut next_follow_up: Option<At> = None;
     loop {
         tokio::select! {
             ready = readable(wake.as_ref()) => {
@@ -118,15 +131,19 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
                 }
+                follow_ups = FOLLOW_UPS.iter();
+                sleep_until(At::now() + SETTLE).await;
             }
             _ = tick.tick() => {}
+            () = sleep_until(next_follow_up.unwrap_or_else(At::now)), if next_follow_up.is_some() => {}
             _ = stop.changed() => return,
         }
-        tokio::time::sleep_until(last + gap).await;
-        last = tokio::time::Instant::now();
+        sleep_until(last + gap).await;
+        last = At::now();
         let h = host.clone();
         let _ = tokio::task::spawn_blocking(move || h.poll()).await;
         gap = (last.elapsed() * 4).clamp(POLL_GAP, MAX_POLL_GAP);
+        next_follow_up = follow_ups.next().map(|d| At::now() + *d);
     }
 }
 

@@ -410,7 +410,8 @@ fn cli_decisions_are_picked_up_at_once_and_wake_long_polls() {
     let latency = decided.elapsed();
     assert_eq!(sent.len(), 1, "CLI approval not carried out: {:?}", s.api.calls());
     assert_eq!(stanza(&sent[0]), "<presence type='subscribed' id='p1'/>");
-    assert!(latency < 2 * SECOND, "picked up after {latency:?}");
+    eprintln!("CLI approval carried out after {latency:?}");
+    assert!(latency < SECOND, "picked up after {latency:?}");
 
     let ((st, body), waited) = poll.join().unwrap();
     assert_eq!(st, 200);

@@ -90,6 +90,10 @@ enum st_status
    */
   ST_STATUS_STORE_BUSY = 3004,
   /**
+   * The store cannot be written by the user the host runs as (see `st_last_error`).
+   */
+  ST_STATUS_STORE_PERMISSION = 3005,
+  /**
    * A bug: Rust panicked; the call had no effect that can be relied upon.
    */
   ST_STATUS_PANIC = 9000,

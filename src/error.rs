@@ -60,6 +60,13 @@ pub enum Error {
         /// What was seen.
         detail: String,
     },
+    /// Happens when the store (or a folder in it) cannot be written by the user we run as.
+    Permission {
+        /// The folder.
+        path: PathBuf,
+        /// Who owns it, who we are, and what to run.
+        detail: String,
+    },
     /// Happens when the store lock stays held by another process longer than we may wait.
     Busy {
         /// The lock file.
@@ -109,6 +116,7 @@ impl fmt::Display for Error {
             Error::NoPendingRequest(peer) => write!(f, "no pending request from {peer}"),
             Error::UnknownHost { store, detail } => write!(f, "{}: {detail}", store.display()),
             Error::Unreadable { count } => write!(f, "{count} unreadable store file(s), reported above"),
+            Error::Permission { path, detail } => write!(f, "{}: {detail}", path.display()),
             Error::Busy { path, holder, waited } => {
                 write!(
                     f,

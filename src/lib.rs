@@ -12,6 +12,7 @@ mod domain;
 pub mod engine;
 mod error;
 pub mod ffi;
+pub mod owner;
 pub mod store;
 pub mod subscription;
 pub mod vocab;

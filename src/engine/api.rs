@@ -69,6 +69,8 @@ impl Engine {
     pub fn open(store_root: &Path, host: &str, config: Config) -> Result<Engine> {
         let host = Domain::new(host)?;
         let store = Store::open(store_root, &host)?;
+        // A store we could read but not write would lose every decision: say so now.
+        store.check_writable()?;
         let watcher = Watcher::new(store.dir(), config.watch);
         let engine = Engine {
             host,

@@ -45,13 +45,15 @@ pub enum st_status {
     StoreChanged = 3003,
     /// Another process holds the store lock; nothing was done. Try again.
     StoreBusy = 3004,
+    /// The store cannot be written by the user the host runs as (see `st_last_error`).
+    StorePermission = 3005,
     /// A bug: Rust panicked; the call had no effect that can be relied upon.
     Panic = 9000,
 }
 
 impl st_status {
     /// Every status, for lookups by number.
-    const ALL: [st_status; 17] = [
+    const ALL: [st_status; 18] = [
         Self::Ok,
         Self::NullParameter,
         Self::InvalidUtf8,
@@ -68,6 +70,7 @@ impl st_status {
         Self::StoreUnreadable,
         Self::StoreChanged,
         Self::StoreBusy,
+        Self::StorePermission,
         Self::Panic,
     ];
 
@@ -89,6 +92,7 @@ impl st_status {
             Self::StoreUnreadable => c"some store files could not be read",
             Self::StoreChanged => c"another program is writing the store; nothing written over it, try again",
             Self::StoreBusy => c"another process holds the store lock; nothing done, try again",
+            Self::StorePermission => c"the store cannot be written by this user (see st_last_error)",
             Self::Panic => c"internal error (Rust panic caught at the C boundary)",
         }
     }
@@ -109,6 +113,7 @@ impl From<&Error> for st_status {
             Error::Unreadable { .. } => st_status::StoreUnreadable,
             Error::Changed { .. } => st_status::StoreChanged,
             Error::Busy { .. } => st_status::StoreBusy,
+            Error::Permission { .. } => st_status::StorePermission,
         }
     }
 }

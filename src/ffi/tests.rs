@@ -55,9 +55,10 @@ fn null_and_bad_utf8_are_statuses() {
 
 #[test]
 fn status_strings_cover_every_value() {
-    for s in
-        [0, 1000, 1001, 1002, 1003, 1004, 1005, 2000, 2001, 2002, 2003, 3000, 3001, 3002, 3003, 3004, 9000]
-    {
+    for s in [
+        0, 1000, 1001, 1002, 1003, 1004, 1005, 2000, 2001, 2002, 2003, 3000, 3001, 3002, 3003, 3004, 3005,
+        9000,
+    ] {
         let text = unsafe { CStr::from_ptr(st_status_str(s)) }.to_str().unwrap();
         assert_ne!(text, "unknown status");
     }

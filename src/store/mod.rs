@@ -144,6 +144,14 @@ impl Store {
         self.dir.join(PENDING).join(format!("{peer}.toml"))
     }
 
+    /// Checks that we can write every folder of the store (servers call it at start).
+    pub fn check_writable(&self) -> Result<()> {
+        for d in [self.dir.clone(), self.dir.join(PENDING), self.dir.join(OUTBOUND)] {
+            crate::owner::check_writable(&d)?;
+        }
+        Ok(())
+    }
+
     /// Takes the exclusive cross-process lock, waiting at most `wait` (zero: one try). A
     /// holder that keeps it longer gets [`Error::Busy`] naming it: the lock file says who
     /// holds it (`pid N (program)`), written by each holder.

@@ -93,6 +93,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("server-trust: {e}");
+            if matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+            {
+                eprintln!(
+                    "server-trust: run it as root (it then acts as the store's owner) or as the server's user"
+                );
+            }
             ExitCode::from(2)
         }
     }
@@ -100,6 +106,9 @@ fn main() -> ExitCode {
 
 /// Runs one parsed command.
 fn run(cli: &Cli) -> Result<()> {
+    // `sudo server-trust …` acts as the store's owner (the server's user), as prosodyctl
+    // does, so nothing it writes is left unwritable by the server.
+    server_trust::owner::become_store_owner(&cli.store)?;
     let store = admin::open_store(&cli.store, cli.host.as_deref())?;
     let peer_of = |p: &str| Domain::new(p);
     let out = Out { json: cli.json };

@@ -12,7 +12,7 @@ local jid_prep = require "util.jid".prep;
 local set = require "util.set";
 local new_id = require "util.id".medium;
 local server = require "net.server";
-local ipairs, pairs, next, pcall, type = ipairs, pairs, next, pcall, type;
+local ipairs, pairs, next, pcall, type, tostring = ipairs, pairs, next, pcall, type, tostring;
 local os_date, floor, t_concat = os.date, math.floor, table.concat;
 
 local host = module.host;
@@ -42,11 +42,22 @@ local function load_native()
 	return nil, err;
 end
 
-local native, native_err = load_native();
+-- The native module is built for Lua 5.4 (Prosody 0.12 and 13 on Debian run lua5.4): in
+-- another Lua it would crash the server, so say which Lua this is and stay closed instead.
+local lua_version = type(jit) == "table" and tostring(jit.version) or _VERSION;
+local native, native_err;
+if lua_version ~= "Lua 5.4" then
+	native_err = "Prosody runs "..lua_version..", but server_trust_lua.so is built for Lua 5.4: "
+		.."run Prosody with lua5.4 (Debian: apt install lua5.4 and the prosody package built for it)";
+else
+	native, native_err = load_native();
+end
 local engine, engine_err;
 if native then
 	local ok, opened, err = pcall(native.open, store_root, host, options);
 	if ok then engine, engine_err = opened, err; else engine_err = tostring(opened); end
+elseif lua_version ~= "Lua 5.4" then
+	engine_err = native_err;
 else
 	engine_err = "cannot load server_trust_lua.so ("..tostring(native_err)..")";
 end

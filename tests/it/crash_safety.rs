@@ -17,8 +17,18 @@ fn concurrent_writers_lose_nothing() {
             let root = root.clone();
             std::thread::spawn(move || {
                 let e = Engine::open(&root, "capulet.lit", cfg()).unwrap();
-                for i in 0..25 {
-                    e.inbound(&format!("p{t}-{i}.lit"), PresenceKind::Subscribe, None).unwrap();
+                let mine: Vec<String> = (0..25).map(|i| format!("p{t}-{i}.lit")).collect();
+                for peer in &mine {
+                    e.inbound(peer, PresenceKind::Subscribe, None).unwrap();
+                }
+                // A server never waits for the store lock: a stanza that met another writer's
+                // lock is deferred to the next poll, which a server's timer runs soon after.
+                for _ in 0..1000 {
+                    if mine.iter().all(|p| e.state(p).unwrap() == Subscription::NonePendingIn) {
+                        break;
+                    }
+                    e.poll().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             })
         })

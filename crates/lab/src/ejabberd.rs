@@ -33,7 +33,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -161,9 +162,6 @@ pub fn module_source_dir() -> PathBuf {
 
 /// Compiles mod_server_trust (all of `src/*.erl`) into `ebin` with the installed headers.
 pub fn compile_module(ebin: &Path) {
-    require_installed();
-    let e = ejabberd_lib_dir().unwrap();
-    fs::create_dir_all(ebin).unwrap();
     let mut srcs: Vec<PathBuf> = fs::read_dir(module_source_dir().join("src"))
         .expect("read ejabberd/mod_server_trust/src")
         .filter_map(|x| x.ok())
@@ -171,17 +169,57 @@ pub fn compile_module(ebin: &Path) {
         .filter(|p| p.extension().is_some_and(|x| x == "erl"))
         .collect();
     srcs.sort();
+    compile_erl(&srcs, ebin);
+}
+
+/// Compiles Erlang sources into `ebin` against ejabberd's and xmpp's headers (`-Werror`,
+/// `+debug_info`), the way the module is compiled. Panics with erlc's output on failure.
+pub fn compile_erl(srcs: &[PathBuf], ebin: &Path) {
+    require_installed();
+    let e = ejabberd_lib_dir().unwrap();
+    fs::create_dir_all(ebin).unwrap();
     let mut cmd = Command::new("erlc");
     cmd.arg("-Werror").arg("-o").arg(ebin).arg("-pa").arg(e.join("ebin"));
     cmd.arg("-I").arg(e.join("include")).arg("-I").arg(xmpp_include_dir().unwrap());
-    cmd.arg("+debug_info").args(&srcs);
+    cmd.arg("+debug_info").args(srcs);
     let out = run_with_timeout(cmd, Duration::from_secs(120));
     assert!(
         out.status.success(),
-        "erlc mod_server_trust failed:\n{}{}",
+        "erlc {srcs:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `server-trust-sidecar` binary for the lab's profile, built by `cargo build -p
+/// server-trust-sidecar` once per process (a no-op when it is current). For callers outside
+/// the sidecar package (examples, workspace benches), which have no `CARGO_BIN_EXE_` for it.
+pub fn sidecar_bin() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let target = artifacts::target_dir();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "--quiet", "-p", "server-trust-sidecar", "--manifest-path"])
+            .arg(artifacts::workspace_dir().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(artifacts::workspace_dir());
+        if artifacts::profile() == "release" {
+            cmd.arg("--release");
+        }
+        eprintln!("[lab] building the sidecar: {cmd:?}");
+        let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let bin = target.join(artifacts::profile()).join("server-trust-sidecar");
+        if bin.exists() { Ok(bin) } else { Err(format!("{} missing after the build", bin.display())) }
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn gen_cert(certs: &Path, host: &str) {
@@ -261,8 +299,11 @@ impl EjabberdLab {
         };
         let ejabberd = Ejabberd::new(
             &dir,
+            "ejabberd",
+            &slot.b,
             &slot.b,
             &prosody_hosts.iter().map(|h| (h.clone(), slot.a.clone())).collect::<Vec<_>>(),
+            &secret("c"),
         );
         ejabberd.write_config(&opts, &certs);
         compile_module(&ejabberd.ebin);
@@ -374,20 +415,32 @@ pub struct Ejabberd {
     pub api_url: String,
     /// The hook token the module sends (a copy of the sidecar's `hook_token_file`).
     pub hook_token_file: PathBuf,
+    /// Address of the sidecar (port 5267) the module talks to.
+    pub sidecar_ip: String,
     /// Domains resolved by the VM's resolver cache: (domain, address), port 5269.
     srv: Vec<(String, String)>,
     process: Daemon,
 }
 
 impl Ejabberd {
-    fn new(lab: &Path, ip: &str, srv: &[(String, String)]) -> Ejabberd {
-        let dir = lab.join("ejabberd");
+    /// A node in `<lab>/<name>` listening on `ip`, its module pointed at the sidecar on
+    /// `sidecar_ip`; nodes of one cluster share `cookie`.
+    fn new(
+        lab: &Path,
+        name: &str,
+        ip: &str,
+        sidecar_ip: &str,
+        srv: &[(String, String)],
+        cookie: &str,
+    ) -> Ejabberd {
+        let dir = lab.join(name);
         let logs = dir.join("logs");
         Ejabberd {
             host: VERONA.into(),
             ip: ip.into(),
+            sidecar_ip: sidecar_ip.into(),
             node: format!("st@{ip}"),
-            cookie: secret("c"),
+            cookie: cookie.into(),
             etc: dir.join("etc"),
             ebin: dir.join("ebin"),
             spool: dir.join("spool"),
@@ -398,7 +451,7 @@ impl Ejabberd {
             api_url: format!("http://{ip}:5280/api"),
             hook_token_file: dir.join("etc").join("hook.token"),
             srv: srv.to_vec(),
-            process: Daemon::new("ejabberd verona.lit"),
+            process: Daemon::new(&format!("ejabberd verona.lit ({name})")),
             dir,
         }
     }
@@ -475,13 +528,14 @@ modules:
   mod_s2s_dialback: {{}}
   mod_disco: {{}}
   mod_server_trust:
-    sidecar_url: "http://{ip}:{SIDECAR_PORT}"
+    sidecar_url: "http://{sidecar_ip}:{SIDECAR_PORT}"
     token_file: "{token}"
     queue_max: {queue_max}
     federation: {federation}
 "#,
             pem = pem.display(),
             cafile = cafile.display(),
+            sidecar_ip = self.sidecar_ip,
             token = self.hook_token_file.display(),
             queue_max = opts.queue_max,
             federation = opts.federation,
@@ -623,6 +677,60 @@ modules:
             self.diagnostics()
         );
         text
+    }
+
+    /// Evaluates the Erlang expressions `exprs` (`"A = 1, A + 1."`) inside the node with
+    /// `erl_eval` (calls into compiled modules run compiled) and returns the value: a string
+    /// as is, any other term printed on one line. A hidden client VM connects to the fixed
+    /// distribution port (no epmd) and halts. Panics on a parse error, an exception or
+    /// `badrpc`, with the error and the diagnostics.
+    pub fn eval(&self, exprs: &str) -> String {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let client =
+            format!("stev{}x{}@{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed), self.ip);
+        let code = r#"[Node, Src] = init:get_plain_arguments(),
+R = try
+  {ok, Ts, _} = erl_scan:string(Src),
+  {ok, Es} = erl_parse:parse_exprs(Ts),
+  case rpc:call(list_to_atom(Node), erl_eval, exprs, [Es, []], 900000) of
+    {value, V, _} -> {ok, V};
+    Other -> {error, Other}
+  end
+catch C:E -> {error, {C, E}} end,
+case R of
+  {ok, Val} ->
+    case io_lib:printable_unicode_list(Val) of
+      true -> io:format("~ts~n", [Val]);
+      false -> io:format("~ts~n", [io_lib:print(Val, 1, 1000000, -1)])
+    end,
+    halt(0);
+  {error, Why} -> io:format("~ts~n", [io_lib:print(Why, 1, 1000000, -1)]), halt(1)
+end."#;
+        let mut cmd = Command::new("erl");
+        cmd.args(["-name", &client, "-setcookie", &self.cookie, "-hidden"])
+            .args(["-erl_epmd_port", &DIST_PORT.to_string(), "-start_epmd", "false", "-dist_listen", "false"])
+            .args(["-noshell", "-noinput", "-eval", code, "-extra", &self.node, exprs])
+            .env("HOME", &self.dir);
+        let out = run_with_timeout(cmd, Duration::from_secs(900));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "eval on {} failed ({}): {text} {}\n{}",
+            self.node,
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+        text
+    }
+
+    /// Compiles `src` (an `.erl` file) into this node's code path and loads it in the
+    /// running node (e.g. a benchmark helper).
+    pub fn load_erl(&self, src: &Path) {
+        compile_erl(&[src.to_path_buf()], &self.ebin);
+        let m = src.file_stem().and_then(|s| s.to_str()).expect("module file name");
+        let r = self.eval(&format!("code:purge({m}), code:load_file({m})."));
+        assert_eq!(r, format!("{{module,{m}}}"), "loading {m}");
     }
 
     /// `mod_server_trust:is_trusted/2,3` inside the node (the `server_trust_is_trusted`

@@ -2,7 +2,8 @@
 //!
 //! Checks run in this order, and each refusal happens before anything is changed:
 //! path (404), method (405 + `Allow`), token (401 missing, 403 wrong or of the wrong kind),
-//! host (404 not served), content type (415), body size (413), JSON and values (400).
+//! host (404 not served; a hook's host is in its body, so once that is read), content type
+//! (415), body size (413), JSON and values (400).
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -446,6 +446,28 @@ fn cli_decisions_are_picked_up_at_once_and_wake_long_polls() {
 }
 
 #[test]
+fn cli_requests_and_revocations_are_sent_by_the_running_sidecar() {
+    let s = Sidecar::start("poll_interval = 3600");
+    let store = Store::open(&s.store(), &Domain::new(HOST).unwrap()).unwrap();
+    let montague = Domain::new("montague.lit").unwrap();
+    // What `server-trust request montague.lit` does: queue the act for the server.
+    server_trust::admin::queue(&store, &montague, server_trust::store::QueuedAct::Request, Actor::Cli)
+        .unwrap();
+    let sent = s.api.wait_for(1, 5 * SECOND, |c| c.body["to"] == "montague.lit");
+    assert_eq!(sent.len(), 1, "{:?}", s.api.calls());
+    assert!(stanza(&sent[0]).starts_with("<presence type='subscribe' id='"), "{sent:?}");
+    let (_, show) = s.admin("GET", "/v1/hosts/verona.lit/peers/montague.lit", None);
+    assert_eq!(show["entry"]["state"], "none+pending-out");
+    assert_eq!(show["entry"]["requested_by"], "cli");
+
+    server_trust::admin::queue(&store, &montague, server_trust::store::QueuedAct::Revoke, Actor::Cli)
+        .unwrap();
+    let sent = s.api.wait_for(2, 5 * SECOND, |c| c.body["to"] == "montague.lit");
+    assert_eq!(sent.len(), 2, "{:?}", s.api.calls());
+    assert!(stanza(&sent[1]).starts_with("<presence type='unsubscribe' id='"), "{sent:?}");
+}
+
+#[test]
 fn long_polls_answer_at_once_on_a_new_generation_and_time_out_otherwise() {
     let s = Sidecar::start("");
     let (st, t) = s.trusted("host=Verona.lit");

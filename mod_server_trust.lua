@@ -10,6 +10,7 @@ local st = require "util.stanza";
 local jid_split = require "util.jid".split;
 local jid_prep = require "util.jid".prep;
 local set = require "util.set";
+local array = require "util.array";
 local new_id = require "util.id".medium;
 local server = require "net.server";
 local ipairs, pairs, next, pcall, type, tostring = ipairs, pairs, next, pcall, type, tostring;
@@ -211,7 +212,21 @@ local function target(a, b)
 	return only, a;
 end
 
-local shell = {};
+-- The help metatable is Prosody 13's convention: it lists the commands, so that
+-- `prosodyctl shell server_trust pending` dispatches and `help` describes them. 0.12 ignores it.
+local peer_args = array({ { name = "host" }, { name = "peer" } });
+local host_args = array({ { name = "host" } });
+local shell = setmetatable({}, { help = {
+	desc = "XEP-0267 server buddies (server-trust): give the host first when several serve buddies";
+	commands = {
+		pending = { desc = "Requests waiting for a decision", args = host_args };
+		list = { desc = "The server roster, with availability", args = host_args };
+		request = { desc = "Ask a peer to be a buddy (sends subscribe)", args = peer_args };
+		approve = { desc = "Approve a peer's pending request", args = peer_args };
+		deny = { desc = "Deny a peer's pending request", args = peer_args };
+		revoke = { desc = "Withdraw trust with a peer, both ways", args = peer_args };
+	};
+} });
 for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
 	shell[act] = function (self, a, b) -- luacheck: ignore 212/self
 		local h, peer = target(a, b);

@@ -1,0 +1,77 @@
+//! The command line, on its own so `build.rs` can generate the man page and the shell
+//! completions from the very same definition.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// XEP-0267 server buddies: inspect and decide server trust requests.
+#[derive(Parser, Debug)]
+#[command(name = "server-trust", version, about, long_about = None)]
+pub struct Cli {
+    /// Store directory (holds one folder per served host).
+    #[arg(long, env = "SERVER_TRUST_STORE", value_name = "DIR")]
+    pub store: PathBuf,
+    /// Served host; may be omitted when the store holds exactly one.
+    #[arg(long, env = "SERVER_TRUST_HOST")]
+    pub host: Option<String>,
+    /// Machine-readable output (one JSON document).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the server roster.
+    List,
+    /// Show requests waiting for a decision.
+    Pending,
+    /// Show everything known about one peer.
+    Show {
+        /// Peer domain.
+        peer: String,
+    },
+    /// Ask PEER to become a buddy (the server sends `subscribe`; PEER's reciprocal request
+    /// is pre-approved).
+    Request {
+        /// Peer domain.
+        peer: String,
+    },
+    /// Approve PEER's pending request.
+    Approve {
+        /// Peer domain.
+        peer: String,
+    },
+    /// Deny PEER's pending request.
+    Deny {
+        /// Peer domain.
+        peer: String,
+    },
+    /// Withdraw trust with PEER, both ways.
+    Revoke {
+        /// Peer domain.
+        peer: String,
+    },
+    /// Show or replace PEER's groups (scopes such as `incidents`).
+    Groups {
+        /// Peer domain.
+        peer: String,
+        /// New comma-separated list (empty string clears).
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Show the audit log.
+    Log {
+        /// Only this peer.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Only the last N records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+

@@ -31,11 +31,24 @@ impl Sidecar {
         Sidecar::start_with(tempfile::tempdir().unwrap(), extra, |_| {})
     }
 
+    fn start_hosts(hosts: &[&str]) -> Sidecar {
+        Sidecar::start_full(tempfile::tempdir().unwrap(), hosts, "", |_| {})
+    }
+
     /// `prepare` runs on the store before the service starts.
     fn start_with(dir: tempfile::TempDir, extra: &str, prepare: impl FnOnce(&std::path::Path)) -> Sidecar {
+        Sidecar::start_full(dir, &[HOST], extra, prepare)
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        hosts: &[&str],
+        extra: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Sidecar {
         crate::logger::init();
         let api = FakeApi::start(true);
-        let path = testkit::write_setup(dir.path(), "127.0.0.1:0", &api.url(), &[HOST], extra);
+        let path = testkit::write_setup(dir.path(), "127.0.0.1:0", &api.url(), hosts, extra);
         prepare(&dir.path().join("store"));
         let cfg = crate::config::Config::load(&path).unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -468,6 +481,29 @@ fn cli_requests_and_revocations_are_sent_by_the_running_sidecar() {
 }
 
 #[test]
+fn each_host_has_its_own_engine_store_admins_and_generation() {
+    const PADUA: &str = "padua.lit";
+    let s = Sidecar::start_hosts(&[HOST, PADUA]);
+    let (_, v0) = s.trusted("host=verona.lit");
+    assert_eq!(s.hook(json!({"host": PADUA, "from": PEER, "type": "subscribe", "id": "p"})).0, 202);
+    assert!(s.store().join(PADUA).join("pending").join("capulet.lit.toml").exists());
+    assert!(!s.store().join(HOST).join("pending").join("capulet.lit.toml").exists());
+    let msgs = s.api.wait_for(2, 5 * SECOND, |c| c.command == "send_message");
+    assert!(
+        msgs.iter()
+            .all(|m| m.body["from"] == PADUA && m.body["to"].as_str().unwrap().ends_with("@padua.lit"))
+    );
+
+    assert_eq!(s.admin("POST", "/v1/hosts/verona.lit/peers/capulet.lit/approve", None).0, 409);
+    let (st, body) = s.admin("POST", "/v1/hosts/padua.lit/peers/capulet.lit/approve", None);
+    assert_eq!((st, body["state"].clone()), (200, json!("from+pending-out")));
+    let sent = s.api.wait_for(1, 5 * SECOND, |c| stanza(c).contains("subscribed"));
+    assert_eq!((&sent[0].body["from"], &sent[0].body["to"]), (&json!(PADUA), &json!(PEER)));
+    assert_eq!(trusted_peers(&s.trusted("host=padua.lit").1), [PEER]);
+    assert_eq!(s.trusted("host=verona.lit").1, v0, "the other host did not move");
+}
+
+#[test]
 fn long_polls_answer_at_once_on_a_new_generation_and_time_out_otherwise() {
     let s = Sidecar::start("");
     let (st, t) = s.trusted("host=Verona.lit");
@@ -576,6 +612,36 @@ fn a_broken_roster_fails_closed_and_is_reported_once() {
     );
     assert_eq!(s.hook(subscribe(PEER, None)).0, 202);
     assert!(s.store().join(HOST).join("pending").join("capulet.lit.toml").exists());
+}
+
+/// Slow or idle clients cannot hold connections: headers must arrive, and a kept-alive
+/// connection must be used, within the header timeout.
+#[test]
+fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let s = Sidecar::start("");
+    let limit = crate::http::HEADER_TIMEOUT;
+    // Returns how long the server took to close the connection after `prefix` was sent.
+    let closed_after = |prefix: &'static [u8]| {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(limit + 5 * SECOND)).unwrap();
+        c.write_all(prefix).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed(),
+                Ok(_) => {} // the answer to a complete request
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| closed_after(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"));
+        let idle = scope.spawn(|| closed_after(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"));
+        for (what, t) in [("slow headers", slow.join().unwrap()), ("idle keep-alive", idle.join().unwrap())] {
+            assert!(t >= limit - SECOND && t < limit + 4 * SECOND, "{what}: closed after {t:?}");
+        }
+    });
 }
 
 /// The service as its own process, stopped by a real SIGTERM during a long-poll.

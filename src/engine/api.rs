@@ -53,6 +53,8 @@ pub(super) struct Ops {
     pub(super) suppressed: Vec<Domain>,
 }
 
+/// How long the lock-waiting thread waits before leaving it to the driver's timer.
+const LOCK_WAITER_GIVES_UP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Stanzas kept at most while the store lock is held elsewhere.
 const MAX_DEFERRED: usize = 1000;
 /// At most one log line per this long about a held lock.
@@ -272,6 +274,7 @@ impl Engine {
         match r {
             Err(Error::Busy { holder, .. }) => {
                 self.watcher.mark_dirty();
+                self.wake_when_unlocked();
                 Ok(self.busy_notice(&mut self.ops.lock(), &holder, "the store's changes"))
             }
             r => {
@@ -306,7 +309,15 @@ impl Engine {
         ops.deferred.push_back((peer, ty, id.map(str::to_string)));
         self.has_deferred.store(true, Ordering::Release);
         self.watcher.mark_dirty();
+        self.wake_when_unlocked();
         self.busy_notice(&mut ops, holder, &what)
+    }
+
+    /// Wakes the driver (its wakeup fd) as soon as the other process releases the store
+    /// lock, from a thread that may wait for it; the driver's own thread never does.
+    fn wake_when_unlocked(&self) {
+        let store = self.store.clone();
+        self.watcher.wake_after(move || drop(store.lock_within(LOCK_WAITER_GIVES_UP)));
     }
 
     /// One log line per 10 s while the lock is held by someone else.

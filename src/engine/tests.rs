@@ -186,3 +186,24 @@ fn a_wildcard_flood_is_capped_per_site_and_prompts_are_summed_up() {
     assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingIn);
     assert_eq!(e.stats().cap_drops, 1000 - config.max_pending_per_site as u64);
 }
+
+#[test]
+fn the_wakeup_fd_fires_when_the_lock_holder_lets_go() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    let fd = e.wakeup_fd().expect("watching");
+    e.poll().unwrap(); // drains the start-up wakeup
+    let other = crate::Store::open(t.path(), e.host()).unwrap();
+    let held = other.lock().unwrap();
+    e.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    e.poll().unwrap();
+    // Nothing on disk changes when the holder lets go; the driver must still be woken.
+    let readable = || {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        unsafe { libc::poll(&mut p, 1, 5000) == 1 }
+    };
+    drop(held);
+    assert!(readable(), "no wakeup after the lock was released");
+    let acts = e.poll().unwrap();
+    assert!(acts.iter().any(|a| matches!(a, Action::Notify { .. })), "{acts:?}");
+}

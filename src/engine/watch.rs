@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 pub(super) struct Watcher {
     dir: PathBuf,
     enabled: bool,
+    /// A `wake_after` thread is running.
+    waiting: Arc<AtomicBool>,
     wake: Arc<Wake>,
     running: Mutex<Option<Running>>,
 }
@@ -38,12 +40,36 @@ impl Watcher {
     pub(super) fn new(dir: &Path, enabled: bool) -> Watcher {
         let wake = Arc::new(Wake::new(enabled));
         let running = if enabled { start(dir, wake.clone()) } else { None };
-        Watcher { dir: dir.to_path_buf(), enabled, wake, running: Mutex::new(running) }
+        Watcher {
+            dir: dir.to_path_buf(),
+            enabled,
+            waiting: Arc::new(AtomicBool::new(false)),
+            wake,
+            running: Mutex::new(running),
+        }
     }
 
     /// The eventfd, when watching.
     pub(super) fn fd(&self) -> Option<i32> {
         self.wake.fd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// Runs `wait` (e.g. waiting for another process's store lock) on a thread of its own,
+    /// then wakes the driver: work deferred because of that process resumes at once instead
+    /// of at the driver's next timer. One such thread at a time.
+    pub(super) fn wake_after(&self, wait: impl FnOnce() + Send + 'static) {
+        if self.waiting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (wake, waiting) = (self.wake.clone(), self.waiting.clone());
+        let spawned = std::thread::Builder::new().name("server-trust-lock-wait".into()).spawn(move || {
+            wait();
+            waiting.store(false, Ordering::Release);
+            wake.signal();
+        });
+        if spawned.is_err() {
+            self.waiting.store(false, Ordering::Release);
+        }
     }
 
     /// Makes the next [`Watcher::take_change`] report a change (work left for the next poll).

@@ -85,6 +85,8 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
+/// Bytes of the holder record at the start of the lock file.
+const HOLDER_LEN: usize = 80;
 /// How long admin tools wait for the store lock before saying who holds it.
 pub const ADMIN_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The last line of a roster the engine wrote: a checksum of everything above it.
@@ -157,7 +159,7 @@ impl Store {
     /// holds it (`pid N (program)`), written by each holder.
     pub fn lock_within(&self, wait: Duration) -> Result<StoreLock> {
         let path = self.dir.join(LOCK);
-        let mut f = open_lock(&path)?;
+        let f = open_lock(&path)?;
         let deadline = Instant::now() + wait;
         loop {
             match f.try_lock() {
@@ -167,7 +169,7 @@ impl Store {
                 }
                 Err(fs::TryLockError::WouldBlock) => {
                     let mut holder = String::new();
-                    let _ = (&f).take(200).read_to_string(&mut holder);
+                    let _ = (&f).take(HOLDER_LEN as u64).read_to_string(&mut holder);
                     let holder = holder.trim();
                     let holder =
                         if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
@@ -176,15 +178,18 @@ impl Store {
                 Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
         }
-        // Say who holds it, for whoever waits next (best effort: the lock is what counts).
-        let me = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let _ = f.set_len(0).and_then(|()| {
-            use std::io::{Seek, Write};
-            f.seek(std::io::SeekFrom::Start(0))?;
-            write!(f, "pid {} ({})", std::process::id(), me.as_deref().unwrap_or("?"))
+        // Say who holds it, for whoever waits next: one fixed-width write, no truncation (best
+        // effort: the lock is what counts).
+        static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let me = ME.get_or_init(|| {
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            exe.unwrap_or_else(|| "?".into())
         });
+        let mut record = format!("pid {} ({me})", std::process::id()).into_bytes();
+        record.resize(HOLDER_LEN, b' ');
+        let _ = std::os::unix::fs::FileExt::write_at(&f, &record[..HOLDER_LEN], 0);
         Ok(StoreLock(f))
     }
 

@@ -389,6 +389,165 @@ impl Drop for EjabberdLab {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A cluster of two ejabberd nodes
+
+/// Two ejabberd nodes serving `verona.lit` as one cluster (`join_cluster`), ONE sidecar that
+/// both nodes' modules long-poll, and (optionally) the Prosody peer. Node 1 has slot address
+/// `b` of the first slot (with the sidecar, whose `api_url` is node 1's API; Prosody finds
+/// verona.lit there), node 2 address `a` of a second slot. Both distribution ports are 5270,
+/// each on its own address, no epmd (`-erl_epmd_port 5270` everywhere), one cookie.
+pub struct EjabberdCluster {
+    pub dir: PathBuf,
+    /// node 1, node 2
+    pub nodes: Vec<Ejabberd>,
+    pub sidecar: Sidecar,
+    pub montague: Option<ProsodyPeer>,
+    keep: AtomicBool,
+    tmp: Option<tempfile::TempDir>,
+    _watchdog: Option<Watchdog>,
+    _slots: Vec<Slot>,
+}
+
+impl EjabberdCluster {
+    /// Starts node 1, issues the API token, starts the sidecar (and Prosody), starts node 2
+    /// and joins it to node 1, and waits until both nodes' modules poll the sidecar.
+    pub fn start(opts: EjabberdOptions) -> EjabberdCluster {
+        require_installed();
+        assert!(opts.sidecar_bin.exists(), "sidecar binary {} does not exist", opts.sidecar_bin.display());
+        let tmp =
+            tempfile::Builder::new().prefix("server-trust-ejabberd-cluster-").tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let ports = [5269, 5222, 5280, SIDECAR_PORT, DIST_PORT];
+        let slots = vec![Slot::reserve(&ports), Slot::reserve(&ports)];
+        let (prosody_ip, ip1, ip2) = (slots[0].a.clone(), slots[0].b.clone(), slots[1].a.clone());
+        let certs = dir.join("certs");
+        fs::create_dir_all(&certs).unwrap();
+        thread::scope(|s| {
+            s.spawn(|| gen_cert(&certs, MONTAGUE));
+            s.spawn(|| gen_cert(&certs, VERONA));
+        });
+        let pem = format!(
+            "{}{}",
+            fs::read_to_string(certs.join(format!("{VERONA}.crt"))).unwrap(),
+            fs::read_to_string(certs.join(format!("{VERONA}.key"))).unwrap()
+        );
+        fs::write(certs.join(format!("{VERONA}.pem")), pem).unwrap();
+        let prosody_hosts: Vec<String> = if opts.prosody {
+            std::iter::once(MONTAGUE.to_string()).chain(opts.prosody_hosts.iter().cloned()).collect()
+        } else {
+            Vec::new()
+        };
+        let srv: Vec<(String, String)> =
+            prosody_hosts.iter().map(|h| (h.clone(), prosody_ip.clone())).collect();
+        let cookie = secret("c");
+        let nodes = vec![
+            Ejabberd::new(&dir, "node1", &ip1, &ip1, &srv, &cookie),
+            Ejabberd::new(&dir, "node2", &ip2, &ip1, &srv, &cookie),
+        ];
+        for n in &nodes {
+            n.write_config(&opts, &certs);
+            compile_module(&n.ebin);
+        }
+        // Both modules read the sidecar's hook token from their own copy.
+        let sidecar = Sidecar::new(&dir, &ip1, &opts.sidecar_bin, &nodes[0]);
+        sidecar.write_config(&opts);
+        write_secret(&nodes[1].hook_token_file, &sidecar.hook_token);
+        let montague = opts.prosody.then(|| {
+            let p = ProsodyPeer::new(&dir, &prosody_ip, prosody_hosts.clone());
+            p.write_config(&certs, &ip1);
+            p
+        });
+        let mut pidfiles: Vec<&Path> = vec![&nodes[0].pidfile, &nodes[1].pidfile, &sidecar.pidfile];
+        if let Some(p) = &montague {
+            pidfiles.push(&p.pidfile);
+        }
+        let watchdog = Watchdog::spawn(&pidfiles);
+        let c = EjabberdCluster {
+            dir,
+            nodes,
+            sidecar,
+            montague,
+            keep: AtomicBool::new(false),
+            tmp: Some(tmp),
+            _watchdog: watchdog,
+            _slots: slots,
+        };
+        thread::scope(|s| {
+            let p = c.montague.as_ref().map(|p| s.spawn(|| p.start()));
+            let n2 = s.spawn(|| c.nodes[1].start());
+            c.nodes[0].start();
+            c.nodes[0].issue_api_token(&c.sidecar.api_token_file);
+            c.sidecar.start();
+            for h in p.into_iter().chain([n2]) {
+                if let Err(e) = h.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+        });
+        let joined = c.nodes[1].ctl_ok(&["join_cluster", &c.nodes[0].node]);
+        eprintln!("[ejabberd cluster] join_cluster: {joined}");
+        for n in &c.nodes {
+            n.wait_status("module polling the sidecar", Duration::from_secs(40), |s| {
+                s.get("sidecar").is_some_and(|v| v == "up")
+            });
+        }
+        c
+    }
+
+    /// The Prosody peer; panics when started without it.
+    pub fn prosody(&self) -> &ProsodyPeer {
+        self.montague.as_ref().expect("this cluster was started without Prosody")
+    }
+
+    /// `ejabberdctl list_cluster` on `node` (0 or 1): the node names, one per line.
+    pub fn list_cluster(&self, node: usize) -> Vec<String> {
+        self.nodes[node]
+            .ctl_ok(&["list_cluster"])
+            .lines()
+            .map(|l| l.trim().trim_matches('\'').to_string())
+            .collect()
+    }
+
+    /// Keep the folder when dropped.
+    pub fn keep_dir(&self) {
+        self.keep.store(true, Ordering::Relaxed);
+    }
+
+    /// Logs of all parts, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut s = format!("--- cluster {} ---\n", self.dir.display());
+        for (i, n) in self.nodes.iter().enumerate() {
+            s.push_str(&format!("=== node{} {} ===\n{}", i + 1, n.node, n.diagnostics()));
+        }
+        s.push_str(&self.sidecar.diagnostics());
+        if let Some(p) = &self.montague {
+            s.push_str(&format!("--- prosody console (tail) ---\n{}\n", tail(&p.console_log, 30)));
+        }
+        s
+    }
+}
+
+impl Drop for EjabberdCluster {
+    fn drop(&mut self) {
+        thread::scope(|s| {
+            if let Some(p) = &self.montague {
+                s.spawn(|| p.stop());
+            }
+            for n in &self.nodes {
+                s.spawn(|| n.stop());
+            }
+            s.spawn(|| self.sidecar.stop());
+        });
+        let keep = thread::panicking()
+            || self.keep.load(Ordering::Relaxed)
+            || std::env::var_os("LAB_KEEP").is_some_and(|v| v != "0");
+        if keep && let Some(tmp) = self.tmp.take() {
+            eprintln!("[ejabberd cluster] kept lab directory {}", tmp.keep().display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ejabberd
 
 /// The ejabberd node serving `verona.lit`.

@@ -1,0 +1,423 @@
+//! ejabberd benchmarks: a real ejabberd 23.01 (`verona.lit`) with mod_server_trust, the real
+//! `server-trust-sidecar` and a real Prosody 0.12 (`montague.lit` plus one virtual host per
+//! run) over s2s on loopback (`crates/lab/src/ejabberd.rs`). Figures are printed, never
+//! asserted. Goals and latest figures: `benches/README.md`.
+//!
+//! ```text
+//! cargo bench --bench ejabberd                      # all four
+//! EJ_BENCH_RUNS=40 EJ_BENCH_EVENTS=20000 EJ_BENCH_N=2000000 cargo bench --bench ejabberd
+//! ```
+//!
+//! 1. approval latency: `server-trust approve PEER` on verona's store -> `subscribed` recorded
+//!    by the Prosody host PEER over s2s (one distinct Prosody host per run, each with its own
+//!    pending request), split at ejabberd's log line of the sidecar's `send_stanza` call;
+//! 2. hook events per second from inside the node: presences routed with
+//!    `ejabberd_router:route/1` (the path an s2s stanza takes) through mod_server_trust's hook,
+//!    its worker, HTTP, the sidecar and the engine, until the worker counted them delivered;
+//!    and the same sidecar fed by an httpc keep-alive client inside the node;
+//! 3. `mod_server_trust:is_trusted/2` vs a bare `ets:lookup/2` on the module's table, timed
+//!    with `timer:tc` loops of a compiled helper inside the node;
+//! 4. the sidecar's resident memory idle and after each 10k events.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use server_trust_lab::TrustAdmin;
+use server_trust_lab::ejabberd::{self, EjabberdLab, EjabberdOptions, VERONA};
+
+const WAIT: Duration = Duration::from_secs(30);
+const GOAL_P95_MS: f64 = 100.0;
+const GOAL_EVENTS_PER_S: f64 = 5_000.0;
+const GOAL_TRUST_RATIO: f64 = 2.0;
+const GOAL_RSS_MIB: f64 = 20.0;
+
+/// The helper loaded into the node (compiled with the module's flags by the lab).
+const HELPER: &str = r#"-module(st_bench).
+-export([trust/3, route/4, http/5]).
+-include("xmpp.hrl").
+
+%% Best of 5 rounds, microseconds for N calls.
+best(F) -> lists:min([element(1, timer:tc(F)) || _ <- lists:seq(1, 5)]).
+
+loop_empty(0) -> ok;
+loop_empty(N) -> loop_empty(N - 1).
+loop_ets(_, _, 0) -> ok;
+loop_ets(T, P, N) -> _ = ets:lookup(T, P), loop_ets(T, P, N - 1).
+loop_trusted(_, _, 0) -> ok;
+loop_trusted(H, P, N) -> _ = mod_server_trust:is_trusted(H, P), loop_trusted(H, P, N - 1).
+loop_lookup(_, _, 0) -> ok;
+loop_lookup(H, P, N) -> _ = mod_server_trust_sidecar:lookup(H, P), loop_lookup(H, P, N - 1).
+loop_fast(_, _, 0) -> ok;
+loop_fast(H, P, N) -> _ = fast_lookup(H, P), loop_fast(H, P, N - 1).
+loop_nameprep(_, 0) -> ok;
+loop_nameprep(P, N) -> _ = jid:nameprep(P), loop_nameprep(P, N - 1).
+
+%% What-if (not the module's code): skip nameprep when both names are already in their
+%% normal form as plain lowercase ASCII host names, the common case.
+fast_lookup(H, P) ->
+	case plain(H) andalso plain(P) of
+		true -> mod_server_trust_sidecar:lookup(H, P);
+		false -> mod_server_trust_sidecar:lookup(jid:nameprep(H), jid:nameprep(P))
+	end.
+plain(<<C, R/binary>>) when C >= $a, C =< $z; C >= $0, C =< $9; C == $.; C == $- -> plain(R);
+plain(<<>>) -> true;
+plain(_) -> false.
+
+%% ns per call: empty loop, ets:lookup on the module's table, is_trusted/2, the module's
+%% lookup without nameprep, one jid:nameprep.
+trust(Host, Peer, N) ->
+	Tab = gen_mod:get_module_proc(Host, mod_server_trust_peers),
+	Ns = fun(Us) -> Us * 1000 / N end,
+	E = Ns(best(fun() -> loop_empty(N) end)),
+	L = Ns(best(fun() -> loop_ets(Tab, Peer, N) end)),
+	T = Ns(best(fun() -> loop_trusted(Host, Peer, N) end)),
+	K = Ns(best(fun() -> loop_lookup(Host, Peer, N) end)),
+	P = Ns(best(fun() -> loop_nameprep(Peer, N) end)),
+	F = Ns(best(fun() -> loop_fast(Host, Peer, N) end)),
+	lists:flatten(io_lib:format("empty=~.1f ets=~.1f is_trusted=~.1f lookup=~.1f nameprep=~.1f fast=~.1f "
+		"result=~p ets_result=~p fast_result=~p",
+		[E, L, T, K, P, F, mod_server_trust:is_trusted(Host, Peer), ets:lookup(Tab, Peer) /= [],
+		 fast_lookup(Host, Peer) /= error])).
+
+status(Host) -> mod_server_trust_sidecar:status(Host).
+
+%% Routes N presences (available/unavailable in turn) from Peers distinct bare domains
+%% <Prefix><i>.lit to the bare host JID, as ejabberd_s2s_in hands them to the router, then
+%% waits until the worker has delivered all of them to the sidecar (202) or lost some.
+route(Host, Prefix, N, Peers) ->
+	S0 = status(Host),
+	D0 = maps:get(delivered, S0), L0 = maps:get(lost, S0),
+	To = jid:make(Host),
+	T0 = erlang:monotonic_time(microsecond),
+	lists:foreach(
+	  fun(I) ->
+		  From = jid:make(<<Prefix/binary, (integer_to_binary(I rem Peers))/binary, ".lit">>),
+		  Type = case I rem 2 of 0 -> available; 1 -> unavailable end,
+		  ejabberd_router:route(#presence{from = From, to = To, type = Type,
+						  id = <<"b", (integer_to_binary(I))/binary>>})
+	  end, lists:seq(1, N)),
+	T1 = erlang:monotonic_time(microsecond),
+	{D, L} = wait_done(Host, D0 + N, L0, erlang:monotonic_time(millisecond) + 600000),
+	T2 = erlang:monotonic_time(microsecond),
+	lists:flatten(io_lib:format("routed_us=~p done_us=~p delivered=~p lost=~p",
+				    [T1 - T0, T2 - T0, D - D0, L - L0])).
+
+wait_done(Host, Want, L0, Deadline) ->
+	S = status(Host),
+	D = maps:get(delivered, S), L = maps:get(lost, S),
+	case D + (L - L0) >= Want orelse erlang:monotonic_time(millisecond) > Deadline of
+		true -> {D, L};
+		false -> timer:sleep(5), wait_done(Host, Want, L0, Deadline)
+	end.
+
+%% The sidecar's hook fed from inside the node by Conc processes over httpc keep-alive
+%% connections (the module itself opens one connection per request, one at a time).
+http(Url, Token, Host, N, Conc) ->
+	Profile = st_bench_httpc,
+	_ = inets:start(httpc, [{profile, Profile}]),
+	ok = httpc:set_options([{max_sessions, Conc}, {max_keep_alive_length, 100000},
+				{keep_alive_timeout, 60000}], Profile),
+	Hdrs = [{"authorization", "Bearer " ++ binary_to_list(Token)}],
+	Self = self(),
+	Per = N div Conc,
+	T0 = erlang:monotonic_time(microsecond),
+	Pids = [spawn_link(fun() ->
+		Bad = lists:foldl(
+			fun(I, Acc) ->
+				Body = iolist_to_binary(["{\"host\":\"", Host, "\",\"from\":\"k",
+					integer_to_list(I rem 1000), ".lit\",\"type\":\"",
+					case I rem 2 of 0 -> "available"; 1 -> "unavailable" end,
+					"\",\"id\":\"k", integer_to_list(I), "\"}"]),
+				case httpc:request(post, {Url ++ "/v1/hook/presence", Hdrs, "application/json", Body},
+						   [{timeout, 30000}], [{body_format, binary}], Profile) of
+					{ok, {{_, 202, _}, _, _}} -> Acc;
+					_ -> Acc + 1
+				end
+			end, 0, lists:seq(C * Per, C * Per + Per - 1)),
+		Self ! {done, self(), Bad} end) || C <- lists:seq(0, Conc - 1)],
+	Bad = lists:sum([receive {done, P, B} -> B end || P <- Pids]),
+	T1 = erlang:monotonic_time(microsecond),
+	_ = inets:stop(httpc, Profile),
+	lists:flatten(io_lib:format("events=~p us=~p failed=~p", [Per * Conc, T1 - T0, Bad])).
+"#;
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok()).map_or(default, |v| v as usize)
+}
+
+/// `key=value` fields of a helper's answer.
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Unix time of an ejabberd log line `2026-11-27 08:43:09.031445+00:00 [info] ...` (UTC).
+fn log_time(line: &str) -> Option<f64> {
+    let (date, rest) = line.split_once(' ')?;
+    let time = rest.split_once('+')?.0;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (h, rest) = time.split_once(':')?;
+    let (m, s) = rest.split_once(':')?;
+    // days from civil (Howard Hinnant)
+    let (y, mo, da) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + da - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(
+        days as f64 * 86400.0
+            + h.parse::<f64>().ok()? * 3600.0
+            + m.parse::<f64>().ok()? * 60.0
+            + s.parse::<f64>().ok()?,
+    )
+}
+
+struct Stats {
+    p50: f64,
+    p95: f64,
+    max: f64,
+    mean: f64,
+}
+
+fn stats(v: impl Iterator<Item = f64>) -> Stats {
+    let mut v: Vec<f64> = v.map(|x| x * 1000.0).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    let rank = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+    Stats { p50: rank(0.50), p95: rank(0.95), max: v[n - 1], mean: v.iter().sum::<f64>() / n as f64 }
+}
+
+struct Run {
+    total: f64,
+    cli: f64,
+    sidecar: f64,
+    s2s: f64,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "NOT MET" }
+}
+
+/// Series 1: every peer asks, then each is approved with the CLI and timed.
+fn approvals(lab: &EjabberdLab, peers: &[String]) -> Vec<Run> {
+    let p = lab.prosody();
+    for peer in peers {
+        p.admin(peer).cli(&["request", VERONA]);
+    }
+    let want: BTreeSet<&str> = peers.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    while !want.iter().all(|peer| lab.sidecar.pending_file(peer).exists()) {
+        assert!(t0.elapsed() < WAIT, "pending requests missing\n{}", lab.diagnostics());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut seed = now().to_bits() | 1;
+    let mut runs = Vec::new();
+    for peer in peers {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        thread::sleep(Duration::from_millis(seed % 300));
+        let t0 = now();
+        lab.sidecar.cli(&["approve", peer]);
+        let t_cli = now();
+        let got = p.wait_for(&format!("subscribed from verona.lit to {peer}"), WAIT, |s| {
+            s.host == *peer && s.via_s2s() && s.is_type("subscribed") && s.from.as_deref() == Some(VERONA)
+        });
+        // ejabberd logs the sidecar's API call (with its arguments) when it runs it.
+        let call = lab.ejabberd.wait_log(&format!("send_stanza subscribed to {peer}"), WAIT, |l| {
+            l.contains("API call send_stanza")
+                && l.contains("'subscribed'")
+                && l.contains(&format!("\"{peer}\""))
+        });
+        let t_api = log_time(&call).unwrap_or(t_cli);
+        runs.push(Run { total: got.t - t0, cli: t_cli - t0, sidecar: t_api - t_cli, s2s: got.t - t_api });
+    }
+    runs
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: skip there.
+    if !args.iter().any(|a| a == "--bench") && std::env::var_os("EJABBERD_BENCH").is_none() {
+        println!("ejabberd bench: skipped (run with `cargo bench --bench ejabberd`)");
+        return;
+    }
+    let runs = env_usize("EJ_BENCH_RUNS", 24).max(1);
+    let events = env_usize("EJ_BENCH_EVENTS", 10_000).max(2);
+    let peers_n = env_usize("EJ_BENCH_PEERS", 1_000).max(1);
+    let n = env_usize("EJ_BENCH_N", 1_000_000).max(1);
+    ejabberd::require_installed();
+    let bin = ejabberd::sidecar_bin();
+    let peers: Vec<String> = (0..runs).map(|i| format!("r{i}.lit")).collect();
+    let mut o = EjabberdOptions::new(bin);
+    o.prosody_hosts = peers.clone();
+    // Every routed event must be kept while the worker sends (the default is 1000).
+    o.queue_max = (events as u32).saturating_mul(2).max(1000);
+    eprintln!("[bench] starting ejabberd + sidecar + Prosody ({} virtual hosts)", peers.len() + 1);
+    let lab = EjabberdLab::start(o);
+    let sidecar_pid: u32 = fs::read_to_string(&lab.sidecar.pidfile).unwrap().trim().parse().unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let rss_idle = rss_mib(sidecar_pid);
+
+    eprintln!("[bench] 1. approval latency, {} runs", peers.len());
+    let approval = approvals(&lab, &peers);
+
+    eprintln!("[bench] 3. is_trusted vs ets:lookup, N = {n}");
+    let src = lab.dir.join("st_bench.erl");
+    fs::write(&src, HELPER).unwrap();
+    lab.ejabberd.load_erl(&src);
+    let trusted_peer = &peers[0];
+    // Wait until the module's copy has the approved peers.
+    let t0 = Instant::now();
+    while !lab.ejabberd.is_trusted(trusted_peer, None) {
+        assert!(t0.elapsed() < WAIT, "{trusted_peer} never trusted inside ejabberd");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let trust: Vec<(String, String)> = [trusted_peer.as_str(), "stranger.example"]
+        .iter()
+        .map(|peer| {
+            let line = lab.ejabberd.eval(&format!("st_bench:trust(<<\"{VERONA}\">>, <<\"{peer}\">>, {n})."));
+            (peer.to_string(), line)
+        })
+        .collect();
+
+    eprintln!("[bench] 2. hook events through the module, 2 x {events} events from {peers_n} peers");
+    let mut through = Vec::new();
+    let mut rss_after = Vec::new();
+    for round in 0..2 {
+        let line = lab
+            .ejabberd
+            .eval(&format!("st_bench:route(<<\"{VERONA}\">>, <<\"m{round}p\">>, {events}, {peers_n})."));
+        through.push(line);
+        thread::sleep(Duration::from_millis(500));
+        rss_after.push(rss_mib(sidecar_pid));
+    }
+    eprintln!("[bench] 2b. the sidecar's hook from an httpc keep-alive client inside the node");
+    let mut keepalive = Vec::new();
+    for conc in [1, 4] {
+        let line = lab.ejabberd.eval(&format!(
+            "st_bench:http(\"http://{}\", <<\"{}\">>, \"{VERONA}\", {events}, {conc}).",
+            lab.sidecar.addr, lab.sidecar.hook_token
+        ));
+        keepalive.push((conc, line));
+        thread::sleep(Duration::from_millis(500));
+        rss_after.push(rss_mib(sidecar_pid));
+    }
+    let status = lab.ejabberd.ctl_ok(&["server_trust_status", VERONA]);
+    drop(lab);
+
+    println!();
+    println!(
+        "== 1. Approval latency: `server-trust approve` on verona (ejabberd) -> `subscribed` recorded by the Prosody host (ms) =="
+    );
+    let t = stats(approval.iter().map(|r| r.total));
+    let c = stats(approval.iter().map(|r| r.cli));
+    let s = stats(approval.iter().map(|r| r.sidecar));
+    let x = stats(approval.iter().map(|r| r.s2s));
+    println!(
+        "{:>4} runs  p50 {:>6.1}  p95 {:>6.1}  max {:>6.1}  mean {:>6.1}   goal p95 <= {GOAL_P95_MS:.0}: {}",
+        approval.len(),
+        t.p50,
+        t.p95,
+        t.max,
+        t.mean,
+        verdict(t.p95 <= GOAL_P95_MS)
+    );
+    println!(
+        "  cli     (spawn -> exit of the CLI)                        p50 {:>6.1}  p95 {:>6.1}  max {:>6.1}",
+        c.p50, c.p95, c.max
+    );
+    println!(
+        "  sidecar (CLI exit -> ejabberd logs send_stanza)           p50 {:>6.1}  p95 {:>6.1}  max {:>6.1}",
+        s.p50, s.p95, s.max
+    );
+    println!(
+        "  s2s     (send_stanza -> Prosody records it, new stream)  p50 {:>6.1}  p95 {:>6.1}  max {:>6.1}",
+        x.p50, x.p95, x.max
+    );
+
+    println!();
+    println!(
+        "== 2. Hook events per second into the sidecar, measured inside ejabberd ({events} events, {peers_n} peers) =="
+    );
+    for (i, line) in through.iter().enumerate() {
+        let done = field(line, "done_us") / 1e6;
+        let rate = field(line, "delivered") / done;
+        println!(
+            "  via the module (router -> hook -> worker -> HTTP -> engine), round {}: {:>7.0} events/s  \
+             (routing {:.0} ms, all delivered after {:.0} ms, lost {})   goal >= {GOAL_EVENTS_PER_S:.0}/s: {}",
+            i + 1,
+            rate,
+            field(line, "routed_us") / 1e3,
+            done * 1e3,
+            field(line, "lost"),
+            verdict(rate >= GOAL_EVENTS_PER_S)
+        );
+    }
+    for (conc, line) in &keepalive {
+        let rate = field(line, "events") / (field(line, "us") / 1e6);
+        println!(
+            "  httpc keep-alive client in the node, {conc} connection(s):        {:>7.0} events/s  (failed {})",
+            rate,
+            field(line, "failed")
+        );
+    }
+    println!("  module status afterwards: {status}");
+
+    println!();
+    println!(
+        "== 3. Trust check inside ejabberd (ns/call, best of 5 timer:tc loops of N = {n}, empty loop not subtracted) =="
+    );
+    for (peer, line) in &trust {
+        let e = field(line, "empty");
+        let ratio = (field(line, "is_trusted") - e) / (field(line, "ets") - e);
+        println!(
+            "  {peer:<18} is_trusted/2 {:>7.1}  ets:lookup {:>7.1}  empty {:>5.1}  -> {:.2}x (loop subtracted)   goal <= {GOAL_TRUST_RATIO}x: {}",
+            field(line, "is_trusted"),
+            field(line, "ets"),
+            e,
+            ratio,
+            verdict(ratio <= GOAL_TRUST_RATIO)
+        );
+        println!(
+            "  {:<18} parts: module lookup without nameprep {:>7.1}, one jid:nameprep {:>7.1}; \
+             what-if ASCII fast path before nameprep {:>7.1} -> {:.2}x",
+            "",
+            field(line, "lookup"),
+            field(line, "nameprep"),
+            field(line, "fast"),
+            (field(line, "fast") - e) / (field(line, "ets") - e),
+        );
+        println!("  {:<18} ({line})", "");
+    }
+
+    println!();
+    println!("== 4. Sidecar resident memory (MiB) ==");
+    let max_after = rss_after.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "  idle {rss_idle:.1}; after the approvals and each {events}-event round: {}   goal <= {GOAL_RSS_MIB:.0} MiB, flat: {}",
+        rss_after.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", "),
+        verdict(max_after <= GOAL_RSS_MIB && rss_after.last().unwrap() - rss_after[0] < 2.0)
+    );
+}

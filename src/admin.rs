@@ -120,6 +120,20 @@ pub fn log(store: &Store, peer: Option<&Domain>, limit: usize) -> Result<Vec<Aud
     Ok(recs)
 }
 
+/// A peer's groups (scopes), as `groups PEER` shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupsView {
+    /// The peer.
+    pub peer: Domain,
+    /// Its groups.
+    pub groups: Vec<String>,
+}
+
+/// Every pending request, and the files that could not be read (each names its file).
+pub fn pending(store: &Store) -> (Vec<PendingRequest>, Vec<Error>) {
+    store.list_pending()
+}
+
 /// An admin act, as named in answers and the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -74,4 +74,3 @@ pub enum Command {
         limit: usize,
     },
 }
-

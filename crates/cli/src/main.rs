@@ -118,7 +118,7 @@ impl Out {
 }
 
 fn pending(store: &Store, out: Out) -> Result<()> {
-    let (reqs, bad) = store.list_pending();
+    let (reqs, bad) = admin::pending(store);
     for e in &bad {
         eprintln!("server-trust: {e}");
     }
@@ -180,12 +180,7 @@ fn groups(cli: &Cli, store: &Store, peer: &Domain, set: Option<&str>, out: Out) 
             groups
         }
     };
-    #[derive(Serialize)]
-    struct Groups<'a> {
-        peer: &'a Domain,
-        groups: &'a [String],
-    }
-    if !out.json(&Groups { peer, groups: &groups }) {
+    if !out.json(&admin::GroupsView { peer: peer.clone(), groups: groups.clone() }) {
         println!("{peer}: {}", groups.join(","));
     }
     Ok(())

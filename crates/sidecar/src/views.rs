@@ -1,7 +1,7 @@
 //! Read views of the admin API: the documents `server-trust --json` prints, from the shared
 //! `server_trust::admin` module where it has them.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use server_trust::{Domain, Engine, Result, admin};
 
 fn value(v: impl serde::Serialize) -> Value {
@@ -14,9 +14,8 @@ pub fn roster(engine: &Engine) -> Result<Value> {
 }
 
 /// `server-trust pending --json`. Unreadable request files are logged, not shown.
-// TODO(admin): use the shared view once `server_trust::admin` has one for pending requests.
 pub fn pending(engine: &Engine) -> Value {
-    let (reqs, bad) = engine.store().list_pending();
+    let (reqs, bad) = admin::pending(engine.store());
     for e in bad {
         log::error!("{}: {e}", engine.host());
     }
@@ -34,7 +33,6 @@ pub fn log(engine: &Engine, peer: Option<&Domain>, limit: usize) -> Result<Value
 }
 
 /// `server-trust groups PEER --json`.
-// TODO(admin): use the shared view once `server_trust::admin` has one for groups.
 pub fn groups(peer: &Domain, groups: &[String]) -> Value {
-    json!({"peer": peer, "groups": groups})
+    value(admin::GroupsView { peer: peer.clone(), groups: groups.to_vec() })
 }

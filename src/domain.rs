@@ -75,11 +75,15 @@ impl Domain {
     }
 
     /// False when normalising `s` can only return `s` itself or fail: ASCII without
-    /// uppercase letters, a trailing dot or an A-label (`xn--`, which becomes a U-label).
+    /// uppercase letters, a trailing dot or a `--` (A-labels, `xn--…`, become U-labels).
     /// Cheap, so a trust lookup that misses can stop here.
     pub fn may_change_when_normalised(s: &str) -> bool {
-        let flags = s.bytes().fold(0u8, |acc, b| acc | (b & 0x80) | u8::from(b.wrapping_sub(b'A') < 26));
-        flags != 0 || s.ends_with('.') || s.contains("xn--")
+        // One pass: non-ASCII, an uppercase letter, or a "--" (as in every `xn--` label).
+        let (flags, _) = s.bytes().fold((0u8, 0u8), |(acc, prev), b| {
+            let hyphens = u8::from(prev == b'-' && b == b'-') << 1;
+            (acc | (b & 0x80) | u8::from(b.wrapping_sub(b'A') < 26) | hyphens, b)
+        });
+        flags != 0 || s.ends_with('.')
     }
 
     /// True when `s` is a server domain already in normal form (lowercase LDH ASCII, sane

@@ -1,6 +1,6 @@
 //! `st_status`, the one result of every fallible call, and the thread's last error message.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString, c_char};
 
 use super::boundary::cstring;
@@ -119,28 +119,29 @@ impl From<&Error> for st_status {
 }
 
 thread_local! {
-    /// The message of the last failed call on this thread, and whether the call in progress
-    /// has already recorded its own (more precise) message.
-    static LAST_ERROR: RefCell<(CString, bool)> = RefCell::new((CString::default(), false));
+    /// The message of the last failed call on this thread.
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// The call in progress has recorded its own (more precise) message. Const-initialised:
+    /// resetting it is one store, cheap enough for every call (trust checks included).
+    static RECORDED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks the start of a call: its failure has not been recorded yet.
 pub(super) fn begin_call() {
-    let _ = LAST_ERROR.try_with(|m| m.borrow_mut().1 = false);
+    RECORDED.set(false);
 }
 
 /// Records a failure: `message` when the call has one (an engine error), else the status's
 /// description unless the call recorded its own. Every failing call records, so the message
 /// is never older than the status.
 pub(super) fn record_failure(status: st_status, message: Option<&str>) {
-    let _ = LAST_ERROR.try_with(|m| {
-        let mut m = m.borrow_mut();
-        match message {
-            Some(text) => *m = (cstring(text), true),
-            None if !m.1 => *m = (status.description().to_owned(), true),
-            None => {}
-        }
-    });
+    let text = match message {
+        Some(text) => cstring(text),
+        None if !RECORDED.get() => status.description().to_owned(),
+        None => return,
+    };
+    RECORDED.set(true);
+    let _ = LAST_ERROR.try_with(|m| *m.borrow_mut() = text);
 }
 
 /// An engine error as a status, with its message recorded.
@@ -184,7 +185,7 @@ pub unsafe extern "C" fn st_last_error(buf: *mut c_char, len: usize, out_n: *mut
             unsafe { *out_n = bytes.len() };
         }
     };
-    match LAST_ERROR.try_with(|m| copy(&m.borrow().0)) {
+    match LAST_ERROR.try_with(|m| copy(&m.borrow())) {
         Ok(()) => st_status::Ok,
         Err(_) => st_status::Panic,
     }

@@ -4,8 +4,8 @@
 //! `EjabberdCluster`). ejabberd must be installed (`bash scripts/ejabberd-setup.sh`).
 //!
 //! What the README's *Cluster* section promises: trust checks are local on every node and
-//! follow the admin's CLI on all of them; a node going down leaves the other answering and
-//! still following the sidecar.
+//! follow the admin's CLI on all of them; a node going down leaves the other answering,
+//! still following the sidecar and still handing it the requests that reach it.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use server_trust_lab::{MONTAGUE, TrustAdmin};
 
 const T: Duration = Duration::from_secs(30);
 const PARIS: &str = "paris.lit";
+/// Not served by the Prosody peer: its request is routed inside node 2.
+const TYBALT: &str = "tybalt.lit";
 
 /// Waits until `is_trusted` inside node `i` answers `want`.
 fn wait_trusted(c: &EjabberdCluster, i: usize, peer: &str, want: bool) -> Duration {
@@ -76,6 +78,15 @@ fn cli_decisions_reach_both_nodes_and_one_node_down_leaves_the_other_answering()
     c.sidecar.cli(&["approve", PARIS]);
     wait_trusted(&c, 1, PARIS, true);
     assert!(!c.nodes[1].is_trusted(MONTAGUE, None));
+    // A request arriving at node 2 (as if over an s2s stream node 2 holds) still reaches the
+    // sidecar through node 2's module: routed inside node 2 like ejabberd_s2s_in does.
+    c.nodes[1].eval(&format!(
+        "ejabberd_router:route(xmpp:decode(fxml_stream:parse_element(<<\"<presence xmlns='jabber:server' \
+         from='{TYBALT}' to='{VERONA}' type='subscribe' id='via-node2'/>\">>)))."
+    ));
+    let pending = c.sidecar.wait_pending(TYBALT, T);
+    assert!(pending.contains("via-node2"), "{pending}");
+    assert!(!c.nodes[1].is_trusted(TYBALT, None));
     // The cluster as node 2 sees it now: node 1 is not running.
     let running = c.nodes[1].ctl_ok(&["list_cluster"]);
     assert!(running.contains(&c.nodes[1].node), "{running}");

@@ -23,6 +23,13 @@
 //! * mod_server_trust is compiled with `erlc` from `ejabberd/mod_server_trust/src` into the
 //!   lab. `mod_http_api` is locked to `send_stanza` + `send_message` for an OAuth token of
 //!   `sidecar@verona.lit` from 127.0.0.1; the sidecar gets that token in a file.
+//! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
+//!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
+//!   everywhere, one cookie) sharing one sidecar, for the cluster test.
+//! * [`Ejabberd::eval`] runs Erlang expressions inside a node through a hidden client VM on
+//!   the distribution port; [`Ejabberd::load_erl`] compiles and loads a helper module (the
+//!   benchmarks' timing loops). [`sidecar_bin`] builds the sidecar for callers outside its
+//!   package (the demo, `benches/ejabberd.rs`).
 //! * Every process is spawned in its own process group, recorded, stopped by its pid on drop
 //!   (also on panic) and SIGKILLed by a [`Watchdog`] if the test process dies first. On panic
 //!   the lab folder is kept and its path printed (also with `LAB_KEEP=1`).

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use server_trust_lab::TrustAdmin;
 use server_trust_lab::ejabberd::{self, EjabberdLab, EjabberdOptions, VERONA};
+use server_trust_lab::stats::stats;
 
 const WAIT: Duration = Duration::from_secs(30);
 const GOAL_P95_MS: f64 = 100.0;
@@ -188,21 +189,6 @@ fn log_time(line: &str) -> Option<f64> {
             + m.parse::<f64>().ok()? * 60.0
             + s.parse::<f64>().ok()?,
     )
-}
-
-struct Stats {
-    p50: f64,
-    p95: f64,
-    max: f64,
-    mean: f64,
-}
-
-fn stats(v: impl Iterator<Item = f64>) -> Stats {
-    let mut v: Vec<f64> = v.map(|x| x * 1000.0).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let rank = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
-    Stats { p50: rank(0.50), p95: rank(0.95), max: v[n - 1], mean: v.iter().sum::<f64>() / n as f64 }
 }
 
 struct Run {

@@ -25,6 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use server_trust_lab::lua::lua_str;
+use server_trust_lab::stats::stats;
 use server_trust_lab::{CAPULET, Lab, LabOptions, Server, TrustAdmin, artifacts};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -71,23 +72,6 @@ struct Run {
     poll: f64,
     /// capulet routes it -> montague receives it (s2s; the stream already exists)
     s2s: f64,
-}
-
-#[derive(Clone, Copy)]
-struct Stats {
-    p50: f64,
-    p95: f64,
-    max: f64,
-    mean: f64,
-}
-
-/// Nearest-rank percentiles, in ms.
-fn stats(v: impl Iterator<Item = f64>) -> Stats {
-    let mut v: Vec<f64> = v.map(|x| x * 1000.0).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let rank = |q: f64| v[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
-    Stats { p50: rank(0.50), p95: rank(0.95), max: v[n - 1], mean: v.iter().sum::<f64>() / n as f64 }
 }
 
 struct Series {

@@ -45,6 +45,7 @@ end
 
 -- The native module is built for Lua 5.4 (Prosody 0.12 and 13 on Debian run lua5.4): in
 -- another Lua it would crash the server, so say which Lua this is and stay closed instead.
+local jit = package.loaded["jit"]; -- LuaJIT only; reading the global would warn in Prosody
 local lua_version = type(jit) == "table" and tostring(jit.version) or _VERSION;
 local native, native_err;
 if lua_version ~= "Lua 5.4" then

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tarball=${PROSODY13_TARBALL:-../shared/vendor/prosody-13.0.1.tar.gz}
-prefix=${PROSODY13_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/server-trust/prosody-13.0.1}
+prefix=${PROSODY13_PREFIX:-/var/cache/server-trust/prosody-13.0.1}  # readable by the prosody user
 [ -f "$tarball" ] || exit 3
 if [ ! -x "$prefix/bin/prosody" ]; then
   need=()

@@ -4,12 +4,13 @@
 #   prosody lua5.4 lua-unbound  real Prosody 0.12 servers for the tests and the demo
 #   openssl                     self-signed certificates for the lab servers
 #   gcc g++                     the C ABI test compiles against include/server_trust.h
+#   pkg-config lintian dpkg-dev the Debian package test (build, check, C program via pkg-config)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 need=()
-for pkg in prosody lua5.4 lua-unbound openssl gcc g++ git; do
+for pkg in prosody lua5.4 lua-unbound openssl gcc g++ git pkg-config lintian dpkg-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

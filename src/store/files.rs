@@ -53,6 +53,13 @@ pub(super) fn ensure_dir(dir: &Path, like: &fs::Metadata) -> Result<()> {
             chown_like(dir, like).map_err(|e| Error::io(dir, e))?;
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        // Say whose folder it is and what to run, not just "Permission denied".
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(dir
+                .parent()
+                .and_then(|p| crate::owner::check_writable(p).err())
+                .unwrap_or(Error::io(dir, e)));
+        }
         Err(e) => return Err(Error::io(dir, e)),
     }
     check_dir(dir).map(|_| ())

@@ -8,6 +8,7 @@ mod c_abi;
 mod cli;
 mod crash_safety;
 mod deny_and_revoke;
+mod deployment;
 mod engine_pairs;
 mod fails_closed;
 mod floods;

@@ -25,9 +25,11 @@ pub struct Artifacts {
 
 /// The parts for this profile, built by one `cargo build` per process (cargo makes it a no-op
 /// when they are current). Panics with cargo's output if the build fails.
+/// With `SERVER_TRUST_INSTALLED=1`, the CLI, the Prosody module and the C library are the
+/// ones the Debian package installed, not the build tree's (the package test).
 pub fn get() -> &'static Artifacts {
     static BUILT: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match BUILT.get_or_init(build) {
+    match BUILT.get_or_init(|| if installed() { find_installed() } else { build() }) {
         Ok(a) => a,
         Err(e) => panic!("{e}"),
     }
@@ -41,6 +43,36 @@ pub fn lua_module() -> &'static Path {
 /// Shorthand for `get().cli`.
 pub fn cli() -> &'static Path {
     &get().cli
+}
+
+/// Whether the lab runs the installed package (`SERVER_TRUST_INSTALLED=1`).
+pub fn installed() -> bool {
+    std::env::var_os("SERVER_TRUST_INSTALLED").is_some_and(|v| v == "1")
+}
+
+/// The package's files; the lab's own helper binary still comes from the build.
+fn find_installed() -> Result<Artifacts, String> {
+    let built = build()?;
+    let multiarch = Command::new("dpkg-architecture")
+        .arg("-qDEB_HOST_MULTIARCH")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "x86_64-linux-gnu".into());
+    let a = Artifacts {
+        c_library: PathBuf::from(format!("/usr/lib/{multiarch}/libserver_trust.so.0")),
+        lua_module: PathBuf::from("/usr/lib/prosody/modules/server_trust_lua.so"),
+        cli: PathBuf::from("/usr/bin/server-trust"),
+        store_writer: built.store_writer,
+    };
+    for p in [&a.c_library, &a.lua_module, &a.cli, Path::new("/usr/lib/prosody/modules/mod_server_trust.lua")]
+    {
+        if !p.exists() {
+            return Err(format!("[lab] SERVER_TRUST_INSTALLED=1 but {} is not installed", p.display()));
+        }
+    }
+    Ok(a)
 }
 
 /// The workspace root (the repository).
@@ -102,6 +134,13 @@ fn build() -> Result<Artifacts, String> {
         if !p.exists() {
             return Err(format!("[lab] cargo build succeeded but {} is missing", p.display()));
         }
+    }
+    // The library's SONAME is libserver_trust.so.0: programs linked against it look for that.
+    let soname = dir.join("libserver_trust.so.0");
+    if std::fs::read_link(&soname).is_err() {
+        let _ = std::fs::remove_file(&soname);
+        std::os::unix::fs::symlink("libserver_trust.so", &soname)
+            .map_err(|e| format!("[lab] cannot link {}: {e}", soname.display()))?;
     }
     Ok(a)
 }

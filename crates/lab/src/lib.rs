@@ -19,19 +19,16 @@
 //! * [`prosody`]: two Prosody 0.12 servers federating over s2s, recording what they see.
 //! * [`stanza`]: one recorded stanza and predicates on it.
 //! * [`lua`]: Lua literals for configs and admin-shell lines.
-//! * [`certs`]: self-signed certificates; [`stats`]: percentiles for the benchmarks.
 
 pub mod admin;
 pub mod artifacts;
-pub mod certs;
 pub mod ejabberd;
 pub mod lua;
 pub mod process;
 pub mod prosody;
 pub mod slots;
 pub mod stanza;
-pub mod stats;
 
 pub use admin::TrustAdmin;
-pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server};
+pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, prosody13, user_ids};
 pub use stanza::{Stanza, presence_from};

@@ -101,7 +101,7 @@ impl Watchdog {
         let script = r#"p=$1; shift
 while kill -0 "$p" 2>/dev/null; do sleep 0.5; done
 for f in "$@"; do
-  if [ -s "$f" ]; then pid=$(cat "$f"); kill -KILL -- "-$pid" "$pid" 2>/dev/null; fi
+  if [ -s "$f" ]; then pid=$(cat "$f"); kill -KILL "-$pid" "$pid" 2>/dev/null; fi
 done"#;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script).arg("lab-watchdog").arg(std::process::id().to_string());

@@ -1,4 +1,4 @@
-//! Two REAL Prosody 0.12 servers, `montague.lit` and `capulet.lit`, federating over real s2s
+//! Two REAL Prosody servers (Debian's 0.12, or the Prosody 13 build), `montague.lit` and `capulet.lit`, federating over real s2s
 //! (STARTTLS + dialback, self-signed certificates) on a private pair of loopback addresses.
 //!
 //! * Each [`Lab`] has its own temp dir (certs, hosts file, one folder per server) and its own
@@ -20,13 +20,14 @@ mod config;
 mod server;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
+use std::time::Duration;
 
 pub use server::{SHELL_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, Server};
 
-use crate::certs;
-use crate::process::Watchdog;
+use crate::process::{Watchdog, run_with_timeout};
 use crate::slots::Slot;
 
 pub const MONTAGUE: &str = "montague.lit";
@@ -48,6 +49,55 @@ pub struct LabOptions {
     pub plugin_paths: Vec<PathBuf>,
     /// The Lua native module to load instead of the one built for this profile.
     pub native_module: Option<PathBuf>,
+    /// Prosody prefixes for (montague, capulet): `None` runs Debian's Prosody 0.12; see
+    /// [`prosody13`] for the Prosody 13 build.
+    pub prefixes: [Option<PathBuf>; 2],
+    /// Run both servers as this user (e.g. `prosody`), as Debian does, not as root; their
+    /// folders are given to it.
+    pub run_as: Option<String>,
+}
+
+/// The Prosody 13.0.1 build's prefix: `$SERVER_TRUST_PROSODY13`, else built once (about a
+/// minute) by `scripts/prosody13.sh` from the vendored tarball. `None` when the tarball is
+/// missing.
+pub fn prosody13() -> Option<PathBuf> {
+    static PREFIX: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("SERVER_TRUST_PROSODY13").filter(|p| !p.is_empty()) {
+                return Some(PathBuf::from(p));
+            }
+            let script = crate::artifacts::workspace_dir().join("scripts/prosody13.sh");
+            let out = run_with_timeout(
+                {
+                    let mut c = Command::new("bash");
+                    c.arg(script);
+                    c
+                },
+                Duration::from_secs(600),
+            );
+            let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !prefix.is_empty()).then(|| PathBuf::from(prefix))
+        })
+        .clone()
+}
+
+/// The (uid, gid) of a system user.
+pub fn user_ids(name: &str) -> (u32, u32) {
+    let c = std::ffi::CString::new(name).unwrap();
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    assert!(!pw.is_null(), "no user {name} on this machine");
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+/// Gives `path` and everything under it to (uid, gid).
+fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), (uid, gid));
+        }
+    }
 }
 
 /// Two running servers; dropping it stops them.
@@ -60,6 +110,21 @@ pub struct Lab {
     tmp: Option<tempfile::TempDir>,
     _watchdog: Option<Watchdog>,
     _slot: Slot,
+}
+
+fn gen_cert(certs: &Path, host: &str) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "3650", "-subj"])
+        .arg(format!("/CN={host}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{host}"))
+        .arg("-keyout")
+        .arg(certs.join(format!("{host}.key")))
+        .arg("-out")
+        .arg(certs.join(format!("{host}.crt")));
+    let out = run_with_timeout(cmd, Duration::from_secs(20));
+    assert!(out.status.success(), "openssl failed for {host}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Lab {
@@ -83,18 +148,29 @@ impl Lab {
         let certs = dir.join("certs");
         fs::create_dir_all(&certs).unwrap();
         thread::scope(|s| {
-            s.spawn(|| certs::self_signed(&certs, MONTAGUE));
-            s.spawn(|| certs::self_signed(&certs, CAPULET));
+            s.spawn(|| gen_cert(&certs, MONTAGUE));
+            s.spawn(|| gen_cert(&certs, CAPULET));
         });
         let hosts_file = dir.join("hosts");
         let extra: String = opts.montague_extra_hosts.iter().map(|h| format!("{} {h}\n", slot.a)).collect();
         fs::write(&hosts_file, format!("{} {MONTAGUE}\n{} {CAPULET}\n{extra}", slot.a, slot.b)).unwrap();
 
-        let montague = Server::new(&dir, "montague", MONTAGUE, &slot.a);
-        let capulet = Server::new(&dir, "capulet", CAPULET, &slot.b);
-        for srv in [&montague, &capulet] {
+        let mut montague = Server::new(&dir, "montague", MONTAGUE, &slot.a);
+        let mut capulet = Server::new(&dir, "capulet", CAPULET, &slot.b);
+        let run_as = opts.run_as.as_deref().map(user_ids);
+        for (srv, prefix) in [(&mut montague, &opts.prefixes[0]), (&mut capulet, &opts.prefixes[1])] {
+            srv.prefix = prefix.clone();
+            srv.run_as = run_as;
             fs::create_dir_all(&srv.data).unwrap();
             fs::write(&srv.cfg, config::config_text(srv, &opts, &certs, &hosts_file)).unwrap();
+        }
+        if let Some(ids) = run_as {
+            // The unprivileged server must reach its folders and certificates.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+            for p in [&certs, &montague.dir, &capulet.dir] {
+                chown_tree(p, ids);
+            }
         }
 
         let watchdog = Watchdog::spawn(&[&montague.pidfile, &capulet.pidfile]);

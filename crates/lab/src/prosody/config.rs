@@ -9,8 +9,12 @@ use crate::lua::{lua_path, lua_str};
 
 /// `prosody.cfg.lua` for `srv`: loopback only, our own resolver, certs from `certs`.
 pub(super) fn config_text(srv: &Server, opts: &LabOptions, certs: &Path, hosts_file: &Path) -> String {
-    let mut plugins =
-        vec![lua_path(&artifacts::lab_dir().join("prosody")), lua_path(artifacts::workspace_dir())];
+    // The installed package's module lives in Prosody's own plugin folder, which Prosody
+    // searches anyway; otherwise the repository's copy is loaded.
+    let mut plugins = vec![lua_path(&artifacts::lab_dir().join("prosody"))];
+    if !artifacts::installed() {
+        plugins.push(lua_path(artifacts::workspace_dir()));
+    }
     plugins.extend(opts.plugin_paths.iter().map(|p| lua_path(p)));
     let ip = lua_str(&srv.ip);
     let mut c = format!(
@@ -65,14 +69,14 @@ modules_enabled = {{
         admin = lua_str(&format!("admin@{}", srv.host)),
     );
     if opts.server_trust {
-        let native = opts.native_module.as_deref().unwrap_or_else(|| artifacts::lua_module());
         // The module's default poll interval, written out so the lab does not depend on it.
-        let _ = write!(
-            c,
-            "\nserver_trust_store = {}\nserver_trust_native_path = {}\nserver_trust_poll_interval = 0.1\n",
-            lua_path(&srv.store),
-            lua_path(native),
-        );
+        let _ =
+            write!(c, "\nserver_trust_store = {}\nserver_trust_poll_interval = 0.1\n", lua_path(&srv.store));
+        // Installed: the module finds its native library next to itself, as for admins.
+        if opts.native_module.is_some() || !artifacts::installed() {
+            let native = opts.native_module.as_deref().unwrap_or_else(|| artifacts::lua_module());
+            let _ = writeln!(c, "server_trust_native_path = {}", lua_path(native));
+        }
     }
     if !opts.extra_global.is_empty() {
         let _ = write!(c, "\n-- extra_global\n{}\n", opts.extra_global);

@@ -40,6 +40,11 @@ pub struct Server {
     pub pidfile: PathBuf,
     /// `<data>/lab-received.jsonl`
     pub record: PathBuf,
+    /// Where `prosody` and `prosodyctl` come from: `None` for Debian's (0.12), else a prefix
+    /// such as the Prosody 13 build's.
+    pub prefix: Option<PathBuf>,
+    /// Run as this (uid, gid) instead of root, like Debian's `prosody` user.
+    pub run_as: Option<(u32, u32)>,
     process: Daemon,
 }
 
@@ -58,6 +63,8 @@ impl Server {
             record: data.join("lab-received.jsonl"),
             data,
             dir,
+            prefix: None,
+            run_as: None,
             process: Daemon::new(host),
         }
     }
@@ -77,8 +84,12 @@ impl Server {
         fs::create_dir_all(&self.data).unwrap();
         let _ = fs::remove_file(self.ready_file());
         let console_start = fs::metadata(&self.console_log).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new("prosody");
+        let mut cmd = Command::new(self.program("prosody"));
         cmd.arg("--config").arg(&self.cfg).arg("-F").current_dir(&self.dir);
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid); // std also drops root's supplementary groups
+        }
         self.process.spawn(cmd, &self.console_log);
         let ready = || self.ready_file().exists() && self.socket().exists();
         let why = match self.process.wait_ready(START_TIMEOUT, ready) {
@@ -160,9 +171,22 @@ impl Server {
     /// syntax such as `s2s:show()` or `module:reload("server_trust", "capulet.lit")`).
     /// Killed after 20 s. Exit status 0 for "OK:"/"Result:", 1 for errors.
     pub fn shell(&self, cmd: &str) -> Output {
-        let mut c = Command::new("prosodyctl");
-        c.arg("--config").arg(&self.cfg).arg("shell").arg(cmd).current_dir(&self.dir);
+        self.prosodyctl(&["shell", cmd])
+    }
+
+    /// `prosodyctl --config CFG ARGS...` of this server's Prosody, killed after 20 s.
+    pub fn prosodyctl(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(self.program("prosodyctl"));
+        c.arg("--config").arg(&self.cfg).args(args).current_dir(&self.dir);
         run_with_timeout(c, SHELL_TIMEOUT)
+    }
+
+    /// `prosody` or `prosodyctl` of this server's Prosody.
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.prefix {
+            Some(p) => p.join("bin").join(name),
+            None => PathBuf::from(name),
+        }
     }
 
     /// Like `shell`, but panics unless it succeeded; returns stdout.

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    // C hosts link against libserver_trust.so.MAJOR: a proper SONAME lets an incompatible
+    // release live beside this one (only st_* symbols are exported: rustc's own version
+    // script for cdylibs hides the rest).
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("set by cargo");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libserver_trust.so.{major}");
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");

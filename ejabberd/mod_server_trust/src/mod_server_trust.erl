@@ -234,7 +234,12 @@ lookup(Host, Peer) when is_binary(Host), is_binary(Peer) ->
 	%% they are; nameprep (~0.2 us a name) runs only for names it could change.
 	case mod_server_trust_sidecar:lookup(Host, Peer) of
 		{ok, _} = Found -> Found;
-		error ->
+		error ->  % Host named a table, so it is in normal form already
+			case plain(Peer) of
+				true -> error;
+				false -> lookup_prepped(Host, jid:nameprep(Peer))
+			end;
+		no_table ->
 			case plain(Host) andalso plain(Peer) of
 				true -> error;
 				false -> lookup_prepped(jid:nameprep(Host), jid:nameprep(Peer))
@@ -245,7 +250,11 @@ lookup(_Host, _Peer) ->
 
 lookup_prepped(error, _) -> error;
 lookup_prepped(_, error) -> error;
-lookup_prepped(LHost, LPeer) -> mod_server_trust_sidecar:lookup(LHost, LPeer).
+lookup_prepped(LHost, LPeer) ->
+	case mod_server_trust_sidecar:lookup(LHost, LPeer) of
+		{ok, _} = Found -> Found;
+		_ -> error
+	end.
 
 %% Lowercase LDH ASCII: nameprep would return it unchanged.
 plain(<<C, Rest/binary>>) when C >= $a, C =< $z; C >= $0, C =< $9; C =:= $-; C =:= $. ->

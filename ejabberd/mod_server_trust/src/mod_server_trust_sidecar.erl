@@ -139,12 +139,13 @@ in_handshake(Host, Peer) ->
 			end
 	end.
 
-%% Trust lookup for mod_server_trust:is_trusted/2,3 (Host and Peer nameprepped).
--spec lookup(binary(), binary()) -> {ok, [binary()]} | error.
+%% Trust lookup for mod_server_trust:is_trusted/2,3 (Host and Peer nameprepped):
+%% no_table when Host has no table (not served here, or not in normal form).
+-spec lookup(binary(), binary()) -> {ok, [binary()]} | error | no_table.
 lookup(Host, Peer) ->
 	case table(Host) of
 		undefined ->
-			error;
+			no_table;
 		Tab ->
 			try ets:lookup(Tab, Peer) of
 				[{_, Groups}] -> {ok, Groups};

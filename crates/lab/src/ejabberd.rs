@@ -229,20 +229,6 @@ pub fn sidecar_bin() -> PathBuf {
     }
 }
 
-fn gen_cert(certs: &Path, host: &str) {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-nodes", "-days", "3650", "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .arg("-keyout")
-        .arg(certs.join(format!("{host}.key")))
-        .arg("-out")
-        .arg(certs.join(format!("{host}.crt")));
-    let out = run_with_timeout(cmd, Duration::from_secs(20));
-    assert!(out.status.success(), "openssl failed for {host}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A random-enough secret for cookies and tokens (a test lab, not production).
 fn secret(tag: &str) -> String {
@@ -289,8 +275,8 @@ impl EjabberdLab {
         let certs = dir.join("certs");
         fs::create_dir_all(&certs).unwrap();
         thread::scope(|s| {
-            s.spawn(|| gen_cert(&certs, MONTAGUE));
-            s.spawn(|| gen_cert(&certs, VERONA));
+            s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
+            s.spawn(|| crate::certs::self_signed(&certs, VERONA));
         });
         let ver_pem = format!(
             "{}{}",
@@ -430,8 +416,8 @@ impl EjabberdCluster {
         let certs = dir.join("certs");
         fs::create_dir_all(&certs).unwrap();
         thread::scope(|s| {
-            s.spawn(|| gen_cert(&certs, MONTAGUE));
-            s.spawn(|| gen_cert(&certs, VERONA));
+            s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
+            s.spawn(|| crate::certs::self_signed(&certs, VERONA));
         });
         let pem = format!(
             "{}{}",

@@ -16,18 +16,21 @@
 //!   test process that dies without unwinding, commands with a timeout).
 //! * [`artifacts`]: the Lua module, the CLI and the helper binaries for the profile in use.
 //! * [`admin`]: the `server-trust` CLI on a server's store ([`TrustAdmin`]).
-//! * [`prosody`]: two Prosody 0.12 servers federating over s2s, recording what they see.
+//! * [`prosody`]: two Prosody servers (0.12 or 13) federating over s2s, recording what they see.
 //! * [`stanza`]: one recorded stanza and predicates on it.
 //! * [`lua`]: Lua literals for configs and admin-shell lines.
+//! * [`certs`]: self-signed certificates; [`stats`]: percentiles for the benchmarks.
 
 pub mod admin;
 pub mod artifacts;
+pub mod certs;
 pub mod ejabberd;
 pub mod lua;
 pub mod process;
 pub mod prosody;
 pub mod slots;
 pub mod stanza;
+pub mod stats;
 
 pub use admin::TrustAdmin;
 pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, prosody13, user_ids};

@@ -112,20 +112,6 @@ pub struct Lab {
     _slot: Slot,
 }
 
-fn gen_cert(certs: &Path, host: &str) {
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-nodes", "-days", "3650", "-subj"])
-        .arg(format!("/CN={host}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{host}"))
-        .arg("-keyout")
-        .arg(certs.join(format!("{host}.key")))
-        .arg("-out")
-        .arg(certs.join(format!("{host}.crt")));
-    let out = run_with_timeout(cmd, Duration::from_secs(20));
-    assert!(out.status.success(), "openssl failed for {host}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 impl Lab {
     /// Both servers with mod_server_trust and default options.
@@ -148,8 +134,8 @@ impl Lab {
         let certs = dir.join("certs");
         fs::create_dir_all(&certs).unwrap();
         thread::scope(|s| {
-            s.spawn(|| gen_cert(&certs, MONTAGUE));
-            s.spawn(|| gen_cert(&certs, CAPULET));
+            s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
+            s.spawn(|| crate::certs::self_signed(&certs, CAPULET));
         });
         let hosts_file = dir.join("hosts");
         let extra: String = opts.montague_extra_hosts.iter().map(|h| format!("{} {h}\n", slot.a)).collect();

@@ -77,3 +77,57 @@ fn corrupt_roster_refuses_to_open_and_is_kept() {
     assert!(err.contains("roster.toml:2"), "{err}");
     assert!(fs::read_to_string(&path).unwrap().contains("bestest"));
 }
+
+/// Bad option values used to make the native `open` raise, so the module failed to load and
+/// stock mod_presence auto-approved. Each must leave the hook in place, closed, with one
+/// error line naming the option.
+#[test]
+fn bad_options_fail_closed_in_prosody() {
+    let cases = [
+        ("server_trust_max_pending = -1", "max_pending"),
+        ("server_trust_max_pending = 2.5", "max_pending"),
+        ("server_trust_repeat_window = math.huge", "repeat_window"),
+        ("server_trust_repeat_window = -5", "repeat_window"),
+        ("server_trust_max_pending_per_site = 0", "max_pending_per_site"),
+        ("server_trust_notify_burst = 0.5", "notify_burst"),
+    ];
+    for (line, option) in cases {
+        let lab = Lab::with_server_trust(server_trust_lab::LabOptions {
+            extra_host: line.to_string(),
+            ..Default::default()
+        });
+        let console = fs::read_to_string(&lab.capulet.console_log).unwrap();
+        let errors: Vec<&str> = console.lines().filter(|l| l.contains("Server buddies disabled")).collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains(option),
+            "{line}: one error line naming {option}:\n{console}"
+        );
+        lab.montague.inject("<presence from='montague.lit' to='capulet.lit' type='subscribe' id='o1'/>");
+        lab.capulet.wait_for("subscribe reaches capulet", WAIT, presence_from(MONTAGUE, "subscribe"));
+        lab.montague.assert_none_for(QUIET, presence_from(CAPULET, "subscribed"), line);
+    }
+}
+
+/// Another module's failing `server-trust/added` listener used to lose our stanzas: the
+/// decision was on disk, the `subscribed` never left.
+#[test]
+fn a_failing_trust_listener_loses_nothing() {
+    let plugins = tempfile::tempdir().unwrap();
+    fs::write(
+        plugins.path().join("mod_bad_listener.lua"),
+        "module:hook(\"server-trust/added\", function () error(\"listener bug\") end, 100);\n",
+    )
+    .unwrap();
+    let lab = Lab::with_server_trust(server_trust_lab::LabOptions {
+        plugin_paths: vec![plugins.path().to_path_buf()],
+        extra_host: "modules_enabled = { \"server_trust\", \"bad_listener\" }".into(),
+        ..Default::default()
+    });
+    lab.montague.cli(&["request", CAPULET]);
+    lab.capulet.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    lab.capulet.cli(&["approve", MONTAGUE]);
+    lab.montague.wait_for("subscribed despite the listener", WAIT, presence_from(CAPULET, "subscribed"));
+    lab.montague.wait_state(CAPULET, "both", WAIT);
+    let console = fs::read_to_string(&lab.capulet.console_log).unwrap();
+    assert!(console.contains("listener failed") && console.contains("listener bug"), "{console}");
+}

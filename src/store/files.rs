@@ -174,7 +174,9 @@ pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         };
         let mode = if like.is_dir() { like.mode() & 0o666 } else { like.mode() & 0o7777 };
         // O_EXCL with a random name: nothing planted in advance can be written through.
-        let mut tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(dir)?;
+        // The writer's pid in the name lets a later open remove what a killed writer left.
+        let prefix = format!("{TMP_PREFIX}{}-", std::process::id());
+        let mut tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
         tmp.as_file_mut().write_all(bytes)?;
         tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
         chown_like(tmp.path(), &like)?;
@@ -229,18 +231,22 @@ pub(super) fn open_lock(path: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// Removes temp files left by writers killed mid-write (older than a minute, so a live
-/// writer's file is never taken from under it).
+/// Removes temp files left by writers killed mid-write: those of a process that is gone, and
+/// any older than a minute; a live writer's file is never taken from under it.
 pub(super) fn clean_temp_files(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     let old = SystemTime::now() - Duration::from_secs(60);
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(TMP_PREFIX) {
-            continue;
-        }
-        if e.metadata().is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < old)) {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else { continue };
+        let writer_gone =
+            rest.split_once('-').and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok()).is_some_and(|pid| {
+                pid > 0
+                    && unsafe { libc::kill(pid, 0) } == -1
+                    && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            });
+        let stale = || e.metadata().is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < old));
+        if writer_gone || stale() {
             let _ = fs::remove_file(e.path());
         }
     }

@@ -627,7 +627,12 @@ mod tests {
         File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
         let fresh = s.dir().join(".st-tmp-def");
         fs::write(&fresh, "in progress").unwrap();
+        // A writer that is gone (its pid in the name) leaves nothing behind, however fresh.
+        let killed = s.dir().join(".st-tmp-999999999-xyz");
+        fs::write(&killed, "half").unwrap();
+        let live = s.dir().join(format!(".st-tmp-{}-xyz", std::process::id()));
+        fs::write(&live, "in progress").unwrap();
         Store::open(t.path(), s.host()).unwrap();
-        assert!(!stale.exists() && fresh.exists());
+        assert!(!stale.exists() && fresh.exists() && !killed.exists() && live.exists());
     }
 }

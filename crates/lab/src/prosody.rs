@@ -144,7 +144,14 @@ impl Lab {
         let mut montague = Server::new(&dir, "montague", MONTAGUE, &slot.a);
         let mut capulet = Server::new(&dir, "capulet", CAPULET, &slot.b);
         let run_as = opts.run_as.as_deref().map(user_ids);
-        for (srv, prefix) in [(&mut montague, &opts.prefixes[0]), (&mut capulet, &opts.prefixes[1])] {
+        // SERVER_TRUST_LAB_PROSODY=13 runs every lab that does not pick its versions on the
+        // Prosody 13 build: the whole suite against 13 (the test command does one such run).
+        let mut prefixes = opts.prefixes.clone();
+        if prefixes == [None, None] && std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|v| v == "13") {
+            let p13 = prosody13().expect("SERVER_TRUST_LAB_PROSODY=13 but the Prosody 13 build is missing");
+            prefixes = [Some(p13.clone()), Some(p13)];
+        }
+        for (srv, prefix) in [(&mut montague, &prefixes[0]), (&mut capulet, &prefixes[1])] {
             srv.prefix = prefix.clone();
             srv.run_as = run_as;
             fs::create_dir_all(&srv.data).unwrap();

@@ -2,6 +2,9 @@
 //!
 //! Reads come from the published snapshot; every change runs as one [`Txn`] under the ops
 //! lock and the store lock, with the roster fresh from disk, and publishes its result.
+//!
+//! (Just over 400 lines: the public calls plus the locking, deferral and reload that every
+//! change goes through, which only make sense next to each other.)
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

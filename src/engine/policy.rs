@@ -4,6 +4,9 @@
 //! held. Its `on_*` handlers are the policy: an inbound `subscribe` is never approved
 //! without an admin (or the admin's own earlier request), `subscribe` goes out only because
 //! an admin asked, and every change is audited with its actor.
+//!
+//! (Over 400 lines on purpose: the XEP-0267 policy is one set of handlers that must be read
+//! together, since each relies on what the others leave in the roster and the store.)
 
 use std::time::Instant;
 

@@ -33,6 +33,9 @@
 //! * Every process is spawned in its own process group, recorded, stopped by its pid on drop
 //!   (also on panic) and SIGKILLed by a [`Watchdog`] if the test process dies first. On panic
 //!   the lab folder is kept and its path printed (also with `LAB_KEEP=1`).
+//!
+//! (Over 400 lines: the instance, its configuration, OAuth, the sidecar, the Prosody peer and
+//! the cluster share private start/stop and config helpers; splitting it is future work.)
 
 use std::collections::HashMap;
 use std::fs;

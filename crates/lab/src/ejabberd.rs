@@ -232,7 +232,6 @@ pub fn sidecar_bin() -> PathBuf {
     }
 }
 
-
 /// A random-enough secret for cookies and tokens (a test lab, not production).
 fn secret(tag: &str) -> String {
     let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
@@ -375,12 +374,8 @@ impl Drop for EjabberdLab {
             s.spawn(|| self.ejabberd.stop());
             s.spawn(|| self.sidecar.stop());
         });
-        let keep = thread::panicking()
-            || self.keep.load(Ordering::Relaxed)
-            || std::env::var_os("LAB_KEEP").is_some_and(|v| v != "0");
-        if keep && let Some(tmp) = self.tmp.take() {
-            eprintln!("[ejabberd lab] kept lab directory {}", tmp.keep().display());
-        }
+        let also = self.keep.load(Ordering::Relaxed);
+        crate::process::keep_lab_dir_if_failed(&mut self.tmp, also, "ejabberd lab");
     }
 }
 
@@ -534,12 +529,8 @@ impl Drop for EjabberdCluster {
             }
             s.spawn(|| self.sidecar.stop());
         });
-        let keep = thread::panicking()
-            || self.keep.load(Ordering::Relaxed)
-            || std::env::var_os("LAB_KEEP").is_some_and(|v| v != "0");
-        if keep && let Some(tmp) = self.tmp.take() {
-            eprintln!("[ejabberd cluster] kept lab directory {}", tmp.keep().display());
-        }
+        let also = self.keep.load(Ordering::Relaxed);
+        crate::process::keep_lab_dir_if_failed(&mut self.tmp, also, "ejabberd cluster");
     }
 }
 

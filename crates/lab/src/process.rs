@@ -226,3 +226,12 @@ impl Drop for Daemon {
         self.stop(Duration::from_secs(10));
     }
 }
+
+/// At the end of a lab: keeps its folder (and says where) when the test failed, when `also`
+/// (e.g. a test asked for it), or with `LAB_KEEP=1`; otherwise the temp dir is deleted.
+pub fn keep_lab_dir_if_failed(tmp: &mut Option<tempfile::TempDir>, also: bool, label: &str) {
+    let keep = std::thread::panicking() || also || std::env::var_os("LAB_KEEP").is_some_and(|v| v != "0");
+    if keep && let Some(tmp) = tmp.take() {
+        eprintln!("[{label}] kept lab directory {}", tmp.keep().display());
+    }
+}

@@ -112,7 +112,6 @@ pub struct Lab {
     _slot: Slot,
 }
 
-
 impl Lab {
     /// Both servers with mod_server_trust and default options.
     pub fn server_trust() -> Lab {
@@ -147,7 +146,8 @@ impl Lab {
         // SERVER_TRUST_LAB_PROSODY=13 runs every lab that does not pick its versions on the
         // Prosody 13 build: the whole suite against 13 (the test command does one such run).
         let mut prefixes = opts.prefixes.clone();
-        if prefixes == [None, None] && std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|v| v == "13") {
+        if prefixes == [None, None] && std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|v| v == "13")
+        {
             let p13 = prosody13().expect("SERVER_TRUST_LAB_PROSODY=13 but the Prosody 13 build is missing");
             prefixes = [Some(p13.clone()), Some(p13)];
         }
@@ -195,9 +195,6 @@ impl Drop for Lab {
             s.spawn(|| self.montague.stop());
             s.spawn(|| self.capulet.stop());
         });
-        let keep = thread::panicking() || std::env::var_os("LAB_KEEP").is_some_and(|v| v != "0");
-        if keep && let Some(tmp) = self.tmp.take() {
-            eprintln!("[prosody lab] kept lab directory {}", tmp.keep().display());
-        }
+        crate::process::keep_lab_dir_if_failed(&mut self.tmp, false, "prosody lab");
     }
 }

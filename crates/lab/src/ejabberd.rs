@@ -274,24 +274,8 @@ impl EjabberdLab {
             tempfile::Builder::new().prefix("server-trust-ejabberd-lab-").tempdir().expect("lab tempdir");
         let dir = tmp.path().to_path_buf();
         let slot = Slot::reserve(&[5269, 5222, 5280, SIDECAR_PORT, DIST_PORT]);
-        let certs = dir.join("certs");
-        fs::create_dir_all(&certs).unwrap();
-        thread::scope(|s| {
-            s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
-            s.spawn(|| crate::certs::self_signed(&certs, VERONA));
-        });
-        let ver_pem = format!(
-            "{}{}",
-            fs::read_to_string(certs.join(format!("{VERONA}.crt"))).unwrap(),
-            fs::read_to_string(certs.join(format!("{VERONA}.key"))).unwrap()
-        );
-        fs::write(certs.join(format!("{VERONA}.pem")), ver_pem).unwrap();
-
-        let prosody_hosts: Vec<String> = if opts.prosody {
-            std::iter::once(MONTAGUE.to_string()).chain(opts.prosody_hosts.iter().cloned()).collect()
-        } else {
-            Vec::new()
-        };
+        let certs = lab_certs(&dir);
+        let prosody_hosts = opts.prosody_host_list();
         let ejabberd = Ejabberd::new(
             &dir,
             "ejabberd",
@@ -379,6 +363,34 @@ impl Drop for EjabberdLab {
     }
 }
 
+/// `<dir>/certs` with self-signed certificates for montague.lit and verona.lit, and the
+/// `verona.lit.pem` (certificate + key) ejabberd loads.
+fn lab_certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    thread::scope(|s| {
+        s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
+        s.spawn(|| crate::certs::self_signed(&certs, VERONA));
+    });
+    let pem = format!(
+        "{}{}",
+        fs::read_to_string(certs.join(format!("{VERONA}.crt"))).unwrap(),
+        fs::read_to_string(certs.join(format!("{VERONA}.key"))).unwrap()
+    );
+    fs::write(certs.join(format!("{VERONA}.pem")), pem).unwrap();
+    certs
+}
+
+impl EjabberdOptions {
+    /// The Prosody peer's hosts: montague.lit and the extra ones, none without a Prosody.
+    fn prosody_host_list(&self) -> Vec<String> {
+        if !self.prosody {
+            return Vec::new();
+        }
+        std::iter::once(MONTAGUE.to_string()).chain(self.prosody_hosts.iter().cloned()).collect()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A cluster of two ejabberd nodes
 
@@ -411,23 +423,8 @@ impl EjabberdCluster {
         let ports = [5269, 5222, 5280, SIDECAR_PORT, DIST_PORT];
         let slots = vec![Slot::reserve(&ports), Slot::reserve(&ports)];
         let (prosody_ip, ip1, ip2) = (slots[0].a.clone(), slots[0].b.clone(), slots[1].a.clone());
-        let certs = dir.join("certs");
-        fs::create_dir_all(&certs).unwrap();
-        thread::scope(|s| {
-            s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
-            s.spawn(|| crate::certs::self_signed(&certs, VERONA));
-        });
-        let pem = format!(
-            "{}{}",
-            fs::read_to_string(certs.join(format!("{VERONA}.crt"))).unwrap(),
-            fs::read_to_string(certs.join(format!("{VERONA}.key"))).unwrap()
-        );
-        fs::write(certs.join(format!("{VERONA}.pem")), pem).unwrap();
-        let prosody_hosts: Vec<String> = if opts.prosody {
-            std::iter::once(MONTAGUE.to_string()).chain(opts.prosody_hosts.iter().cloned()).collect()
-        } else {
-            Vec::new()
-        };
+        let certs = lab_certs(&dir);
+        let prosody_hosts = opts.prosody_host_list();
         let srv: Vec<(String, String)> =
             prosody_hosts.iter().map(|h| (h.clone(), prosody_ip.clone())).collect();
         let cookie = secret("c");

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -36,6 +36,9 @@ pub struct Engine {
     compactor: Compactor,
     /// `ops.deferred` is not empty: lets an idle poll stay one atomic load.
     has_deferred: AtomicBool,
+    /// Milliseconds after `born` when held-back prompts are due as a digest (0: none).
+    digest_at: AtomicU64,
+    born: Instant,
 }
 
 /// State only touched with the ops lock held.
@@ -112,6 +115,8 @@ impl Engine {
                 pending_sites: None,
             }),
             has_deferred: AtomicBool::new(false),
+            digest_at: AtomicU64::new(0),
+            born: Instant::now(),
             presence: Mutex::new(HashMap::new()),
             watcher,
             compactor: Compactor::new(store_clone),
@@ -283,18 +288,29 @@ impl Engine {
     /// hand edits of the roster. Returns the actions those imply. With the watcher running
     /// and nothing changed this is one atomic load: no disk work.
     pub fn poll(&self) -> Result<Vec<Action>> {
-        let others_changed = match self.watcher.take_changed() {
-            Changed::Nothing => false,
-            // Our own writes wake the watcher too: only someone else's change needs a look.
-            Changed::Paths(paths) => !paths.iter().all(|p| self.store.is_own_echo(p)),
-            Changed::Unknown => true,
+        let digest_due = self.digest_due();
+        // Our own writes wake the watcher too: only someone else's change needs a look, and
+        // only a change outside roster.toml and its journal (read in any operation) needs the
+        // scan of pending/ and outbound/.
+        let (look, scan) = match self.watcher.take_changed() {
+            Changed::Nothing => (false, false),
+            Changed::Paths(paths) => {
+                let news: Vec<_> = paths.iter().filter(|p| !self.store.is_own_echo(p)).collect();
+                (!news.is_empty(), news.iter().any(|p| !self.store.is_roster_file(p)))
+            }
+            Changed::Unknown => (true, true),
         };
-        if !others_changed && !self.has_deferred.load(Ordering::Acquire) && !self.digest_due() {
+        if !look && !digest_due && !self.has_deferred.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let r = self.transact(Actor::File, |txn| {
             txn.replay_deferred()?;
-            txn.apply_store_changes()
+            if scan {
+                txn.apply_store_changes()
+            } else {
+                txn.flush_digest();
+                Ok(())
+            }
         });
         match r {
             Err(Error::Busy { holder, .. }) => {
@@ -314,13 +330,16 @@ impl Engine {
         self.watcher.mark_dirty();
     }
 
-    /// A digest of held-back prompts is waiting for its minute to end (cheap: no lock taken
-    /// when the ops lock is busy; the next poll will see it).
+    /// A digest of held-back prompts is waiting for its minute to end (one atomic load).
     fn digest_due(&self) -> bool {
-        self.ops.try_lock().is_some_and(|ops| {
-            !ops.suppressed.is_empty()
-                && ops.burst_started.is_some_and(|t| t.elapsed() >= super::policy::DIGEST_EVERY)
-        })
+        let at = self.digest_at.load(Ordering::Acquire);
+        at != 0 && self.born.elapsed().as_millis() as u64 >= at
+    }
+
+    /// When held-back prompts are due as a digest (`None`: none held back).
+    pub(super) fn set_digest_at(&self, at: Option<Instant>) {
+        let ms = at.map_or(0, |t| t.saturating_duration_since(self.born).as_millis() as u64 + 1);
+        self.digest_at.store(ms, Ordering::Release);
     }
 
     /// Keeps a subscription stanza that arrived while another process held the store lock,

@@ -273,6 +273,7 @@ impl<'a> Txn<'a> {
             self.notify(peer, text);
         } else {
             self.ops.suppressed.push(peer.clone());
+            self.engine.set_digest_at(self.ops.burst_started.map(|t| t + DIGEST_EVERY));
         }
     }
 
@@ -284,6 +285,7 @@ impl<'a> Txn<'a> {
             return;
         }
         let peers = std::mem::take(&mut self.ops.suppressed);
+        self.engine.set_digest_at(None);
         let shown: Vec<String> = peers.iter().take(10).map(Domain::display_name).collect();
         let more = if peers.len() > shown.len() {
             format!(" and {} more", peers.len() - shown.len())

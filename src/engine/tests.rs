@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{Domain, Error, Subscription};
@@ -381,4 +381,29 @@ fn the_per_site_count_follows_files_removed_by_others() {
     assert_eq!(e.state("later.attacker.example").unwrap(), Subscription::NonePendingIn);
     e.inbound("latest.attacker.example", PresenceKind::Subscribe, None).unwrap();
     assert_eq!(e.state("latest.attacker.example").unwrap(), Subscription::None, "full again");
+}
+
+#[test]
+fn held_back_prompts_come_as_one_digest_when_their_minute_is_over() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    let mut prompts = 0;
+    for i in 0..20 {
+        let acts = e.inbound(&format!("s{i}.example{i}.org"), PresenceKind::Subscribe, None).unwrap();
+        prompts += acts.iter().filter(|a| matches!(a, Action::Notify { .. })).count();
+    }
+    assert_eq!(prompts, Config::default().notify_burst);
+    let digest = |acts: &[Action]| {
+        acts.iter().any(
+            |a| matches!(a, Action::Notify { text, .. } if text.starts_with("15 more server buddy requests")),
+        )
+    };
+    assert!(!digest(&e.poll().unwrap()), "not before the minute is over");
+    // The minute is over (moved back rather than waited for): an idle poll sends the digest once.
+    let started = Instant::now() - Duration::from_secs(61);
+    e.ops.lock().burst_started = Some(started);
+    e.set_digest_at(Some(started + super::policy::DIGEST_EVERY));
+    let acts = e.poll().unwrap();
+    assert!(digest(&acts), "{acts:?}");
+    assert!(!digest(&e.poll().unwrap()), "only once");
 }

@@ -202,6 +202,11 @@ impl Store {
         self.own.lock().get(path).is_some_and(|fp| *fp == fingerprint(path))
     }
 
+    /// True for roster.toml and its journal (as opposed to pending requests and queued acts).
+    pub fn is_roster_file(&self, path: &Path) -> bool {
+        path == self.dir.join(ROSTER) || path == self.dir.join(JOURNAL)
+    }
+
     /// Path of the pending file for `peer`.
     pub fn pending_path(&self, peer: &Domain) -> PathBuf {
         self.dir.join(PENDING).join(format!("{peer}.toml"))

@@ -144,6 +144,7 @@ impl Engine {
 
     /// True when we approved `peer` (state From or Both) and, if `scope` is given, the peer
     /// carries that group. Never touches the disk. Invalid input is simply not trusted.
+    #[inline]
     pub fn is_trusted(&self, peer: &str, scope: Option<&str>) -> bool {
         self.view.with(|roster| {
             let entry = match roster.get(peer) {

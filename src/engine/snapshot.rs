@@ -40,7 +40,7 @@ impl Roster {
     }
 
     /// `peer`'s entry.
-    #[inline]
+    #[inline(always)]
     pub(super) fn get<Q>(&self, peer: &Q) -> Option<&RosterEntry>
     where
         Domain: Borrow<Q>,
@@ -141,6 +141,7 @@ impl View {
     /// Runs `f` on the current snapshot. The hot path of every trust check: the thread
     /// keeps the snapshot it last saw and only goes to the `ArcSwap` (~17 ns) when the
     /// version moved or another engine was used in between (~2 ns otherwise).
+    #[inline(always)]
     pub(super) fn with<T>(&self, f: impl FnOnce(&Roster) -> T) -> T {
         let version = self.version.load(Ordering::Acquire);
         let mut f = Some(f);

@@ -410,7 +410,9 @@ impl Engine {
             .filter(|c| c.remove || !c.set.is_empty())
             .collect();
         let new = old.with_changes(changes);
-        match ops.base {
+        // Lines go on the journal in use: the one read with roster.toml (which, for a file
+        // edited before the last compaction, extends the roster after it).
+        match ops.journal.map(|p| p.base).or(ops.base) {
             Some(base) => ops.journal = Some(self.store.append_changes(base, &lines, ops.journal)?),
             None => {
                 // No seal to journal against (a new store, or a roster.toml written from

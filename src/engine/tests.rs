@@ -407,3 +407,62 @@ fn held_back_prompts_come_as_one_digest_when_their_minute_is_over() {
     assert!(digest(&acts), "{acts:?}");
     assert!(!digest(&e.poll().unwrap()), "only once");
 }
+
+/// Waits until the compaction thread has folded the journal into roster.toml.
+fn wait_for_compaction(e: &Engine) {
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        if journal(e).lines().count() == 1 && e.store().dir().join("roster.journal.prev").exists() {
+            return;
+        }
+    }
+    panic!("no compaction: {}", journal(e));
+}
+
+#[test]
+fn an_edit_begun_before_a_compaction_is_merged_and_loses_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    let path = e.store().dir().join("roster.toml");
+    let opened = fs::read_to_string(&path).unwrap(); // the admin opens roster.toml
+    approved(&e); // montague.lit: journalled...
+    wait_for_compaction(&e); // ...and folded into a new roster.toml meanwhile
+    e.poll().unwrap();
+    e.approve("verona.lit", Actor::Cli).unwrap(); // on the new journal
+    // The admin saves the file as opened, with a note added.
+    assert!(opened.contains("[peers.\"verona.lit\"]") && !opened.contains("montague"), "{opened}");
+    fs::write(&path, opened.replace("note = \"\"", "note = \"met at FOSDEM\"")).unwrap();
+    let acts = e.poll().unwrap();
+    assert!(!acts.iter().any(|a| matches!(a, Action::TrustChanged { .. })), "{acts:?}");
+    assert!(e.is_trusted("montague.lit", None) && e.is_trusted("verona.lit", None));
+    assert_eq!(e.entry("verona.lit").unwrap().unwrap().note, "met at FOSDEM");
+    let log = e.store().read_audit().unwrap();
+    assert!(!log.iter().any(|r| r.event.contains("by hand")), "{log:?}");
+    // And a fresh reader agrees.
+    let fresh = engine(t.path(), false);
+    assert!(fresh.is_trusted("montague.lit", None) && fresh.is_trusted("verona.lit", None));
+}
+
+#[test]
+fn a_compaction_cut_short_after_writing_roster_toml_loses_no_line() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    approved(&e);
+    let old_journal = journal(&e);
+    wait_for_compaction(&e);
+    drop(e);
+    // As if the compaction died right after putting roster.toml in place, with one more line
+    // appended to the old journal while it worked.
+    let line = r#"{"peer":"montague.lit","set":{"note":"appended meanwhile"}}"#;
+    fs::write(t.path().join("capulet.lit/roster.journal"), format!("{old_journal}{line}\n")).unwrap();
+    let e = engine(t.path(), false);
+    assert!(e.is_trusted("montague.lit", None));
+    assert_eq!(e.entry("montague.lit").unwrap().unwrap().note, "appended meanwhile");
+    // Work goes on from there, and a fresh reader sees it all.
+    e.approve("verona.lit", Actor::Cli).unwrap();
+    let fresh = engine(t.path(), false);
+    assert!(fresh.is_trusted("verona.lit", None));
+    assert_eq!(fresh.entry("montague.lit").unwrap().unwrap().note, "appended meanwhile");
+}

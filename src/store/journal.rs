@@ -49,6 +49,15 @@ pub struct Change {
 #[serde(deny_unknown_fields)]
 struct Header {
     base: String,
+    /// Only in `roster.journal.prev`: the seal of the roster.toml these lines were folded
+    /// into, which the current journal extends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+fn header(base: u64, next: Option<u64>) -> String {
+    let h = Header { base: format!("{base:016x}"), next: next.map(|n| format!("{n:016x}")) };
+    serde_json::to_string(&h).expect("header")
 }
 
 impl Change {
@@ -170,8 +179,39 @@ pub(super) fn tail(path: &Path, from: JournalPos) -> Result<Option<(String, u64)
 
 /// Starts the journal afresh for the roster sealed `base`, with `lines` (whole JSON lines).
 pub(super) fn start(path: &Path, base: u64, lines: &str) -> Result<()> {
-    let header = serde_json::to_string(&Header { base: format!("{base:016x}") }).expect("header");
-    super::files::atomic_write(path, format!("{header}\n{lines}").as_bytes())
+    super::files::atomic_write(path, format!("{}\n{lines}", header(base, None)).as_bytes())
+}
+
+/// Keeps the lines of the journal at `path` up to `upto` as `prev`: they extend the roster
+/// sealed `base` and were folded into the one sealed `next`. An editor who opened roster.toml
+/// before that compaction saves a file naming `base`; with these lines it is still merged.
+pub(super) fn keep_previous(path: &Path, prev: &Path, base: u64, next: u64, upto: u64) -> Result<()> {
+    let Some(f) = open_regular(path, MAX_ROSTER)? else { return Ok(()) };
+    let mut bytes = Vec::new();
+    f.take(upto).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let body = bytes.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &bytes[i + 1..]);
+    let mut out = format!("{}\n", header(base, Some(next))).into_bytes();
+    out.extend_from_slice(body);
+    super::files::atomic_write(prev, &out)
+}
+
+/// `roster.journal.prev`: the seal of the roster its lines extend, the seal of the roster
+/// they were folded into, and the lines.
+pub(super) fn read_previous(prev: &Path) -> Result<Option<(u64, u64, Vec<Change>)>> {
+    let Some(text) = super::files::read_text(prev, MAX_ROSTER)? else { return Ok(None) };
+    let mut lines = text.lines();
+    let corrupt =
+        |line: usize, message: String| Error::Corrupt { path: prev.into(), line: Some(line), message };
+    let h: Header =
+        serde_json::from_str(lines.next().unwrap_or("")).map_err(|e| corrupt(1, e.to_string()))?;
+    let seal = |s: &str| u64::from_str_radix(s, 16).map_err(|e| corrupt(1, e.to_string()));
+    let Some(next) = h.next.as_deref() else { return Err(corrupt(1, "no \"next\" seal".into())) };
+    let (base, next) = (seal(&h.base)?, seal(next)?);
+    let mut changes = Vec::new();
+    for (i, line) in lines.enumerate() {
+        changes.push(serde_json::from_str::<Change>(line).map_err(|e| corrupt(i + 2, e.to_string()))?);
+    }
+    Ok(Some((base, next, changes)))
 }
 
 /// Appends `changes` to the journal extending the roster sealed `base`, and makes them

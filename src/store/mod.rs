@@ -5,6 +5,7 @@
 //! ```text
 //! <root>/<host>/roster.toml            the server roster (state, groups, note, approvals)
 //! <root>/<host>/roster.journal         its changes since it was last written whole
+//! <root>/<host>/roster.journal.prev    the changes folded in last time (for edits begun before)
 //! <root>/<host>/pending/<peer>.toml    one inbound request each; set `decision` to approve/deny
 //! <root>/<host>/outbound/<peer>.toml   admin acts queued for the running server (request, revoke)
 //! <root>/<host>/audit.log              append-only JSON lines, one per transition
@@ -97,6 +98,7 @@ const MAX_OWN: usize = 10_000;
 
 const ROSTER: &str = "roster.toml";
 const JOURNAL: &str = "roster.journal";
+const JOURNAL_PREV: &str = "roster.journal.prev";
 const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
@@ -204,7 +206,7 @@ impl Store {
 
     /// True for roster.toml and its journal (as opposed to pending requests and queued acts).
     pub fn is_roster_file(&self, path: &Path) -> bool {
-        path == self.dir.join(ROSTER) || path == self.dir.join(JOURNAL)
+        [ROSTER, JOURNAL, JOURNAL_PREV].iter().any(|f| path == self.dir.join(f))
     }
 
     /// Path of the pending file for `peer`.
@@ -302,11 +304,35 @@ impl Store {
             None => (None, false),
         };
         let mut journal = None;
-        if let Some(base) = base
-            && let Some((changes, pos)) = journal::read(&self.dir.join(JOURNAL), base, None)?
-        {
-            self.apply_changes(&mut file.peers, &changes)?;
-            journal = Some(pos);
+        if let Some(base) = base {
+            let path = self.dir.join(JOURNAL);
+            let read = journal::read(&path, base, None)?;
+            let prev =
+                if read.is_none() { journal::read_previous(&self.dir.join(JOURNAL_PREV))? } else { None };
+            match (read, prev) {
+                (Some((changes, pos)), _) => {
+                    self.apply_changes(&mut file.peers, &changes)?;
+                    journal = Some(pos);
+                }
+                // Edited from the roster.toml before the last compaction: both journals
+                // apply. (An unedited older file is a restored backup: it wins, as any restore.)
+                (None, Some((from, next, earlier))) if !sealed && from == base => {
+                    if let Some((changes, pos)) = journal::read(&path, next, None)? {
+                        self.apply_changes(&mut file.peers, &earlier)?;
+                        self.apply_changes(&mut file.peers, &changes)?;
+                        journal = Some(pos);
+                    }
+                }
+                // A compaction stopped after writing roster.toml: the old journal's lines past
+                // those folded in were appended meanwhile and still apply.
+                (None, Some((from, next, earlier))) if sealed && next == base => {
+                    if let Some((changes, pos)) = journal::read(&path, from, None)? {
+                        self.apply_changes(&mut file.peers, changes.get(earlier.len()..).unwrap_or(&[]))?;
+                        journal = Some(pos);
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(RosterRead { file, sealed, base, journal })
     }
@@ -416,10 +442,16 @@ impl Store {
         use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(JOURNAL);
         let Some((tail, old_end)) = journal::tail(&path, from)? else { return Ok(None) };
+        // In this order, a crash at any point leaves files that read as the same roster: the
+        // old pair; the new roster.toml with the old journal's lines past those in .prev; the
+        // new pair.
+        let prev = self.dir.join(JOURNAL_PREV);
+        journal::keep_previous(&path, &prev, from.base, seal, from.offset)?;
         prepared.0.commit()?;
         journal::start(&path, seal, &tail)?;
         // Lines carried over may be another process's, not yet seen by this one's engine:
         // then the change must look like news.
+        self.wrote(prev);
         if tail.is_empty() {
             self.wrote(self.dir.join(ROSTER));
             self.wrote(path.clone());

@@ -47,13 +47,17 @@ fn main() {
     let lost: Vec<_> = acked.iter().filter(|p| !stored.contains(*p)).collect();
     let not_pending =
         acked.iter().filter(|p| e.state(p).map_or(true, |s| s != Subscription::NonePendingIn)).count();
+    // The engine's compaction may be writing its temp file right now: let it finish first.
+    let host_dir = e.store().dir().to_path_buf();
+    drop(e);
     let mut leftovers = 0;
     for sub in ["", "pending", "outbound"] {
-        let d = e.store().dir().join(sub);
+        let d = host_dir.join(sub);
         leftovers += std::fs::read_dir(&d)
             .unwrap()
             .flatten()
             .filter(|f| f.file_name().to_string_lossy().starts_with(".st-tmp-"))
+            .map(|f| eprintln!("  left: {}", f.path().display()))
             .count();
     }
     println!(

@@ -214,7 +214,13 @@ impl Engine {
                 Ok(Vec::new())
             }
             (_, Some(ty)) => match self.transact(Actor::Peer, |txn| txn.on_inbound(&peer, ty, id)) {
-                Err(Error::Busy { holder, .. }) => Ok(self.defer(peer, ty, id, &holder)),
+                Err(Error::Busy { holder, .. }) => {
+                    Ok(self.defer(peer, ty, id, &format!("the store is locked by {holder}"), true))
+                }
+                // roster.toml is being written by someone else: the driver's next poll retries.
+                Err(Error::Changed { path, detail }) => {
+                    Ok(self.defer(peer, ty, id, &format!("{} is {detail}", path.display()), false))
+                }
                 r => r,
             },
             (_, None) => Ok(vec![self.answer_probe(peer, id)]),
@@ -317,7 +323,16 @@ impl Engine {
             Err(Error::Busy { holder, .. }) => {
                 self.watcher.mark_dirty();
                 self.wake_when_unlocked();
-                Ok(self.busy_notice(&mut self.ops.lock(), &holder, "the store's changes"))
+                Ok(self.busy_notice(
+                    &mut self.ops.lock(),
+                    &format!("the store is locked by {holder}"),
+                    "the store's changes",
+                ))
+            }
+            Err(Error::Changed { path, detail }) => {
+                self.watcher.mark_dirty();
+                let why = format!("{} is {detail}", path.display());
+                Ok(self.busy_notice(&mut self.ops.lock(), &why, "the store's changes"))
             }
             r => {
                 self.has_deferred.store(!self.ops.lock().deferred.is_empty(), Ordering::Release);
@@ -346,7 +361,14 @@ impl Engine {
     /// Keeps a subscription stanza that arrived while another process held the store lock,
     /// for the next poll (which runs as soon as the lock holder's changes wake it, or on the
     /// driver's timer). Bounded: past the cap the stanza is dropped (never approved) and said.
-    fn defer(&self, peer: Domain, ty: SubscriptionType, id: Option<&str>, holder: &str) -> Vec<Action> {
+    fn defer(
+        &self,
+        peer: Domain,
+        ty: SubscriptionType,
+        id: Option<&str>,
+        holder: &str,
+        locked: bool,
+    ) -> Vec<Action> {
         let mut ops = self.ops.lock();
         if ops.deferred.len() >= MAX_DEFERRED {
             let text = format!(
@@ -359,7 +381,9 @@ impl Engine {
         ops.deferred.push_back((peer, ty, id.map(str::to_string)));
         self.has_deferred.store(true, Ordering::Release);
         self.watcher.mark_dirty();
-        self.wake_when_unlocked();
+        if locked {
+            self.wake_when_unlocked();
+        }
         self.busy_notice(&mut ops, holder, &what)
     }
 
@@ -371,12 +395,12 @@ impl Engine {
     }
 
     /// One log line per 10 s while the lock is held by someone else.
-    fn busy_notice(&self, ops: &mut Ops, holder: &str, what: &str) -> Vec<Action> {
+    fn busy_notice(&self, ops: &mut Ops, why: &str, what: &str) -> Vec<Action> {
         if ops.busy_logged.is_some_and(|t| t.elapsed() < BUSY_LOG_EVERY) {
             return Vec::new();
         }
         ops.busy_logged = Some(Instant::now());
-        let text = format!("the store is locked by {holder}: {what} deferred to the next poll");
+        let text = format!("{why}: {what} deferred to the next poll");
         vec![Action::Log { level: LogLevel::Warn, text }]
     }
 
@@ -517,6 +541,22 @@ impl Engine {
             return Ok(actions);
         }
         let read = self.store.read_roster()?;
+        // No last line, and written moments ago: an editor or an in-place copy still at it.
+        // Half a file can parse; keep the roster in use until it is whole or settles, rather
+        // than publish (and audit) trust lost and found again.
+        if ops.files.roster.is_some()
+            && read.base.is_none()
+            && !read.sealed
+            && files
+                .roster
+                .and_then(|f| f.modified())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a < SETTLE)
+        {
+            self.watcher.mark_dirty();
+            let path = self.store.dir().join("roster.toml");
+            return Err(Error::Changed { path, detail: "being written (its last line is missing)".into() });
+        }
         let new: Map<RosterEntry> = read.file.peers.into_iter().collect();
         let mut actions = Vec::new();
         if ops.files.roster.is_some() {

@@ -121,7 +121,7 @@ fn a_replaced_host_folder_is_watched_again() {
 }
 
 #[test]
-fn a_roster_written_in_place_is_never_written_over_and_hand_edits_are_audited() {
+fn a_roster_written_in_place_is_neither_read_half_written_nor_written_over() {
     let t = tempfile::tempdir().unwrap();
     let e = engine(t.path(), false);
     approved(&e);
@@ -131,19 +131,48 @@ fn a_roster_written_in_place_is_never_written_over_and_hand_edits_are_audited() 
     let half = &full[..full.find("[peers").unwrap()];
     fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
     fs::write(&path, half).unwrap();
-    let err = e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap_err();
-    assert!(matches!(err, Error::Changed { .. }), "{err}");
+    // A stanza meanwhile waits for the next poll, with one line saying why.
+    let acts = e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("being written"))),
+        "{acts:?}"
+    );
     assert_eq!(fs::read_to_string(&path).unwrap(), half, "the file being written is left alone");
+    // Half a file is not taken for the roster: no trust lost and found again.
+    assert!(e.poll().unwrap().iter().all(|a| !matches!(a, Action::TrustChanged { .. })));
+    assert!(e.is_trusted("montague.lit", None));
+    assert!(!e.store().read_audit().unwrap().iter().any(|r| r.event.contains("by hand")));
+    // The copy completes: nothing was lost, and the deferred request is applied.
+    fs::write(&path, &full).unwrap();
+    let acts = e.poll().unwrap();
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Notify { peer, .. } if peer.as_str() == "verona.lit")),
+        "{acts:?}"
+    );
+    assert!(e.is_trusted("montague.lit", None));
+    assert_eq!(e.state("verona.lit").unwrap(), Subscription::NonePendingIn);
+}
+
+#[test]
+fn a_roster_written_from_scratch_by_hand_is_taken_once_it_settles() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    approved(&e);
+    let path = e.store().dir().join("roster.toml");
+    fs::write(&path, "[peers.\"verona.lit\"]\nstate = \"from\"\n").unwrap();
+    e.poll().unwrap();
+    assert!(e.is_trusted("montague.lit", None), "not taken while it may still be written");
+    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
+    fs::File::options().write(true).open(&path).unwrap().set_modified(settled).unwrap();
+    let acts = e.poll().unwrap();
+    assert!(acts.iter().any(
+        |a| matches!(a, Action::TrustChanged { peer, trusted: false } if peer.as_str() == "montague.lit")
+    ));
+    assert!(e.is_trusted("verona.lit", None) && !e.is_trusted("montague.lit", None));
     let log = e.store().read_audit().unwrap();
     assert!(
         log.iter().any(|r| r.peer == "montague.lit" && r.actor == Actor::File && r.event.contains("by hand"))
     );
-    // The copy completes: nothing was lost, and the trust is back.
-    fs::write(&path, &full).unwrap();
-    let done = std::time::SystemTime::now() - Duration::from_secs(10);
-    fs::File::options().write(true).open(&path).unwrap().set_modified(done).unwrap();
-    e.poll().unwrap();
-    assert!(e.is_trusted("montague.lit", None));
 }
 
 #[test]

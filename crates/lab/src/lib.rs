@@ -20,11 +20,15 @@
 //! * [`stanza`]: one recorded stanza and predicates on it.
 //! * [`lua`]: Lua literals for configs and admin-shell lines.
 //! * [`certs`]: self-signed certificates; [`stats`]: percentiles for the benchmarks.
+//! * [`c2s`]: a minimal XMPP client (SASL PLAIN, XEP-0199 pings); [`flood`]: a request flood
+//!   from many domains over real s2s (`benches/flood.rs`).
 
 pub mod admin;
 pub mod artifacts;
+pub mod c2s;
 pub mod certs;
 pub mod ejabberd;
+pub mod flood;
 pub mod lua;
 pub mod process;
 pub mod prosody;

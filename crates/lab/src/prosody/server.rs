@@ -18,6 +18,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timeout for one `prosodyctl shell` call.
 pub const SHELL_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
+/// The start timeout in force, in ms (0: [`START_TIMEOUT`]); see [`Server::set_start_timeout`].
+static START_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub struct Server {
     /// "montague.lit" / "capulet.lit"
@@ -92,10 +94,11 @@ impl Server {
         }
         self.process.spawn(cmd, &self.console_log);
         let ready = || self.ready_file().exists() && self.socket().exists();
-        let why = match self.process.wait_ready(START_TIMEOUT, ready) {
+        let timeout = Server::start_timeout();
+        let why = match self.process.wait_ready(timeout, ready) {
             Ok(()) => return self.check_module_errors(console_start),
             Err(NotReady::Exited(st)) => format!("exited during startup ({st})"),
-            Err(NotReady::TimedOut) => format!("not ready after {START_TIMEOUT:?}"),
+            Err(NotReady::TimedOut) => format!("not ready after {timeout:?}"),
         };
         panic!(
             "prosody for {} {why}.\n--- console.log ---\n{}\n--- prosody.log (tail) ---\n{}",
@@ -103,6 +106,22 @@ impl Server {
             tail(&self.console_log, 40),
             tail(&self.log, 40)
         );
+    }
+
+    /// How long [`Server::start`] waits for a server of this process to become ready:
+    /// [`START_TIMEOUT`] unless [`Server::set_start_timeout`] said otherwise.
+    pub fn start_timeout() -> Duration {
+        match START_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => START_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Lets every later start in this process wait up to `timeout`: a server with a thousand
+    /// VirtualHosts (the flood bench) needs 20-40 s to load them all.
+    pub fn set_start_timeout(timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        START_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stops the server: SIGTERM, SIGKILL after 10 s. No-op if not running.

@@ -7,7 +7,7 @@
 --     prosodyctl --config CFG shell 'server_trust_bench:run(1e6, "peer.example")'
 -- times N iterations each of, on this host, in CPU time (os.clock()):
 --   empty  an empty loop (reported, NOT subtracted)
---   (a)    is_trusted(peer)    the Rust check, module:depends("server_trust").is_trusted hoisted
+--   (a)    is_trusted(peer)    the public check (the module's Lua mirror), module:depends("server_trust").is_trusted hoisted
 --   (b)    t[peer]             a plain Lua table lookup (floor)
 --   (c)    module:fire_event("peer-is-subscribed", peer)   the Metronome-style event, answered
 --                                                           by mod_server_trust's hook
@@ -88,7 +88,7 @@ function shell:run(n, peer)
 	print(("%s on %s, n=%d, peer=%s (os.clock CPU time; empty loop not subtracted)")
 		:format("server_trust_bench", module.host, res.n, res.peer));
 	print(("  empty loop                                   %9.1f ns/iter"):format(res.empty));
-	print(("  (a) is_trusted(peer) [Rust]                  %9.1f ns/call -> %s"):format(res.a, tostring(res.ra)));
+	print(("  (a) is_trusted(peer) [mod_server_trust]      %9.1f ns/call -> %s"):format(res.a, tostring(res.ra)));
 	print(("  (b) t[peer] [Lua table]                      %9.1f ns/call -> %s"):format(res.b, tostring(res.rb)));
 	print(("  (c) fire_event('peer-is-subscribed', peer)   %9.1f ns/call -> %s"):format(res.c, tostring(res.rc)));
 	print(("  (d) trusted_peers[peer] [read-only view]     %9.1f ns/call -> %s"):format(res.d, tostring(res.rd)));

@@ -57,6 +57,45 @@ check(e:is_trusted("montague.lit", "incidents"));
 local roster = e:roster();
 check(#roster == 1 and roster[1].state == "from+pending-out" and roster[1].trusted and roster[1].groups[1] == "incidents");
 
+-- What a Lua mirror of the trusted set is built from: the generation, the bulk copy, and
+-- the changes since the last copy (spellings -> group sets, false when trust went).
+local gen = e:generation();
+check(math.type(gen) == "integer", "generation is an integer");
+local all = e:trusted();
+check(#all["montague.lit"] == 1 and all["montague.lit"][1] == "incidents" and next(all, next(all)) == nil, "bulk copy");
+local m = e:mirror();
+local ch = m:changes();
+check(ch["montague.lit"] and ch["montague.lit"].incidents == true and next(ch, next(ch)) == nil, "first changes: all");
+check(m:changes() == nil, "nothing moved: nil");
+check(e:set_groups("montague.lit", { "incidents", "muc-limits" }) == true);
+check(e:generation() > gen, "set_groups moves the generation");
+ch = m:changes();
+check(ch["montague.lit"].incidents and ch["montague.lit"]["muc-limits"], "changed groups come again");
+check(m:changes() == nil);
+m:reset();
+check(m:changes()["montague.lit"], "after reset: the whole set again");
+assert(e:revoke("montague.lit", "shell"));
+ch = m:changes();
+check(ch["montague.lit"] == false and not e:is_trusted("montague.lit"), "revoked: false");
+
+-- normalise: the normal form or nil, never an error.
+check(st.normalise("Capulet.LIT.") == "capulet.lit" and st.normalise("xn--bcher-kva.de") == "bücher.de");
+for _, odd in ipairs({ "alice@capulet.lit", "\255\254", "", 42, {}, true }) do
+	local okn, n = pcall(st.normalise, odd);
+	check(okn and n == nil, "normalise of odd input", tostring(odd));
+end
+check(pcall(st.normalise) and st.normalise() == nil, "normalise()");
+
+-- read_only: a userdata that reads through to a table and cannot be written.
+local inner = { a = true };
+local view = st.read_only({ __index = inner, __newindex = function () error("read-only"); end, __metatable = false });
+check(type(view) == "userdata" and view.a == true and view.b == nil, "reads through");
+check(not pcall(function () view.b = true; end) and not pcall(rawset, view, "b", true), "cannot be written");
+check(getmetatable(view) == false and inner.b == nil);
+inner.c = true;
+check(view.c == true, "sees later changes");
+check(st.read_only("x") == nil and st.read_only() == nil, "nil without a table");
+
 -- The pending cap: a third distinct request is dropped and logged.
 assert(e:inbound("s1.lit", "subscribe"));
 acts = assert(e:inbound("s2.lit", "subscribe"));

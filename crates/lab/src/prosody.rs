@@ -16,7 +16,7 @@
 //! * When a test panics the lab folder is KEPT and its path printed, for post-mortem; set
 //!   `LAB_KEEP=1` to keep it always.
 
-mod config;
+pub(crate) mod config;
 mod server;
 
 use std::fs;

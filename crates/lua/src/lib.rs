@@ -5,6 +5,9 @@
 //! `nil, message`; a Rust panic becomes a Lua error that Prosody logs, never a crash.
 //! Load with `package.loadlib(path, "luaopen_server_trust_lua")`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -50,6 +53,19 @@ impl LuaUserData for LuaEngine {
         m.add_method("is_trusted", |_, this, (peer, scope): (LuaString, Option<LuaString>)| {
             let scope = scope.as_ref().map(|s| s.to_str()).transpose()?;
             Ok(this.0.is_trusted(&peer.to_str()?, scope.as_deref()))
+        });
+        m.add_method("generation", |_, this, ()| Ok(this.0.generation()));
+        m.add_method("trusted", |lua, this, ()| {
+            let list = lua.create_table()?;
+            for (peer, e) in this.0.roster() {
+                if e.state.from() {
+                    list.raw_set(peer.as_str(), e.groups)?;
+                }
+            }
+            Ok(list)
+        });
+        m.add_method("mirror", |_, this, ()| {
+            Ok(LuaMirror { engine: this.0.clone(), generation: None, peers: HashMap::new() })
         });
         m.add_method("state", |lua, this, peer: String| {
             lua_result(lua, this.0.state(&peer), |lua, s| string(lua, s.as_str()))
@@ -122,6 +138,111 @@ impl LuaUserData for LuaEngine {
     }
 }
 
+/// The trusted set as the Lua side mirrors it: every spelling a plain table lookup should
+/// find (the normalised name, and the A-label form of an internationalised one) with the
+/// peer's groups. `changes()` answers what moved since the last call, so the Lua side does
+/// work in proportion to the changes, not to the roster.
+struct LuaMirror {
+    engine: Arc<Engine>,
+    /// The engine generation `peers` was taken at; None before the first copy.
+    generation: Option<u64>,
+    peers: HashMap<String, Vec<String>>,
+}
+
+impl LuaMirror {
+    /// The trusted spellings now. The generation is read first: a change published while
+    /// the roster is copied moves it again, so the next call copies again (never misses one).
+    fn current(&self) -> (u64, HashMap<String, Vec<String>>) {
+        let generation = self.engine.generation();
+        let mut now = HashMap::with_capacity(self.peers.len());
+        for (peer, e) in self.engine.roster() {
+            if !e.state.from() {
+                continue;
+            }
+            if let Cow::Owned(ascii) = peer.ascii() {
+                now.insert(ascii, e.groups.clone());
+            }
+            now.insert(peer.as_str().to_owned(), e.groups);
+        }
+        (generation, now)
+    }
+}
+
+/// A set table `{ [group] = true, ... }`.
+fn group_set(lua: &Lua, groups: &[String]) -> LuaResult<LuaTable> {
+    let set = lua.create_table_with_capacity(0, groups.len())?;
+    for g in groups {
+        set.raw_set(g.as_str(), true)?;
+    }
+    Ok(set)
+}
+
+impl LuaUserData for LuaMirror {
+    fn add_methods<M: LuaUserDataMethods<Self>>(m: &mut M) {
+        // nil when nothing readers see moved; else `{ [spelling] = set of groups | false }`:
+        // a set for a spelling now trusted (new, or its groups changed), false for one that
+        // no longer is. The first call gives the whole set.
+        m.add_method_mut("changes", |lua, this, ()| {
+            if this.generation == Some(this.engine.generation()) {
+                return Ok(LuaValue::Nil);
+            }
+            let (generation, now) = this.current();
+            let changes = lua.create_table()?;
+            for (peer, groups) in &now {
+                if this.peers.get(peer) != Some(groups) {
+                    changes.raw_set(peer.as_str(), group_set(lua, groups)?)?;
+                }
+            }
+            for peer in this.peers.keys() {
+                if !now.contains_key(peer) {
+                    changes.raw_set(peer.as_str(), false)?;
+                }
+            }
+            // Only now: a failure above leaves the last copy, and the next call tries again.
+            this.peers = now;
+            this.generation = Some(generation);
+            Ok(LuaValue::Table(changes))
+        });
+        // Forget what was handed out: the next `changes()` gives the whole set again.
+        m.add_method_mut("reset", |_, this, ()| {
+            this.generation = None;
+            this.peers.clear();
+            Ok(())
+        });
+    }
+}
+
+/// `read_only(metatable)`: a new empty userdata with its own metatable, for a read-only view
+/// of a table (`__index = t`): unlike a proxy table it cannot be written with `rawset`, and
+/// `__metatable` hides the table from `getmetatable`. nil when not given a table.
+unsafe extern "C-unwind" fn read_only(state: *mut mlua::ffi::lua_State) -> c_int {
+    use mlua::ffi;
+    // SAFETY: a plain Lua C function: only stack operations on its own frame. The only
+    // error these can raise is out of memory (Lua's longjmp), and no Rust value with a
+    // destructor lives in this frame.
+    unsafe {
+        if ffi::lua_type(state, 1) != ffi::LUA_TTABLE {
+            ffi::lua_pushnil(state);
+            return 1;
+        }
+        ffi::lua_newuserdatauv(state, 0, 0);
+        ffi::lua_pushvalue(state, 1);
+        ffi::lua_setmetatable(state, -2);
+        1
+    }
+}
+
+/// `normalise(s)`: the normalised server domain, or nil (anything else, non-UTF-8 and
+/// non-strings included; never raises, allocates no message).
+fn normalise(lua: &Lua, s: LuaValue) -> LuaResult<LuaValue> {
+    let LuaValue::String(s) = s else { return Ok(LuaValue::Nil) };
+    let Ok(s) = s.to_str() else { return Ok(LuaValue::Nil) };
+    match server_trust::Domain::new(&s) {
+        Ok(d) => string(lua, d.as_str()),
+        Err(_) => Ok(LuaValue::Nil),
+    }
+}
+
 /// Reads one option the admin set (absent keys keep the engine's default).
 fn opt<T: FromLua>(o: &LuaTable, name: &'static str) -> Result<Option<T>, server_trust::Error> {
     o.get::<Option<T>>(name).map_err(|e| server_trust::Error::InvalidOption { name, reason: e.to_string() })
@@ -174,6 +295,9 @@ fn server_trust_lua(lua: &Lua) -> LuaResult<LuaTable> {
     let exports = lua.create_table()?;
     exports.set("open", lua.create_function(open)?)?;
     exports.set("validate", lua.create_function(validate)?)?;
+    exports.set("normalise", lua.create_function(normalise)?)?;
+    // SAFETY: `read_only` is a well-formed Lua C function (see there).
+    exports.set("read_only", unsafe { lua.create_c_function(read_only)? })?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(exports)
 }

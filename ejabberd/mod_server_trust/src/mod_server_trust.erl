@@ -235,12 +235,12 @@ lookup(Host, Peer) when is_binary(Host), is_binary(Peer) ->
 	case mod_server_trust_sidecar:lookup(Host, Peer) of
 		{ok, _} = Found -> Found;
 		error ->  % Host named a table, so it is in normal form already
-			case plain(Peer) of
+			case prepped(Peer) of
 				true -> error;
 				false -> lookup_prepped(Host, jid:nameprep(Peer))
 			end;
 		no_table ->
-			case plain(Host) andalso plain(Peer) of
+			case prepped(Host) andalso prepped(Peer) of
 				true -> error;
 				false -> lookup_prepped(jid:nameprep(Host), jid:nameprep(Peer))
 			end
@@ -256,11 +256,20 @@ lookup_prepped(LHost, LPeer) ->
 		_ -> error
 	end.
 
-%% Lowercase LDH ASCII: nameprep would return it unchanged.
-plain(<<C, Rest/binary>>) when C >= $a, C =< $z; C >= $0, C =< $9; C =:= $-; C =:= $. ->
-	plain(Rest);
-plain(<<>>) -> true;
-plain(_) -> false.
+%% True when nameprep would return Name unchanged (or refuse it): no uppercase ASCII letter
+%% and no byte above 127, since nameprep maps nothing else in ASCII (its case folding is
+%% A-Z only; every character it maps to nothing, and every NFKC change, is outside ASCII).
+%% A stranger's name is scanned on every miss, and that scan was most of what a miss cost
+%% beyond the table lookup (~2.4x a bare ets:lookup, against ~1.25x for a hit): hence eight
+%% bytes a clause, and a test of two ranges instead of four.
+-define(KEEPS(C), (C < $A orelse (C > $Z andalso C < 128))).
+prepped(<<A, B, C, D, E, F, G, H, Rest/binary>>)
+  when ?KEEPS(A), ?KEEPS(B), ?KEEPS(C), ?KEEPS(D), ?KEEPS(E), ?KEEPS(F), ?KEEPS(G), ?KEEPS(H) ->
+	prepped(Rest);
+prepped(<<C, Rest/binary>>) when ?KEEPS(C) ->
+	prepped(Rest);
+prepped(<<>>) -> true;
+prepped(_) -> false.
 
 %%%===================================================================
 %%% ejabberd_commands

@@ -166,6 +166,13 @@ impl Engine {
         self.view.generation()
     }
 
+    /// The current generation and the peers whose entries changed since `generation`, or
+    /// `None` when that is not known (long ago, or roster.toml was replaced): then copy the
+    /// whole roster. Lets a mirror of the trusted set do work in proportion to the changes.
+    pub fn changed_since(&self, generation: u64) -> Option<(u64, Vec<Domain>)> {
+        self.view.changed_since(generation)
+    }
+
     /// Outcomes counted since the engine opened (waits for an operation in progress).
     pub fn stats(&self) -> Stats {
         self.ops.lock().stats
@@ -433,6 +440,7 @@ impl Engine {
             .map(|(peer, new)| Change::between(peer, old.get(peer), new.as_ref()))
             .filter(|c| c.remove || !c.set.is_empty())
             .collect();
+        let changed: Vec<Domain> = changes.keys().cloned().collect();
         let new = old.with_changes(changes);
         // Lines go on the journal in use: the one read with roster.toml (which, for a file
         // edited before the last compaction, extends the roster after it).
@@ -450,7 +458,7 @@ impl Engine {
         }
         ops.files = self.files();
         let new = Arc::new(new);
-        self.view.publish_arc(new.clone());
+        self.view.publish_arc(new.clone(), Some(changed));
         if let Some(pos) = ops.journal {
             let job = Job {
                 snapshot: new,
@@ -515,7 +523,7 @@ impl Engine {
                 self.view.publish_same(rebased);
             }
         }
-        if files.roster.is_some() && files == ops.files {
+        if files == ops.files {
             return Ok(Vec::new());
         }
         let roster = self.view.load();
@@ -537,7 +545,8 @@ impl Engine {
             let actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
             ops.journal = Some(pos);
             ops.files = files;
-            self.view.publish(roster.with_changes(changed));
+            let peers = changed.keys().cloned().collect();
+            self.view.publish(roster.with_changes(changed), Some(peers));
             return Ok(actions);
         }
         let read = self.store.read_roster()?;
@@ -586,7 +595,7 @@ impl Engine {
         ops.base = read.base;
         ops.journal = read.journal;
         ops.files = files;
-        self.view.publish(Roster::from_map(new));
+        self.view.publish(Roster::from_map(new), None);
         Ok(actions)
     }
 }

@@ -116,7 +116,12 @@ pub(super) struct View {
     /// what tells a thread's cached snapshot from the current one.
     version: AtomicU64,
     id: u64,
+    /// The peers each recent generation changed, for mirrors that copy only what moved.
+    changes: parking_lot::Mutex<std::collections::VecDeque<(u64, Option<Vec<Domain>>)>>,
 }
+
+/// Generations whose changes are remembered.
+const CHANGE_LOG: usize = 4096;
 
 impl View {
     pub(super) fn new() -> View {
@@ -124,6 +129,7 @@ impl View {
             roster: ArcSwap::from_pointee(Roster::default()),
             generation: AtomicU64::new(0),
             version: AtomicU64::new(0),
+            changes: Default::default(),
             id: NEXT_VIEW_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -160,17 +166,42 @@ impl View {
         }
     }
 
-    /// Makes `roster` what readers see. Snapshot first, then the generation, so a reader
-    /// that sees the new generation also gets the new snapshot.
-    pub(super) fn publish(&self, roster: Roster) {
-        self.publish_arc(Arc::new(roster));
+    /// Makes `roster` what readers see, `changed` naming the peers whose entries changed
+    /// (`None`: any may have). Snapshot first, then the generation, so a reader that sees the
+    /// new generation also gets the new snapshot.
+    pub(super) fn publish(&self, roster: Roster, changed: Option<Vec<Domain>>) {
+        self.publish_arc(Arc::new(roster), changed);
     }
 
     /// [`View::publish`] for a snapshot already shared (with the compactor).
-    pub(super) fn publish_arc(&self, roster: Arc<Roster>) {
+    pub(super) fn publish_arc(&self, roster: Arc<Roster>, changed: Option<Vec<Domain>>) {
+        let mut log = self.changes.lock();
         self.roster.store(roster);
         self.version.fetch_add(1, Ordering::AcqRel);
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if log.len() >= CHANGE_LOG {
+            log.pop_front();
+        }
+        log.push_back((generation, changed));
+    }
+
+    /// The current generation and the peers changed since `generation`, or `None` when that
+    /// is not known (too long ago, or a change of the whole roster): copy it all then.
+    pub(super) fn changed_since(&self, generation: u64) -> Option<(u64, Vec<Domain>)> {
+        let log = self.changes.lock();
+        let now = self.generation();
+        if generation == now {
+            return Some((now, Vec::new()));
+        }
+        // The log must reach back to the generation right after the one asked about.
+        if log.front().is_none_or(|(g, _)| *g > generation + 1) || generation > now {
+            return None;
+        }
+        let mut peers = Vec::new();
+        for (_, changed) in log.iter().filter(|(g, _)| *g > generation) {
+            peers.extend(changed.as_ref()?.iter().cloned());
+        }
+        Some((now, peers))
     }
 
     /// Swaps in a snapshot with the same entries, differently laid out (a rebuilt base):

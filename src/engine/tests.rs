@@ -495,3 +495,40 @@ fn a_compaction_cut_short_after_writing_roster_toml_loses_no_line() {
     assert!(fresh.is_trusted("verona.lit", None));
     assert_eq!(fresh.entry("montague.lit").unwrap().unwrap().note, "appended meanwhile");
 }
+
+#[test]
+fn mirrors_learn_which_peers_changed_not_the_whole_roster() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    let g0 = e.generation();
+    assert_eq!(e.changed_since(g0), Some((g0, Vec::new())));
+    e.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    e.approve("montague.lit", Actor::Cli).unwrap();
+    e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    let (g, mut peers) = e.changed_since(g0).expect("known");
+    peers.sort();
+    peers.dedup();
+    assert_eq!(g, e.generation());
+    assert_eq!(peers.iter().map(Domain::as_str).collect::<Vec<_>>(), ["montague.lit", "verona.lit"]);
+    // A replaced roster.toml may change anyone: the mirror must copy it all.
+    let path = e.store().dir().join("roster.toml");
+    fs::write(&path, "[peers.\"verona.lit\"]\nstate = \"from\"\n").unwrap();
+    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
+    fs::File::options().write(true).open(&path).unwrap().set_modified(settled).unwrap();
+    e.poll().unwrap();
+    assert_eq!(e.changed_since(g), None);
+    assert_eq!(e.changed_since(e.generation()), Some((e.generation(), Vec::new())));
+}
+
+#[test]
+fn a_section_added_after_the_last_line_keeps_the_journal() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    approved(&e); // montague.lit's approval is only in the journal
+    let path = e.store().dir().join("roster.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text + "\n[peers.\"verona.lit\"]\nstate = \"from\"\n").unwrap();
+    e.poll().unwrap();
+    assert!(e.is_trusted("montague.lit", None), "the journal still applies");
+    assert!(e.is_trusted("verona.lit", None), "the added section is taken at once");
+}

@@ -133,10 +133,16 @@ impl std::fmt::Debug for PreparedRoster {
     }
 }
 
-/// Splits a roster's text into its body and the seal value its last line names.
-fn seal_line(text: &str) -> Option<(&str, u64)> {
-    let (body, last) = text.trim_end_matches('\n').rsplit_once('\n')?;
-    Some((body, u64::from_str_radix(last.strip_prefix(SEAL_PREFIX)?, 16).ok()?))
+/// The seal a roster's text names, and whether it is sealed: the seal line is its last line
+/// and the checksum of everything above. An edit may leave the seal line inside the file (a
+/// section added at the end): the file still names the seal it was edited from.
+fn seal_line(text: &str) -> Option<(u64, bool)> {
+    let at = text.rfind(SEAL_PREFIX).filter(|&i| i == 0 || text.as_bytes()[i - 1] == b'\n')?;
+    let rest = &text[at + SEAL_PREFIX.len()..];
+    let (value, after) = rest.split_once('\n').unwrap_or((rest, ""));
+    let value = u64::from_str_radix(value.trim_end(), 16).ok()?;
+    let body = text[..at].strip_suffix('\n')?;
+    Some((value, after.trim().is_empty() && seal(body) == value))
 }
 
 /// FNV-1a: not a defence against forgery (nothing else reads the file as trusted), only a
@@ -300,7 +306,7 @@ impl Store {
         };
         let mut file: RosterFile = parse_toml(&path, &text)?;
         let (base, sealed) = match seal_line(&text) {
-            Some((body, value)) => (Some(value), seal(body) == value),
+            Some((value, sealed)) => (Some(value), sealed),
             None => (None, false),
         };
         let mut journal = None;

@@ -186,8 +186,44 @@ impl LuaUserData for LuaMirror {
             if this.generation == Some(this.engine.generation()) {
                 return Ok(LuaValue::Nil);
             }
-            let (generation, now) = this.current();
             let changes = lua.create_table()?;
+            // Only the peers that changed since our copy, when the engine still knows them.
+            if let Some(since) = this.generation
+                && let Some((generation, peers)) = this.engine.changed_since(since)
+            {
+                let mut updates = Vec::new();
+                for peer in &peers {
+                    let entry = this.engine.entry(peer.as_str()).ok().flatten();
+                    let groups = entry.filter(|e| e.state.from()).map(|e| e.groups);
+                    let mut spellings = vec![peer.as_str().to_owned()];
+                    if let Cow::Owned(ascii) = peer.ascii() {
+                        spellings.push(ascii);
+                    }
+                    for spelling in spellings {
+                        match &groups {
+                            Some(g) if this.peers.get(&spelling) != Some(g) => {
+                                changes.raw_set(spelling.as_str(), group_set(lua, g)?)?;
+                                updates.push((spelling, Some(g.clone())));
+                            }
+                            None if this.peers.contains_key(&spelling) => {
+                                changes.raw_set(spelling.as_str(), false)?;
+                                updates.push((spelling, None));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                // Only now: a failure above leaves the last copy, and the next call tries again.
+                for (spelling, groups) in updates {
+                    match groups {
+                        Some(g) => this.peers.insert(spelling, g),
+                        None => this.peers.remove(&spelling),
+                    };
+                }
+                this.generation = Some(generation);
+                return Ok(LuaValue::Table(changes));
+            }
+            let (generation, now) = this.current();
             for (peer, groups) in &now {
                 if this.peers.get(peer) != Some(groups) {
                     changes.raw_set(peer.as_str(), group_set(lua, groups)?)?;

@@ -2,10 +2,10 @@
 # Coverage-guided fuzzing with libFuzzer (cargo fuzz) on this machine's stable toolchain
 # (RUSTC_BOOTSTRAP=1 lets cargo fuzz pass its sanitizer flags). Corpora are kept as
 # corpora/<target>.tar.gz; this unpacks them, runs, and packs the grown corpus back.
-#   bash fuzz/run.sh TARGET [RUNS]     TARGET: domain | store_files | c_abi (default 10000000 runs)
+#   bash fuzz/run.sh TARGET [RUNS]     TARGET: domain | store_files | c_abi | sidecar_json (default 10000000 runs)
 set -euo pipefail
 cd "$(dirname "$0")"
-target=${1:?usage: fuzz/run.sh domain|store_files|c_abi [RUNS]}
+target=${1:?usage: fuzz/run.sh domain|store_files|c_abi|sidecar_json [RUNS]}
 runs=${2:-10000000}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p corpus/"$target"

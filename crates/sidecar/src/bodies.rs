@@ -14,9 +14,23 @@ pub fn clip(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
-/// A body as JSON of type `T`; the error is the 400 answer's message.
+/// A body as JSON of type `T`; the error is the 400 answer's message. serde_json quotes an
+/// offending string whole (`invalid type: string "…", expected …`, up to the 16 KiB body), so
+/// a long message keeps its head and its tail (what was expected, line and column) and drops
+/// the middle, like every other message that quotes client input.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))
+    const HEAD: usize = 120;
+    const TAIL: usize = 80;
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let n = msg.chars().count();
+        if n <= HEAD + TAIL {
+            return format!("malformed JSON: {msg}");
+        }
+        let head: String = msg.chars().take(HEAD).collect();
+        let tail: String = msg.chars().skip(n - TAIL).collect();
+        format!("malformed JSON: {head}…{tail}")
+    })
 }
 
 /// `POST /v1/hook/presence`: a presence stanza the XMPP server received for `host`.
@@ -92,6 +106,17 @@ mod tests {
         for bad in [&[""][..], &["a,b"], &["x\ny"], &[&"x".repeat(129)]] {
             assert!(g(bad).unwrap_err().starts_with("groups: "), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn long_quotes_in_json_errors_are_cut() {
+        let long = format!("{{\"groups\": \"{}\"}}", "x".repeat(16_000));
+        let e = parse::<GroupsIn>(long.as_bytes()).err().unwrap();
+        assert!(e.chars().count() < 250, "{e}");
+        assert!(e.starts_with("malformed JSON: invalid type: string \"xxx"), "{e}");
+        assert!(e.ends_with("\", expected a sequence at line 1 column 16013"), "{e}");
+        let short = parse::<GroupsIn>(b"{\"groups\": 1}").err().unwrap();
+        assert_eq!(short, "malformed JSON: invalid type: integer `1`, expected a sequence at line 1 column 12");
     }
 
     #[test]

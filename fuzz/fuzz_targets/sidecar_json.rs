@@ -74,11 +74,12 @@ fn presence(data: &[u8], plain: Option<&Value>) {
         Err(msg) => return refused_parse(&msg),
         Ok(p) => p,
     };
-    let v = plain.expect("accepted by the struct but not as JSON");
-    assert_eq!(field(v, "host", 0).and_then(Value::as_str), Some(p.host.as_str()));
-    assert_eq!(field(v, "from", 1).and_then(Value::as_str), Some(p.from.as_str()));
-    assert_eq!(field(v, "type", 2).and_then(Value::as_str), Some(p.kind.as_str()));
-    assert_eq!(opt_str(field(v, "id", 3)), p.id.as_deref());
+    if let Some(v) = plain {
+        assert_eq!(field(v, "host", 0).and_then(Value::as_str), Some(p.host.as_str()));
+        assert_eq!(field(v, "from", 1).and_then(Value::as_str), Some(p.from.as_str()));
+        assert_eq!(field(v, "type", 2).and_then(Value::as_str), Some(p.kind.as_str()));
+        assert_eq!(opt_str(field(v, "id", 3)), p.id.as_deref());
+    }
     // Round trip.
     let again = serde_json::to_vec(&json!({"host": p.host, "from": p.from, "type": p.kind, "id": p.id})).unwrap();
     let q: PresenceIn = bodies::parse(&again).unwrap();
@@ -111,9 +112,10 @@ fn hello(data: &[u8], plain: Option<&Value>) {
         Err(msg) => return refused_parse(&msg),
         Ok(h) => h,
     };
-    let v = plain.expect("accepted by the struct but not as JSON");
-    assert_eq!(field(v, "host", 0).and_then(Value::as_str), Some(h.host.as_str()));
-    assert_eq!(opt_str(field(v, "node", 1)), h.node.as_deref());
+    if let Some(v) = plain {
+        assert_eq!(field(v, "host", 0).and_then(Value::as_str), Some(h.host.as_str()));
+        assert_eq!(opt_str(field(v, "node", 1)), h.node.as_deref());
+    }
     let again = serde_json::to_vec(&json!({"host": h.host, "node": h.node})).unwrap();
     let g: HelloIn = bodies::parse(&again).unwrap();
     assert!((&g.host, &g.node) == (&h.host, &h.node));
@@ -129,10 +131,11 @@ fn groups(data: &[u8], plain: Option<&Value>) {
         Err(msg) => return refused_parse(&msg),
         Ok(g) => g,
     };
-    let v = plain.expect("accepted by the struct but not as JSON");
-    let seen: Vec<&str> =
-        field(v, "groups", 0).and_then(Value::as_array).unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-    assert_eq!(seen, g.groups);
+    if let Some(v) = plain {
+        let seen: Vec<&str> =
+            field(v, "groups", 0).and_then(Value::as_array).unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        assert_eq!(seen, g.groups);
+    }
     let raw = g.groups.clone();
     let out = match bodies::clean_groups(g.groups) {
         Err(msg) => return refused_check(&msg, "groups: "),
@@ -156,11 +159,10 @@ fn groups(data: &[u8], plain: Option<&Value>) {
 
 fuzz_target!(|data: &[u8]| {
     // The plain reading, to hold the typed one against. serde_json skips the strings of
-    // fields a struct ignores without checking their UTF-8, so the struct may take bytes the
-    // plain reading refuses; the lossy reading has the same shape and the same kept fields.
-    let plain: Option<Value> = serde_json::from_slice(data)
-        .ok()
-        .or_else(|| serde_json::from_str(&String::from_utf8_lossy(data)).ok());
+    // fields a struct ignores without checking them (UTF-8, lone surrogates like "\udafc"),
+    // so a struct may take a body the plain reading refuses: then there is nothing to hold
+    // it against, and the round trip and the value checks still run.
+    let plain: Option<Value> = serde_json::from_slice(data).ok();
     presence(data, plain.as_ref());
     hello(data, plain.as_ref());
     groups(data, plain.as_ref());

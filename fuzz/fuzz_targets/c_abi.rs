@@ -3,6 +3,8 @@
 //! without an admin act (approve, or request, which pre-approves) in the sequence.
 #![no_main]
 use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::ptr::{null, null_mut};
 
 use libfuzzer_sys::fuzz_target;
@@ -12,11 +14,34 @@ fn arg(bytes: &[u8]) -> Option<CString> {
     CString::new(bytes.iter().copied().filter(|b| *b != 0).take(64).collect::<Vec<u8>>()).ok()
 }
 
+/// The store root, made once per process and removed at exit. On tmpfs when there is one
+/// (`FUZZ_STORE_DIR` overrides): every act writes the store's way (temp file, fsync, rename,
+/// fsync of the folder), and on this machine's disk those fsyncs were most of each run's time.
+/// The same code runs; only the fsyncs cost nothing here.
+fn root() -> &'static CString {
+    static ROOT: OnceLock<CString> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = std::env::var_os("FUZZ_STORE_DIR").map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
+        let dir = tempfile::Builder::new()
+            .prefix("server-trust-fuzz-c_abi-")
+            .tempdir_in(&base)
+            .or_else(|_| tempfile::tempdir())
+            .unwrap()
+            .keep();
+        // libFuzzer ends with exit(), which runs no destructors: remove the root from an
+        // atexit handler, or each run would leave up to 1024 host folders in RAM.
+        extern "C" fn remove_root() {
+            if let Some(r) = ROOT.get() {
+                let _ = std::fs::remove_dir_all(r.to_str().unwrap());
+            }
+        }
+        unsafe { libc::atexit(remove_root) };
+        CString::new(dir.to_str().unwrap()).unwrap()
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    thread_local! {
-        static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
-    }
-    let root = DIR.with(|d| CString::new(d.path().to_str().unwrap()).unwrap());
+    let root = root();
     let mut opts = st_options_default();
     opts.watch = false;
     let mut e = null_mut();

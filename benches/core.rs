@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode};
 use server_trust::ffi::{
-    st_engine, st_engine_free, st_engine_open, st_is_trusted, st_options_default, st_status,
+    st_engine, st_engine_free, st_engine_open, st_is_trusted, st_is_trusted_n, st_options_default, st_status,
 };
 use server_trust::store::{Decision, PendingRequest, RosterEntry, RosterFile, now_rfc3339};
 use server_trust::{Actor, Config, Domain, Engine, Store, Subscription};
@@ -150,6 +150,15 @@ fn bench_is_trusted(c: &mut Criterion, root: &Path, n: usize) {
         });
     }
     for (name, key) in [("hit", hit_str.as_str()), ("miss", MISS)] {
+        g.bench_function(format!("ffi_n_{name}"), |b| {
+            let mut out = false;
+            b.iter(|| {
+                // The counted variant: what a host with the name's length at hand calls.
+                let (p, n) = (black_box(key.as_ptr()), black_box(key.len()));
+                let s = unsafe { st_is_trusted_n(black_box(engine), p.cast(), n, &mut out) };
+                black_box((s, out))
+            })
+        });
         g.bench_function(format!("hashset_{name}"), |b| b.iter(|| set.contains(black_box(key))));
     }
     g.finish();

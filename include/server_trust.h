@@ -445,6 +445,19 @@ st_status st_is_trusted(const struct st_engine *engine,
                         bool *out);
 
 /**
+ * `st_is_trusted` for a name given with its length (no NUL needed, no `strlen`), without a
+ * scope: the variant for hosts that check every stanza. `peer` need not be NUL-terminated;
+ * `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `peer` readable for `peer_len` bytes; `out` writable.
+ */
+st_status st_is_trusted_n(const struct st_engine *engine,
+                          const char *peer,
+                          size_t peer_len,
+                          bool *out);
+
+/**
  * Writes `peer`'s subscription state (`ST_SUBSCRIPTION_*`) to `*out`.
  *
  * # Safety

@@ -8,18 +8,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+use super::compact::{Compactor, Files, Job};
 use super::policy::Txn;
-use super::snapshot::{Roster, View};
+use super::snapshot::{Map, Roster, View};
 use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
-use super::watch::Watcher;
+use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Decision, Fingerprint, RosterEntry, Store, now_rfc3339};
+use crate::store::{AuditRecord, Change, Decision, Fingerprint, JournalPos, RosterEntry, Store, now_rfc3339};
 use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -31,13 +33,23 @@ pub struct Engine {
     pub(super) ops: Mutex<Ops>,
     presence: Mutex<HashMap<Domain, PeerPresence>>,
     watcher: Watcher,
+    compactor: Compactor,
     /// `ops.deferred` is not empty: lets an idle poll stay one atomic load.
     has_deferred: AtomicBool,
+    /// Milliseconds after `born` when held-back prompts are due as a digest (0: none).
+    digest_at: AtomicU64,
+    born: Instant,
 }
 
 /// State only touched with the ops lock held.
 pub(super) struct Ops {
-    roster_fp: Option<Fingerprint>,
+    /// roster.toml and its journal as last read or written.
+    files: Files,
+    /// The seal roster.toml's last line names (what the journal extends); `None`: no seal
+    /// line, so the next change writes roster.toml whole.
+    base: Option<u64>,
+    /// How far the journal was read or written, when one applies.
+    journal: Option<JournalPos>,
     pub(super) last_repeat: HashMap<Domain, Instant>,
     /// Corrupt files already reported, so a broken file is logged once per change.
     pub(super) reported: HashMap<PathBuf, String>,
@@ -54,6 +66,8 @@ pub(super) struct Ops {
     pub(super) burst_started: Option<Instant>,
     pub(super) burst_count: usize,
     pub(super) suppressed: Vec<Domain>,
+    /// Pending requests per registrable domain, and the pending folder they were counted in.
+    pub(super) pending_sites: Option<(Option<Fingerprint>, HashMap<String, usize>)>,
 }
 
 /// How long the lock-waiting thread waits before leaving it to the driver's timer.
@@ -77,13 +91,16 @@ impl Engine {
         // A store we could read but not write would lose every decision: say so now.
         store.check_writable()?;
         let watcher = Watcher::new(store.dir(), config.watch);
+        let store_clone = store.clone();
         let engine = Engine {
             host,
             store,
             config,
             view: View::new(),
             ops: Mutex::new(Ops {
-                roster_fp: None,
+                files: Files { roster: None, journal: None },
+                base: None,
+                journal: None,
                 last_repeat: HashMap::new(),
                 reported: HashMap::new(),
                 cap_drops: 0,
@@ -95,10 +112,14 @@ impl Engine {
                 burst_started: None,
                 burst_count: 0,
                 suppressed: Vec::new(),
+                pending_sites: None,
             }),
             has_deferred: AtomicBool::new(false),
+            digest_at: AtomicU64::new(0),
+            born: Instant::now(),
             presence: Mutex::new(HashMap::new()),
             watcher,
+            compactor: Compactor::new(store_clone),
         };
         // Reading needs no lock (every write replaces roster.toml whole), so a lock held by
         // someone else never stalls a server's start.
@@ -123,6 +144,7 @@ impl Engine {
 
     /// True when we approved `peer` (state From or Both) and, if `scope` is given, the peer
     /// carries that group. Never touches the disk. Invalid input is simply not trusted.
+    #[inline]
     pub fn is_trusted(&self, peer: &str, scope: Option<&str>) -> bool {
         self.view.with(|roster| {
             let entry = match roster.get(peer) {
@@ -267,12 +289,29 @@ impl Engine {
     /// hand edits of the roster. Returns the actions those imply. With the watcher running
     /// and nothing changed this is one atomic load: no disk work.
     pub fn poll(&self) -> Result<Vec<Action>> {
-        if !self.watcher.take_change() && !self.has_deferred.load(Ordering::Acquire) && !self.digest_due() {
+        let digest_due = self.digest_due();
+        // Our own writes wake the watcher too: only someone else's change needs a look, and
+        // only a change outside roster.toml and its journal (read in any operation) needs the
+        // scan of pending/ and outbound/.
+        let (look, scan) = match self.watcher.take_changed() {
+            Changed::Nothing => (false, false),
+            Changed::Paths(paths) => {
+                let news: Vec<_> = paths.iter().filter(|p| !self.store.is_own_echo(p)).collect();
+                (!news.is_empty(), news.iter().any(|p| !self.store.is_roster_file(p)))
+            }
+            Changed::Unknown => (true, true),
+        };
+        if !look && !digest_due && !self.has_deferred.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let r = self.transact(Actor::File, |txn| {
             txn.replay_deferred()?;
-            txn.apply_store_changes()
+            if scan {
+                txn.apply_store_changes()
+            } else {
+                txn.flush_digest();
+                Ok(())
+            }
         });
         match r {
             Err(Error::Busy { holder, .. }) => {
@@ -287,13 +326,21 @@ impl Engine {
         }
     }
 
-    /// A digest of held-back prompts is waiting for its minute to end (cheap: no lock taken
-    /// when the ops lock is busy; the next poll will see it).
+    /// Makes the next poll look at the whole store.
+    pub(super) fn watcher_mark_dirty(&self) {
+        self.watcher.mark_dirty();
+    }
+
+    /// A digest of held-back prompts is waiting for its minute to end (one atomic load).
     fn digest_due(&self) -> bool {
-        self.ops.try_lock().is_some_and(|ops| {
-            !ops.suppressed.is_empty()
-                && ops.burst_started.is_some_and(|t| t.elapsed() >= super::policy::DIGEST_EVERY)
-        })
+        let at = self.digest_at.load(Ordering::Acquire);
+        at != 0 && self.born.elapsed().as_millis() as u64 >= at
+    }
+
+    /// When held-back prompts are due as a digest (`None`: none held back).
+    pub(super) fn set_digest_at(&self, at: Option<Instant>) {
+        let ms = at.map_or(0, |t| t.saturating_duration_since(self.born).as_millis() as u64 + 1);
+        self.digest_at.store(ms, Ordering::Release);
     }
 
     /// Keeps a subscription stanza that arrived while another process held the store lock,
@@ -334,40 +381,85 @@ impl Engine {
     }
 
     /// Runs `f` with the ops lock and the store lock held and the roster fresh from disk;
-    /// saves the roster if `f` changed it (also when `f` fails half-way: what was applied
-    /// was a complete transition and must not be lost).
+    /// saves what `f` changed (also when `f` fails half-way: what was applied was a complete
+    /// transition and must not be lost): one journal line per changed peer, O(1) in the
+    /// roster's size. roster.toml itself is rewritten by the compactor, off this thread.
     fn transact(&self, actor: Actor, f: impl FnOnce(&mut Txn) -> Result<()>) -> Result<Vec<Action>> {
         let mut ops = self.ops.lock();
+        let _gate = self.compactor.gate();
         let _lock = self.store.lock_within(self.config.lock_wait)?;
         let mut actions = self.refresh_roster(&mut ops)?;
         let mut txn = Txn::new(self, &mut ops, actor);
         let result = f(&mut txn);
-        let (working, txn_actions) = txn.finish();
-        if let Some(roster) = working {
-            self.check_unchanged(&ops)?;
-            self.store.save_roster(&roster)?;
-            ops.roster_fp = self.store.roster_fingerprint();
-            ops.roster_external = false;
-            self.view.publish(roster);
+        let (changes, txn_actions) = txn.finish();
+        if !changes.is_empty() {
+            self.save(&mut ops, changes)?;
         }
         result?;
         actions.extend(txn_actions);
         Ok(actions)
     }
 
-    /// Refuses to save over a roster.toml that another program wrote without the lock since
-    /// we read it, or only just wrote: an in-place `cp` restore writes the file in pieces, and
-    /// a half-written file can parse. The admin's file is never replaced by our older view.
+    /// Makes `changes` durable and what readers see.
+    fn save(&self, ops: &mut Ops, changes: Map<Option<RosterEntry>>) -> Result<()> {
+        self.check_unchanged(ops)?;
+        let old = self.view.load();
+        let lines: Vec<Change> = changes
+            .iter()
+            .map(|(peer, new)| Change::between(peer, old.get(peer), new.as_ref()))
+            .filter(|c| c.remove || !c.set.is_empty())
+            .collect();
+        let new = old.with_changes(changes);
+        match ops.base {
+            Some(base) => ops.journal = Some(self.store.append_changes(base, &lines, ops.journal)?),
+            None => {
+                // No seal to journal against (a new store, or a roster.toml written from
+                // scratch by hand): write it whole, once.
+                self.check_settled(ops)?;
+                let pos = self.store.save_roster(new.iter())?;
+                ops.base = Some(pos.base);
+                ops.journal = Some(pos);
+                ops.roster_external = false;
+            }
+        }
+        ops.files = self.files();
+        let new = Arc::new(new);
+        self.view.publish_arc(new.clone());
+        if let Some(pos) = ops.journal {
+            let job = Job {
+                snapshot: new,
+                files: ops.files,
+                pos,
+                external: ops.roster_external,
+                last_change: Instant::now(),
+            };
+            self.compactor.submit(job);
+        }
+        Ok(())
+    }
+
+    fn files(&self) -> Files {
+        Files { roster: self.store.roster_fingerprint(), journal: self.store.journal_fingerprint() }
+    }
+
+    /// Refuses to write over files that another program wrote without the lock since we read
+    /// them. The admin's file is never replaced by our older view.
     fn check_unchanged(&self, ops: &Ops) -> Result<()> {
-        let path = self.store.dir().join("roster.toml");
-        let fp = self.store.roster_fingerprint();
-        if fp != ops.roster_fp {
+        if self.files() != ops.files {
+            let path = self.store.dir().join("roster.toml");
             return Err(Error::Changed { path, detail: "changed while in use".into() });
         }
+        Ok(())
+    }
+
+    /// Refuses to replace a roster.toml another program wrote only just now: an in-place `cp`
+    /// restore writes the file in pieces, and a half-written file can parse.
+    fn check_settled(&self, ops: &Ops) -> Result<()> {
         if ops.roster_external
-            && let Some(age) = fp.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok())
+            && let Some(age) = ops.files.roster.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok())
             && age < SETTLE
         {
+            let path = self.store.dir().join("roster.toml");
             let detail =
                 format!("written by another program {} ms ago (a copy in progress?)", age.as_millis());
             return Err(Error::Changed { path, detail });
@@ -375,29 +467,60 @@ impl Engine {
         Ok(())
     }
 
-    /// Reloads roster.toml if another process (or an editor) replaced it. Returns the trust
-    /// changes that implies, each audited as a hand edit.
+    /// Catches up with what other processes wrote: new journal lines (read from where we
+    /// stopped), a compaction of ours (adopted without reading), or a roster.toml replaced or
+    /// edited (read whole). Returns the trust changes that implies; those of an edit of
+    /// roster.toml are audited as hand edits (journal lines were audited by their writer).
     fn refresh_roster(&self, ops: &mut Ops) -> Result<Vec<Action>> {
-        let fp = self.store.roster_fingerprint();
-        if fp.is_some() && fp == ops.roster_fp {
+        let files = self.files();
+        // Our compaction thread rewrote roster.toml from what we had (and carried over the
+        // lines we appended since): take its files as read, and its map as our new base.
+        if let Some(done) = self.compactor.take_done()
+            && ops.files.roster == done.roster_before
+            && ops.journal.is_some_and(|p| {
+                (p.ino, p.base, p.offset) == (done.pos_before.ino, done.pos_before.base, done.old_end)
+            })
+        {
+            ops.files = done.after;
+            ops.journal = Some(done.pos);
+            ops.base = Some(done.pos.base);
+            ops.roster_external = false;
+            if let Some(rebased) = self.view.load().rebased(&done.snapshot, done.merged) {
+                self.view.publish_same(rebased);
+            }
+        }
+        if files.roster.is_some() && files == ops.files {
             return Ok(Vec::new());
         }
-        let (file, sealed) = self.store.load_roster_sealed()?;
-        let new: Roster = file.peers.into_iter().collect();
         let roster = self.view.load();
+        if files.roster.is_some()
+            && files.roster == ops.files.roster
+            && let Some(pos) = ops.journal
+            && let Some((changes, pos)) = self.store.journal_since(pos)?
+        {
+            let mut changed = Map::default();
+            for c in &changes {
+                let before = changed.get(&c.peer).cloned().unwrap_or_else(|| roster.get(&c.peer).cloned());
+                let after = c.apply(before.as_ref()).map_err(|message| Error::Corrupt {
+                    path: self.store.dir().join("roster.journal"),
+                    line: None,
+                    message: format!("{}: {message}", c.peer),
+                })?;
+                changed.insert(c.peer.clone(), after);
+            }
+            let actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
+            ops.journal = Some(pos);
+            ops.files = files;
+            self.view.publish(roster.with_changes(changed));
+            return Ok(actions);
+        }
+        let read = self.store.read_roster()?;
+        let new: Map<RosterEntry> = read.file.peers.into_iter().collect();
         let mut actions = Vec::new();
-        if ops.roster_fp.is_some() {
-            for (peer, e) in &new {
-                let was = roster.get(peer).is_some_and(|o| o.state.from());
-                if was != e.state.from() {
-                    actions.push(Action::TrustChanged { peer: peer.clone(), trusted: e.state.from() });
-                }
-            }
-            for (peer, e) in roster.iter() {
-                if e.state.from() && !new.contains_key(peer) {
-                    actions.push(Action::TrustChanged { peer: peer.clone(), trusted: false });
-                }
-            }
+        if ops.files.roster.is_some() {
+            let gone = roster.iter().filter(|(p, _)| !new.contains_key(*p)).map(|(p, _)| (p, None));
+            let all = new.iter().map(|(p, e)| (p, Some(e))).chain(gone);
+            actions = trust_changes(&roster, all);
             // Trust gained or lost by an edit of roster.toml is audited like any other change.
             for a in &actions {
                 if let Action::TrustChanged { peer, trusted } = a {
@@ -417,9 +540,27 @@ impl Engine {
             }
         }
         // Not written whole by an engine: a hand edit, or a copy still in progress.
-        ops.roster_external = !sealed;
-        self.view.publish(new);
-        ops.roster_fp = fp;
+        ops.roster_external = !read.sealed;
+        ops.base = read.base;
+        ops.journal = read.journal;
+        ops.files = files;
+        self.view.publish(Roster::from_map(new));
         Ok(actions)
     }
+}
+
+/// The trust changes from `roster` to the entries given (`None`: gone).
+fn trust_changes<'a>(
+    roster: &Roster,
+    entries: impl Iterator<Item = (&'a Domain, Option<&'a RosterEntry>)>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (peer, e) in entries {
+        let was = roster.get(peer).is_some_and(|o| o.state.from());
+        let now = e.is_some_and(|e| e.state.from());
+        if was != now {
+            actions.push(Action::TrustChanged { peer: peer.clone(), trusted: now });
+        }
+    }
+    actions
 }

@@ -10,11 +10,13 @@
 //! | `api` | [`Engine`]: the public calls, locking, loading and saving the roster |
 //! | `policy` | XEP-0267 policy: what each RFC 6121 transition means for a server |
 //! | `snapshot` | the lock-free roster snapshot behind `is_trusted` |
+//! | `compact` | folding the roster's journal into roster.toml, off the server's thread |
 //! | `watch` | inotify + eventfd: noticing what the CLI and editors changed, across fork |
 //!
 //! The RFC 6121 tables themselves are in [`crate::subscription`].
 
 mod api;
+mod compact;
 mod policy;
 mod snapshot;
 mod types;

@@ -11,11 +11,11 @@
 use std::time::Instant;
 
 use super::api::{Engine, Ops};
-use super::snapshot::Roster;
+use super::snapshot::{Map, Roster};
 use super::types::{Action, Actor, LogLevel, PresenceKind};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
+use crate::store::{AuditRecord, Decision, Fingerprint, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
 use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
 
 /// Prompts held back in a flood are summed up once per this long.
@@ -30,38 +30,35 @@ pub(super) struct Txn<'a> {
     ops: &'a mut Ops,
     actor: Actor,
     actions: Vec<Action>,
-    /// The roster with this operation's changes, once it has any.
-    working: Option<Roster>,
+    /// The entries this operation changed (`None`: removed).
+    working: Map<Option<RosterEntry>>,
 }
 
 impl<'a> Txn<'a> {
     pub(super) fn new(engine: &'a Engine, ops: &'a mut Ops, actor: Actor) -> Txn<'a> {
-        Txn { engine, ops, actor, actions: Vec::new(), working: None }
+        Txn { engine, ops, actor, actions: Vec::new(), working: Map::default() }
     }
 
-    /// The changed roster (if any) to save and publish, and the actions to return.
-    pub(super) fn finish(self) -> (Option<Roster>, Vec<Action>) {
+    /// The changed entries (if any) to save and publish, and the actions to return.
+    pub(super) fn finish(self) -> (Map<Option<RosterEntry>>, Vec<Action>) {
         (self.working, self.actions)
     }
 
     /// `peer`'s entry as this operation sees it: its own changes, else the published one.
     fn current(&self, peer: &Domain) -> RosterEntry {
-        let found = match &self.working {
-            Some(w) => w.get(peer).cloned(),
+        let found = match self.working.get(peer) {
+            Some(changed) => changed.clone(),
             None => self.engine.view.load().get(peer).cloned(),
         };
         found.unwrap_or_default()
     }
 
-    /// Changes one entry in the operation's private copy (made on the first change; readers
-    /// keep the old snapshot until the operation publishes its result).
+    /// Changes one entry among the operation's own changes (readers keep the old snapshot
+    /// until the operation publishes its result).
     fn update(&mut self, peer: &Domain, f: impl FnOnce(&mut RosterEntry)) {
-        let roster = self.working.get_or_insert_with(|| (*self.engine.view.load()).clone());
-        let e = roster.entry(peer.clone()).or_default();
-        f(e);
-        if e.is_empty() {
-            roster.remove(peer);
-        }
+        let mut e = self.current(peer);
+        f(&mut e);
+        self.working.insert(peer.clone(), (!e.is_empty()).then_some(e));
     }
 
     fn audit(&mut self, peer: &Domain, event: &str, from: Option<Subscription>, to: Option<Subscription>) {
@@ -174,11 +171,11 @@ impl<'a> Txn<'a> {
     /// A first `subscribe` from `peer`: a pending file and a prompt, never an approval.
     fn new_request(&mut self, peer: &Domain, id: Option<&str>) -> Result<()> {
         let config = &self.engine.config;
-        let pending = self.engine.store.pending_peers();
         let site = peer.site();
-        let limit = if pending.len() >= config.max_pending {
+        let (total, from_site) = self.pending_counts(&site);
+        let limit = if total >= config.max_pending {
             Some(format!("{} requests already pending (max_pending)", config.max_pending))
-        } else if pending.iter().filter(|p| p.site() == site).count() >= config.max_pending_per_site {
+        } else if from_site >= config.max_pending_per_site {
             Some(format!(
                 "{} requests from {site} already pending (max_pending_per_site)",
                 config.max_pending_per_site
@@ -214,7 +211,9 @@ impl<'a> Txn<'a> {
         let store = &self.engine.store;
         // Never overwrite a file the admin is working on, even a broken one.
         if store.read_pending(peer)?.is_none() {
+            let before = store.pending_dir_fingerprint();
             store.write_pending(&req)?;
+            self.counted_pending(site, true, before);
         }
         self.apply(peer, Direction::Inbound, SubscriptionType::Subscribe, "inbound subscribe");
         self.ops.stats.requests += 1;
@@ -230,6 +229,37 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Pending requests in all and from `site`: counted from the folder's listing once, then
+    /// kept as we add files, and counted again whenever someone else changed the folder (its
+    /// mtime moved), so a request costs O(1) rather than a listing of every pending file.
+    fn pending_counts(&mut self, site: &str) -> (usize, usize) {
+        let store = &self.engine.store;
+        let now = store.pending_dir_fingerprint();
+        if self.ops.pending_sites.as_ref().is_none_or(|(fp, _)| *fp != now) {
+            let mut sites: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            for p in store.pending_peers() {
+                *sites.entry(p.site()).or_default() += 1;
+            }
+            self.ops.pending_sites = Some((now, sites));
+        }
+        let (_, sites) = self.ops.pending_sites.as_ref().expect("counted above");
+        (sites.values().sum(), sites.get(site).copied().unwrap_or(0))
+    }
+
+    /// A pending file we added or removed, counted without listing the folder again (when
+    /// the count was of the folder as it was just `before`; otherwise it is counted afresh).
+    fn counted_pending(&mut self, site: String, added: bool, before: Option<Fingerprint>) {
+        let now = self.engine.store.pending_dir_fingerprint();
+        match &mut self.ops.pending_sites {
+            Some((fp, sites)) if *fp == before => {
+                let n = sites.entry(site).or_default();
+                *n = if added { *n + 1 } else { n.saturating_sub(1) };
+                *fp = now;
+            }
+            counts => *counts = None,
+        }
+    }
+
     /// Prompts the admins about a new request: the first few of each minute one by one, the
     /// rest summed up in one digest when the minute is over, so a flood is one message.
     fn prompt(&mut self, peer: &Domain, text: String) {
@@ -243,6 +273,7 @@ impl<'a> Txn<'a> {
             self.notify(peer, text);
         } else {
             self.ops.suppressed.push(peer.clone());
+            self.engine.set_digest_at(self.ops.burst_started.map(|t| t + DIGEST_EVERY));
         }
     }
 
@@ -254,6 +285,7 @@ impl<'a> Txn<'a> {
             return;
         }
         let peers = std::mem::take(&mut self.ops.suppressed);
+        self.engine.set_digest_at(None);
         let shown: Vec<String> = peers.iter().take(10).map(Domain::display_name).collect();
         let more = if peers.len() > shown.len() {
             format!(" and {} more", peers.len() - shown.len())
@@ -284,6 +316,10 @@ impl<'a> Txn<'a> {
             req.times_seen += 1;
             req.last_seen = now_rfc3339();
             self.engine.store.write_pending(&req)?;
+            if req.decision != Decision::Pending {
+                // A decision someone wrote, that our rewrite must not hide from the next poll.
+                self.engine.watcher_mark_dirty();
+            }
         }
         Ok(())
     }
@@ -440,11 +476,7 @@ impl<'a> Txn<'a> {
             }
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
-        let store = &self.engine.store;
-        let gone: Vec<Domain> = match &self.working {
-            Some(w) => dismissed(w, store),
-            None => dismissed(&self.engine.view.load(), store),
-        };
+        let gone = dismissed(&self.engine.view.load(), &self.working, &self.engine.store);
         for peer in gone {
             self.actor = Actor::File;
             let before = self.current(&peer).state;
@@ -479,8 +511,12 @@ impl<'a> Txn<'a> {
     /// it is never approved by itself.
     fn drop_pending_file(&mut self, peer: &Domain) {
         self.ops.last_repeat.remove(peer);
-        if let Err(e) = self.engine.store.remove_pending(peer) {
-            self.report(e);
+        let existed = self.engine.store.pending_path(peer).exists();
+        let before = self.engine.store.pending_dir_fingerprint();
+        match self.engine.store.remove_pending(peer) {
+            Ok(()) if existed => self.counted_pending(peer.site(), false, before),
+            Ok(()) => {}
+            Err(e) => self.report(e),
         }
     }
 
@@ -498,10 +534,16 @@ impl<'a> Txn<'a> {
     }
 }
 
-/// Peers pending in from us whose request file is gone.
-fn dismissed(roster: &Roster, store: &crate::store::Store) -> Vec<Domain> {
-    roster
-        .iter()
+/// Peers pending in from us whose request file is gone (`working`: changes not published yet).
+fn dismissed(
+    roster: &Roster,
+    working: &Map<Option<RosterEntry>>,
+    store: &crate::store::Store,
+) -> Vec<Domain> {
+    let published = roster.iter().filter(|(p, _)| !working.contains_key(*p));
+    let changed = working.iter().filter_map(|(p, e)| e.as_ref().map(|e| (p, e)));
+    published
+        .chain(changed)
         .filter(|(p, e)| e.state.pending_in() && !store.pending_path(p).exists())
         .map(|(p, _)| p.clone())
         .collect()

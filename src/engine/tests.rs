@@ -2,7 +2,8 @@
 //! hardening issue, each reproduced here.
 
 use std::fs;
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{Domain, Error, Subscription};
@@ -206,4 +207,203 @@ fn the_wakeup_fd_fires_when_the_lock_holder_lets_go() {
     assert!(readable(), "no wakeup after the lock was released");
     let acts = e.poll().unwrap();
     assert!(acts.iter().any(|a| matches!(a, Action::Notify { .. })), "{acts:?}");
+}
+
+fn journal(e: &Engine) -> String {
+    fs::read_to_string(e.store().dir().join("roster.journal")).unwrap_or_default()
+}
+
+/// (inode, length, mtime) of roster.toml: whether it was rewritten.
+fn roster_toml_id(e: &Engine) -> (u64, u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(e.store().dir().join("roster.toml")).unwrap();
+    (m.ino(), m.len(), m.modified().unwrap())
+}
+
+#[test]
+fn a_change_costs_one_journal_line_not_a_roster_rewrite() {
+    let t = tempfile::tempdir().unwrap();
+    let store = crate::Store::open(t.path(), &Domain::new("capulet.lit").unwrap()).unwrap();
+    let peers: Vec<(Domain, crate::store::RosterEntry)> = (0..2000)
+        .map(|i| {
+            let entry = crate::store::RosterEntry { state: Subscription::Both, ..Default::default() };
+            (Domain::new(&format!("p{i}.example")).unwrap(), entry)
+        })
+        .collect();
+    store.save_roster(peers.iter().map(|(d, e)| (d, e))).unwrap();
+    let e = engine(t.path(), false);
+    let before = roster_toml_id(&e);
+    e.inbound("montague.lit", PresenceKind::Subscribe, Some("x1")).unwrap();
+    e.approve("montague.lit", Actor::Cli).unwrap();
+    assert_eq!(roster_toml_id(&e), before, "roster.toml must not be rewritten per change");
+    let j = journal(&e);
+    assert_eq!(j.lines().count(), 3, "a header and one line per change: {j}");
+    assert!(j.len() < 1024, "{} bytes for two changes", j.len());
+    // What a fresh reader (the CLI, a restarted server) sees includes the journal.
+    let again = Engine::open(t.path(), "capulet.lit", Config { watch: false, ..Config::default() }).unwrap();
+    assert_eq!(again.state("montague.lit").unwrap(), Subscription::FromPendingOut);
+    assert!(again.is_trusted("p7.example", None));
+    assert_eq!(again.roster().len(), 2001);
+}
+
+#[test]
+fn another_process_s_journal_lines_are_read_from_where_we_stopped() {
+    let t = tempfile::tempdir().unwrap();
+    let server = engine(t.path(), false);
+    server.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+    server.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    let cli = engine(t.path(), false);
+    cli.approve("montague.lit", Actor::Cli).unwrap();
+    let acts = server.poll().unwrap();
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::TrustChanged { peer, trusted: true } if peer.as_str() == "montague.lit")
+        ),
+        "{acts:?}"
+    );
+    assert!(server.is_trusted("montague.lit", None));
+    // Audited once, by the process that decided; not again as a hand edit.
+    let log = server.store().read_audit().unwrap();
+    assert_eq!(log.iter().filter(|r| r.peer == "montague.lit" && r.event.contains("approve")).count(), 1);
+    assert!(!log.iter().any(|r| r.event.contains("by hand")), "{log:?}");
+    // And the server's own next change goes on from there.
+    server.approve("verona.lit", Actor::Cli).unwrap();
+    let fresh = engine(t.path(), false);
+    assert!(fresh.is_trusted("montague.lit", None) && fresh.is_trusted("verona.lit", None));
+}
+
+#[test]
+fn a_journal_line_cut_short_by_a_crash_is_ignored_and_cut_off() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    approved(&e);
+    let path = e.store().dir().join("roster.journal");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(br#"{"peer":"verona.lit","set":{"sta"#)
+        .unwrap();
+    let e = engine(t.path(), false);
+    assert!(e.is_trusted("montague.lit", None));
+    e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    let j = journal(&e);
+    assert!(j.ends_with('\n') && !j.contains(r#""sta""#) && j.lines().all(|l| l.ends_with('}')), "{j}");
+    let e = engine(t.path(), false);
+    assert_eq!(e.state("verona.lit").unwrap(), Subscription::NonePendingIn);
+}
+
+#[test]
+fn a_corrupt_journal_line_stops_the_engine_and_names_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    approved(&e);
+    drop(e);
+    let path = t.path().join("capulet.lit/roster.journal");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"peer\":\"evil.lit\",\"set\":{\"trusted\":true}}\n")
+        .unwrap();
+    let err =
+        Engine::open(t.path(), "capulet.lit", Config { watch: false, ..Config::default() }).err().unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains("roster.journal"), "{err}");
+}
+
+#[test]
+fn a_hand_edit_of_roster_toml_is_merged_with_the_journal() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    approved(&e); // roster.toml says pending-in, the journal says from
+    let path = e.store().dir().join("roster.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("none+pending-in"), "{text}");
+    fs::write(&path, text.replace("note = \"\"", "note = \"met at FOSDEM\"")).unwrap();
+    e.poll().unwrap();
+    let entry = e.entry("montague.lit").unwrap().unwrap();
+    assert_eq!((entry.state, entry.note.as_str()), (Subscription::FromPendingOut, "met at FOSDEM"));
+    assert!(e.is_trusted("montague.lit", None));
+    let log = e.store().read_audit().unwrap();
+    assert!(!log.iter().any(|r| r.event.contains("by hand")), "nothing changed trust: {log:?}");
+}
+
+#[test]
+fn compaction_folds_the_journal_in_off_the_thread_and_a_restored_backup_wins() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    e.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    let backup = fs::read_to_string(e.store().dir().join("roster.toml")).unwrap();
+    approved(&e);
+    let generation = e.generation();
+    // Idle for a second: roster.toml is rewritten with the changes, the journal restarts.
+    let mut folded = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        let text = fs::read_to_string(e.store().dir().join("roster.toml")).unwrap();
+        let whole =
+            text.contains("[peers.\"montague.lit\"]") && text.contains("state = \"from+pending-out\"");
+        if whole && journal(&e).lines().count() == 1 {
+            folded = true;
+            break;
+        }
+    }
+    assert!(folded, "roster.toml never caught up with the journal: {}", journal(&e));
+    e.poll().unwrap();
+    assert_eq!(e.generation(), generation, "adopting our own compaction changes nothing for readers");
+    assert!(e.is_trusted("montague.lit", None));
+    // The admin restores the older file: it names another seal, so the journal no longer
+    // applies and the restored state is the truth, audited.
+    fs::write(e.store().dir().join("roster.toml"), &backup).unwrap();
+    let acts = e.poll().unwrap();
+    assert!(acts.iter().any(|a| matches!(a, Action::TrustChanged { trusted: false, .. })), "{acts:?}");
+    assert!(!e.is_trusted("montague.lit", None));
+    let log = e.store().read_audit().unwrap();
+    assert!(log.iter().any(|r| r.peer == "montague.lit" && r.event.contains("by hand")), "{log:?}");
+}
+
+#[test]
+fn the_per_site_count_follows_files_removed_by_others() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    let cap = Config::default().max_pending_per_site;
+    for i in 0..cap + 1 {
+        e.inbound(&format!("x{i}.attacker.example"), PresenceKind::Subscribe, None).unwrap();
+    }
+    assert_eq!(e.state(&format!("x{cap}.attacker.example")).unwrap(), Subscription::None, "over the cap");
+    // The admin dismisses one request by deleting its file; the site has room again.
+    fs::remove_file(e.store().pending_path(&Domain::new("x0.attacker.example").unwrap())).unwrap();
+    e.inbound("late.attacker.example", PresenceKind::Subscribe, None).unwrap();
+    assert_eq!(e.state("late.attacker.example").unwrap(), Subscription::NonePendingIn);
+    // And our own approvals free room without a listing of the folder.
+    e.approve("x1.attacker.example", Actor::Cli).unwrap();
+    e.inbound("later.attacker.example", PresenceKind::Subscribe, None).unwrap();
+    assert_eq!(e.state("later.attacker.example").unwrap(), Subscription::NonePendingIn);
+    e.inbound("latest.attacker.example", PresenceKind::Subscribe, None).unwrap();
+    assert_eq!(e.state("latest.attacker.example").unwrap(), Subscription::None, "full again");
+}
+
+#[test]
+fn held_back_prompts_come_as_one_digest_when_their_minute_is_over() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    let mut prompts = 0;
+    for i in 0..20 {
+        let acts = e.inbound(&format!("s{i}.example{i}.org"), PresenceKind::Subscribe, None).unwrap();
+        prompts += acts.iter().filter(|a| matches!(a, Action::Notify { .. })).count();
+    }
+    assert_eq!(prompts, Config::default().notify_burst);
+    let digest = |acts: &[Action]| {
+        acts.iter().any(
+            |a| matches!(a, Action::Notify { text, .. } if text.starts_with("15 more server buddy requests")),
+        )
+    };
+    assert!(!digest(&e.poll().unwrap()), "not before the minute is over");
+    // The minute is over (moved back rather than waited for): an idle poll sends the digest once.
+    let started = Instant::now() - Duration::from_secs(61);
+    e.ops.lock().burst_started = Some(started);
+    e.set_digest_at(Some(started + super::policy::DIGEST_EVERY));
+    let acts = e.poll().unwrap();
+    assert!(digest(&acts), "{acts:?}");
+    assert!(!digest(&e.poll().unwrap()), "only once");
 }

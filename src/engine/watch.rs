@@ -2,6 +2,7 @@
 //! sets a flag that `poll` checks and signals an eventfd a driver can put in its event loop
 //! (`Engine::wakeup_fd`), so CLI and file decisions apply at once and idle polls cost nothing.
 
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +33,21 @@ struct Running {
 /// A flag for `poll` and an eventfd for the driver's event loop.
 struct Wake {
     dirty: AtomicBool,
+    /// The files changed since the last look; `None`: unknown (look at everything).
+    paths: Mutex<Option<HashSet<PathBuf>>>,
     fd: Option<OwnedFd>,
+}
+
+/// Changed paths remembered at most between two polls; past that, everything is looked at.
+const MAX_PATHS: usize = 4096;
+
+/// What changed since the last poll.
+pub(super) enum Changed {
+    Nothing,
+    /// These files (created, written, removed or renamed).
+    Paths(Vec<PathBuf>),
+    /// Anything may have: look at everything.
+    Unknown,
 }
 
 impl Watcher {
@@ -74,7 +89,7 @@ impl Watcher {
 
     /// Makes the next [`Watcher::take_change`] report a change (work left for the next poll).
     pub(super) fn mark_dirty(&self) {
-        self.wake.dirty.store(true, Ordering::Release);
+        self.wake.set_unknown();
     }
 
     /// True when the store may have changed since the last call (always true when not
@@ -87,17 +102,29 @@ impl Watcher {
                 // wait for that thread forever, so leak it and start a new one.
                 std::mem::forget(w.take());
                 *w = start(&self.dir, self.wake.clone());
-                self.wake.dirty.store(true, Ordering::Release);
+                self.wake.set_unknown();
             } else if self.enabled && w.as_ref().is_none_or(|w| w.ino != inode(&self.dir)) {
                 // Replaced folder (or none could be watched so far): one stat per poll
                 // notices it; watch the new one and look.
                 *w = start(&self.dir, self.wake.clone());
-                self.wake.dirty.store(true, Ordering::Release);
+                self.wake.set_unknown();
             }
             w.is_some()
         };
         self.wake.drain();
         !watching || self.wake.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// [`Watcher::take_change`], saying which files changed when the watcher knows.
+    pub(super) fn take_changed(&self) -> Changed {
+        if !self.take_change() {
+            return Changed::Nothing;
+        }
+        let watching = self.running.lock().is_some();
+        match self.wake.paths.lock().replace(HashSet::new()) {
+            Some(paths) if watching => Changed::Paths(paths.into_iter().collect()),
+            _ => Changed::Unknown,
+        }
     }
 }
 
@@ -107,10 +134,35 @@ impl Wake {
             .then(|| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })
             .filter(|&fd| fd >= 0)
             .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-        Wake { dirty: AtomicBool::new(true), fd }
+        Wake { dirty: AtomicBool::new(true), paths: Mutex::new(None), fd }
     }
 
+    fn set_unknown(&self) {
+        *self.paths.lock() = None;
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Wakes the driver with no word on what changed.
     fn signal(&self) {
+        *self.paths.lock() = None;
+        self.wake_up();
+    }
+
+    /// Wakes the driver about changes to `paths`.
+    fn signal_paths(&self, paths: &[PathBuf]) {
+        {
+            let mut known = self.paths.lock();
+            if let Some(set) = known.as_mut() {
+                set.extend(paths.iter().cloned());
+                if set.len() > MAX_PATHS {
+                    *known = None;
+                }
+            }
+        }
+        self.wake_up();
+    }
+
+    fn wake_up(&self) {
         self.dirty.store(true, Ordering::Release);
         if let Some(fd) = &self.fd {
             let one: u64 = 1;
@@ -138,16 +190,20 @@ fn start(dir: &Path, wake: Arc<Wake>) -> Option<Running> {
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Reads (our own scans, the CLI's `list`, backups), audit appends and temp files are
         // not decisions; any other change may be.
-        let relevant = match &res {
-            Ok(ev) if ev.kind.is_access() => false,
-            Ok(ev) => ev.paths.iter().any(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !name.starts_with('.') && name != "audit.log"
-            }),
-            Err(_) => true,
+        let relevant = |p: &PathBuf| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name != "audit.log"
         };
-        if relevant {
-            wake.signal();
+        match res {
+            Ok(ev) if ev.kind.is_access() => {}
+            Ok(ev) if ev.paths.is_empty() => wake.signal(), // e.g. a queue overflow: look at all
+            Ok(ev) => {
+                let paths: Vec<PathBuf> = ev.paths.into_iter().filter(relevant).collect();
+                if !paths.is_empty() {
+                    wake.signal_paths(&paths);
+                }
+            }
+            Err(_) => wake.signal(),
         }
     })
     .ok()?;

@@ -158,6 +158,38 @@ pub unsafe extern "C" fn st_is_trusted(
     })
 }
 
+/// `st_is_trusted` for a name given with its length (no NUL needed, no `strlen`), without a
+/// scope: the variant for hosts that check every stanza. `peer` need not be NUL-terminated;
+/// `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`.
+///
+/// # Safety
+/// `engine` from `st_engine_open`; `peer` readable for `peer_len` bytes; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn st_is_trusted_n(
+    engine: *const st_engine,
+    peer: *const c_char,
+    peer_len: usize,
+    out: *mut bool,
+) -> st_status {
+    // The panic boundary of every call, minus its bookkeeping on success: the last error is
+    // only touched when the call fails (this one sits on every access-control decision).
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (Some(h), false, false) = (unsafe { engine.as_ref() }, peer.is_null(), out.is_null()) else {
+            return st_status::NullParameter;
+        };
+        let bytes = unsafe { std::slice::from_raw_parts(peer.cast::<u8>(), peer_len) };
+        let Ok(peer) = std::str::from_utf8(bytes) else { return st_status::InvalidUtf8 };
+        unsafe { *out = h.engine.is_trusted(peer, None) };
+        st_status::Ok
+    }))
+    .unwrap_or(st_status::Panic);
+    if status != st_status::Ok {
+        super::status::begin_call();
+        super::status::record_failure(status, None);
+    }
+    status
+}
+
 /// Writes `peer`'s subscription state (`ST_SUBSCRIPTION_*`) to `*out`.
 ///
 /// # Safety

@@ -187,3 +187,47 @@ fn presence_types_have_one_number_and_one_name() {
     );
     assert!(st_subscription_name(9).is_null());
 }
+
+#[test]
+fn is_trusted_n_answers_as_is_trusted_from_a_counted_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut e = null_mut();
+    let last_error = || {
+        let mut buf = [0 as c_char; 128];
+        let mut n = 0;
+        assert_eq!(unsafe { st_last_error(buf.as_mut_ptr(), buf.len(), &mut n) }, st_status::Ok);
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap().to_string()
+    };
+    unsafe {
+        assert_eq!(st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e), st_status::Ok);
+        let mut out = null_mut();
+        assert_eq!(
+            st_engine_inbound(e, c"b.lit".as_ptr(), ST_PRESENCE_TYPE_SUBSCRIBE, null(), &mut out),
+            st_status::Ok
+        );
+        st_actions_free(out);
+        assert_eq!(st_engine_approve(e, c"b.lit".as_ptr(), &mut out), st_status::Ok);
+        st_actions_free(out);
+        // Names inside a larger buffer, not NUL-terminated where they end.
+        let buf = b"b.litc.litB.LIT";
+        for (range, want) in [(0..5, true), (5..10, false), (10..15, true), (0..4, false)] {
+            let name = &buf[range.clone()];
+            let (mut t, mut t_n) = (!want, !want);
+            let c = CString::new(name).unwrap();
+            assert_eq!(st_is_trusted(e, c.as_ptr(), null(), &mut t), st_status::Ok);
+            assert_eq!(st_is_trusted_n(e, name.as_ptr().cast(), name.len(), &mut t_n), st_status::Ok);
+            assert_eq!((t, t_n), (want, want), "{:?}", std::str::from_utf8(name));
+        }
+        // Failures set their status and st_last_error, never a stale message.
+        let mut t = true;
+        assert_eq!(st_is_trusted_n(e, [0xffu8, 0xfe].as_ptr().cast(), 2, &mut t), st_status::InvalidUtf8);
+        assert!(last_error().contains("UTF-8"), "{}", last_error());
+        assert_eq!(st_is_trusted_n(e, null(), 0, &mut t), st_status::NullParameter);
+        assert!(last_error().to_lowercase().contains("null"), "{}", last_error());
+        assert_eq!(st_is_trusted_n(null(), c"b.lit".as_ptr(), 5, &mut t), st_status::NullParameter);
+        assert_eq!(st_is_trusted_n(e, c"b.lit".as_ptr(), 5, null_mut()), st_status::NullParameter);
+        assert!(t, "out untouched on error");
+        st_engine_free(e);
+    }
+}

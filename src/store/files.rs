@@ -164,9 +164,21 @@ pub(super) fn write_toml<T: Serialize>(path: &Path, header: &str, value: &T) -> 
 /// Exclusive temp file + fsync + rename + fsync(dir): readers and crashes see the old file
 /// or the new one, never a mix; a symlink planted at `path` is replaced, not followed.
 pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    prepare(path, bytes)?.commit()
+}
+
+/// A new version of a file, written and synced under a temp name, not yet in place.
+pub(super) struct Prepared {
+    tmp: tempfile::NamedTempFile,
+    path: std::path::PathBuf,
+}
+
+/// The first half of [`atomic_write`]: the slow part (writing and syncing the bytes), which
+/// needs no lock, so a large file can be prepared while others keep using the store.
+pub(super) fn prepare(path: &Path, bytes: &[u8]) -> Result<Prepared> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let dir_meta = check_dir(dir)?;
-    let write = || -> io::Result<()> {
+    let write = || -> io::Result<tempfile::NamedTempFile> {
         // The mode and owner to keep: the replaced file's (a regular one), else the folder's.
         let like = match fs::symlink_metadata(path) {
             Ok(m) if m.is_file() => m,
@@ -181,10 +193,23 @@ pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
         chown_like(tmp.path(), &like)?;
         tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        File::open(dir)?.sync_all()
+        Ok(tmp)
     };
-    write().map_err(|e| Error::io(path, e))
+    let tmp = write().map_err(|e| Error::io(path, e))?;
+    Ok(Prepared { tmp, path: path.to_path_buf() })
+}
+
+impl Prepared {
+    /// Puts the file in place (rename, then fsync of the folder).
+    pub(super) fn commit(self) -> Result<()> {
+        let Prepared { tmp, path } = self;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let done = || -> io::Result<()> {
+            tmp.persist(&path).map_err(|e| e.error)?;
+            File::open(dir)?.sync_all()
+        };
+        done().map_err(|e| Error::io(&path, e))
+    }
 }
 
 /// Appends `line` to `path` (created with the folder's mode and owner), never through a

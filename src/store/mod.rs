@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! <root>/<host>/roster.toml            the server roster (state, groups, note, approvals)
+//! <root>/<host>/roster.journal         its changes since it was last written whole
 //! <root>/<host>/pending/<peer>.toml    one inbound request each; set `decision` to approve/deny
 //! <root>/<host>/outbound/<peer>.toml   admin acts queued for the running server (request, revoke)
 //! <root>/<host>/audit.log              append-only JSON lines, one per transition
@@ -18,7 +19,10 @@
 //! the lock that guards it; its file primitives are in `files.rs`, its formats in `records.rs`.)
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -31,13 +35,15 @@ use crate::engine::Actor;
 use crate::error::{Error, Result};
 
 mod files;
+mod journal;
 mod records;
 
 use files::{
-    MAX_AUDIT, MAX_ROSTER, append, atomic_write, check_dir, clean_temp_files, ensure_dir, open_lock,
-    parse_toml, read_named, read_text, remove, toml_text, write_toml,
+    MAX_AUDIT, MAX_ROSTER, append, check_dir, clean_temp_files, ensure_dir, open_lock, parse_toml,
+    read_named, read_text, remove, toml_text, write_toml,
 };
 
+pub use journal::{Change, JournalPos};
 pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
 
 /// Current time as RFC 3339 UTC, seconds precision.
@@ -81,9 +87,16 @@ impl Drop for StoreLock {
 pub struct Store {
     dir: PathBuf,
     host: Domain,
+    /// Files this process wrote or removed, as it left them: a watcher's event about one of
+    /// them that still looks like this is our own echo, not news (shared by clones).
+    own: Arc<Mutex<HashMap<PathBuf, Option<Fingerprint>>>>,
 }
 
+/// Own writes remembered at most (then forgotten: their echoes are merely looked at).
+const MAX_OWN: usize = 10_000;
+
 const ROSTER: &str = "roster.toml";
+const JOURNAL: &str = "roster.journal";
 const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
@@ -94,6 +107,35 @@ const HOLDER_LEN: usize = 80;
 pub const ADMIN_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The last line of a roster the engine wrote: a checksum of everything above it.
 const SEAL_PREFIX: &str = "# server-trust: end of roster, fnv1a ";
+
+/// The roster as read: roster.toml with its journal applied, and how it stands on disk.
+#[derive(Clone, Debug)]
+pub struct RosterRead {
+    /// The peers.
+    pub file: RosterFile,
+    /// roster.toml is exactly as an engine wrote it (or missing).
+    pub sealed: bool,
+    /// The seal its last line names, edited since or not: what a journal extends. `None`
+    /// when the file is missing or has no seal line (written from scratch, or copied in part).
+    pub base: Option<u64>,
+    /// How far the journal was read, when one applies.
+    pub journal: Option<JournalPos>,
+}
+
+/// A roster.toml written under a temp name, not yet in place ([`Store::prepare_roster`]).
+pub struct PreparedRoster(files::Prepared);
+
+impl std::fmt::Debug for PreparedRoster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreparedRoster")
+    }
+}
+
+/// Splits a roster's text into its body and the seal value its last line names.
+fn seal_line(text: &str) -> Option<(&str, u64)> {
+    let (body, last) = text.trim_end_matches('\n').rsplit_once('\n')?;
+    Some((body, u64::from_str_radix(last.strip_prefix(SEAL_PREFIX)?, 16).ok()?))
+}
 
 /// FNV-1a: not a defence against forgery (nothing else reads the file as trusted), only a
 /// cheap test that the file is whole and unedited.
@@ -119,7 +161,7 @@ impl Store {
         for d in [dir.clone(), dir.join(PENDING), dir.join(OUTBOUND)] {
             clean_temp_files(&d);
         }
-        Ok(Store { dir, host: host.clone() })
+        Ok(Store { dir, host: host.clone(), own: Arc::default() })
     }
 
     /// Lists the hosts that have a directory under `root`.
@@ -142,6 +184,27 @@ impl Store {
     /// The host's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Remembers how we left `path` (after writing or removing it).
+    fn wrote(&self, path: PathBuf) {
+        let fp = fingerprint(&path);
+        let mut own = self.own.lock();
+        if own.len() >= MAX_OWN {
+            own.clear();
+        }
+        own.insert(path, fp);
+    }
+
+    /// True when `path` is exactly as this process last left it: a change event about it is
+    /// the echo of our own write.
+    pub fn is_own_echo(&self, path: &Path) -> bool {
+        self.own.lock().get(path).is_some_and(|fp| *fp == fingerprint(path))
+    }
+
+    /// True for roster.toml and its journal (as opposed to pending requests and queued acts).
+    pub fn is_roster_file(&self, path: &Path) -> bool {
+        path == self.dir.join(ROSTER) || path == self.dir.join(JOURNAL)
     }
 
     /// Path of the pending file for `peer`.
@@ -206,22 +269,122 @@ impl Store {
         fingerprint(&self.dir.join(ROSTER))
     }
 
-    /// Reads the roster; a missing file is an empty roster. roster.toml is the only truth:
-    /// there is no side cache that could say otherwise.
+    /// Fingerprint of the pending folder: moves whenever a request file is added, removed or
+    /// renamed (not when one is edited in place).
+    pub fn pending_dir_fingerprint(&self) -> Option<Fingerprint> {
+        fingerprint(&self.dir.join(PENDING))
+    }
+
+    /// Fingerprint of the journal, to tell whether it grew or was replaced.
+    pub fn journal_fingerprint(&self) -> Option<Fingerprint> {
+        fingerprint(&self.dir.join(JOURNAL))
+    }
+
+    /// Reads the roster: roster.toml with its journal applied; a missing file is an empty
+    /// roster. These two files are the only truth: there is no side cache that could say
+    /// otherwise.
     pub fn load_roster(&self) -> Result<RosterFile> {
+        Ok(self.read_roster()?.file)
+    }
+
+    /// Reads the roster and says how it stands on disk: whether roster.toml is sealed
+    /// (written whole by an engine, as opposed to edited by hand or still being copied in
+    /// place: a half-written file can parse, so only the seal on its last line tells it is
+    /// complete), the seal its last line names, and how far its journal was read.
+    pub fn read_roster(&self) -> Result<RosterRead> {
         let path = self.dir.join(ROSTER);
-        match read_text(&path, MAX_ROSTER)? {
-            Some(text) => parse_toml(&path, &text),
-            None => Ok(RosterFile::default()),
+        let Some(text) = read_text(&path, MAX_ROSTER)? else {
+            return Ok(RosterRead { file: RosterFile::default(), sealed: true, base: None, journal: None });
+        };
+        let mut file: RosterFile = parse_toml(&path, &text)?;
+        let (base, sealed) = match seal_line(&text) {
+            Some((body, value)) => (Some(value), seal(body) == value),
+            None => (None, false),
+        };
+        let mut journal = None;
+        if let Some(base) = base
+            && let Some((changes, pos)) = journal::read(&self.dir.join(JOURNAL), base, None)?
+        {
+            self.apply_changes(&mut file.peers, &changes)?;
+            journal = Some(pos);
         }
+        Ok(RosterRead { file, sealed, base, journal })
+    }
+
+    /// The changes appended to the journal since `pos`; `None` when the journal was replaced
+    /// or voided since (read the roster whole again).
+    pub fn journal_since(&self, pos: JournalPos) -> Result<Option<(Vec<Change>, JournalPos)>> {
+        journal::read(&self.dir.join(JOURNAL), pos.base, Some(pos))
+    }
+
+    /// Applies journalled changes to `peers`; a change that does not fit a roster entry is
+    /// reported as a corrupt journal.
+    pub fn apply_changes(&self, peers: &mut BTreeMap<Domain, RosterEntry>, changes: &[Change]) -> Result<()> {
+        for c in changes {
+            match c.apply(peers.get(&c.peer)) {
+                Ok(Some(e)) => {
+                    peers.insert(c.peer.clone(), e);
+                }
+                Ok(None) => {
+                    peers.remove(&c.peer);
+                }
+                Err(message) => {
+                    let path = self.dir.join(JOURNAL);
+                    return Err(Error::Corrupt {
+                        path,
+                        line: None,
+                        message: format!("{}: {message}", c.peer),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `changes` to the journal of the roster.toml sealed `base`, durably, and
+    /// returns where the journal now ends. O(changes), whatever the roster's size. Caller
+    /// holds the store lock.
+    pub fn append_changes(
+        &self,
+        base: u64,
+        changes: &[Change],
+        prev: Option<JournalPos>,
+    ) -> Result<JournalPos> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(JOURNAL);
+        journal::append(&path, base, changes)?;
+        self.wrote(path.clone());
+        let m = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let n = changes.len() as u64;
+        let lines = match prev {
+            Some(p) if p.ino == m.ino() && p.base == base => p.lines + n,
+            _ => n,
+        };
+        Ok(JournalPos { base, offset: m.len(), ino: m.ino(), lines })
     }
 
     /// Replaces the roster atomically with `peers` (any map of peers: borrowed, so a large
-    /// roster is not copied to be written).
+    /// roster is not copied to be written), then starts its journal afresh. O(roster): the
+    /// engine does it only when roster.toml has no seal to journal against; otherwise its
+    /// compaction thread uses [`Store::prepare_roster`] and [`Store::fold_journal`]. Returns
+    /// where the new journal stands.
     pub fn save_roster<'a>(
         &self,
         peers: impl IntoIterator<Item = (&'a Domain, &'a RosterEntry)>,
-    ) -> Result<()> {
+    ) -> Result<JournalPos> {
+        let (prepared, seal) = self.prepare_roster(peers)?;
+        prepared.0.commit()?;
+        self.wrote(self.dir.join(ROSTER));
+        // A crash here leaves a journal naming the old seal: void, and already folded in.
+        self.append_changes(seal, &[], None)
+    }
+
+    /// The slow half of rewriting roster.toml, which needs no lock: the text of `peers`,
+    /// sealed, written and synced under a temp name. Returns it and its seal.
+    pub fn prepare_roster<'a>(
+        &self,
+        peers: impl IntoIterator<Item = (&'a Domain, &'a RosterEntry)>,
+    ) -> Result<(PreparedRoster, u64)> {
         /// Same shape as [`RosterFile`], borrowed and sorted.
         #[derive(Serialize)]
         struct Sorted<'a> {
@@ -230,30 +393,40 @@ impl Store {
         let sorted = Sorted { peers: peers.into_iter().collect() };
         let header = format!(
             "# server-trust roster of {}. `groups` and `note` may be edited by hand;\n\
-             # states change only through the engine (CLI, server, API).\n\n",
+             # states change only through the engine (CLI, server, API). Changes since this\n\
+             # file was written are in roster.journal until the server folds them in.\n\n",
             self.host
         );
         let mut text = toml_text(&header, &sorted);
         let seal = seal(&text);
         text.push_str(&format!("\n{SEAL_PREFIX}{seal:016x}\n"));
-        atomic_write(&self.dir.join(ROSTER), text.as_bytes())
+        Ok((PreparedRoster(files::prepare(&self.dir.join(ROSTER), text.as_bytes())?), seal))
     }
 
-    /// Reads the roster and says whether it is sealed: written whole by an engine, as
-    /// opposed to edited by hand or still being copied in place (a half-written file can
-    /// parse, so only the seal on its last line tells it is complete).
-    pub fn load_roster_sealed(&self) -> Result<(RosterFile, bool)> {
-        let path = self.dir.join(ROSTER);
-        let Some(text) = read_text(&path, MAX_ROSTER)? else { return Ok((RosterFile::default(), true)) };
-        let roster = parse_toml(&path, &text)?;
-        let sealed = text
-            .trim_end_matches('\n')
-            .rsplit_once('\n')
-            .and_then(|(body, last)| {
-                Some((body, u64::from_str_radix(last.strip_prefix(SEAL_PREFIX)?, 16).ok()?))
-            })
-            .is_some_and(|(body, value)| seal(body) == value);
-        Ok((roster, sealed))
+    /// The quick half, under the store lock: puts a roster prepared from the state at journal
+    /// position `from` in place, and starts the journal afresh with the lines appended since
+    /// `from` carried over. Returns the new journal's position and where the old one ended;
+    /// `None` (nothing written) when the journal was replaced since `from`.
+    pub fn fold_journal(
+        &self,
+        prepared: PreparedRoster,
+        seal: u64,
+        from: JournalPos,
+    ) -> Result<Option<(JournalPos, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(JOURNAL);
+        let Some((tail, old_end)) = journal::tail(&path, from)? else { return Ok(None) };
+        prepared.0.commit()?;
+        journal::start(&path, seal, &tail)?;
+        // Lines carried over may be another process's, not yet seen by this one's engine:
+        // then the change must look like news.
+        if tail.is_empty() {
+            self.wrote(self.dir.join(ROSTER));
+            self.wrote(path.clone());
+        }
+        let m = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let lines = tail.lines().count() as u64;
+        Ok(Some((JournalPos { base: seal, offset: m.len(), ino: m.ino(), lines }, old_end)))
     }
 
     /// Reads one pending request, `None` when there is none.
@@ -271,7 +444,10 @@ impl Store {
             host = self.host,
             command = self.command("approve", &req.peer),
         );
-        write_toml(&self.pending_path(&req.peer), &header, req)
+        let path = self.pending_path(&req.peer);
+        write_toml(&path, &header, req)?;
+        self.wrote(path);
+        Ok(())
     }
 
     /// The exact `server-trust` command line that does `verb` on `peer` in this store, quoted
@@ -284,7 +460,10 @@ impl Store {
 
     /// Removes a pending request (no error when absent).
     pub fn remove_pending(&self, peer: &Domain) -> Result<()> {
-        remove(&self.pending_path(peer))
+        let path = self.pending_path(peer);
+        remove(&path)?;
+        self.wrote(path);
+        Ok(())
     }
 
     /// Every pending request; unreadable files are returned as errors beside the good ones.
@@ -368,7 +547,10 @@ impl Store {
 
     /// Removes a carried-out act by its file name (no error when absent).
     pub fn remove_queued(&self, name: &str) -> Result<()> {
-        remove(&self.dir.join(OUTBOUND).join(name))
+        let path = self.dir.join(OUTBOUND).join(name);
+        remove(&path)?;
+        self.wrote(path);
+        Ok(())
     }
 
     /// Appends one line to the audit log.

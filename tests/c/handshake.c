@@ -104,8 +104,16 @@ static batch deliver_batch(const char *from_host, const batch *b, st_engine *to,
 }
 
 static int trusted(const st_engine *e, const char *peer) {
-    bool t = false;
+    bool t = false, t_n = !t;
     CHECK(st_is_trusted(e, peer, NULL, &t) == ST_STATUS_OK);
+    /* The counted variant must agree, on a copy with no NUL where the name ends. */
+    char copy[256];
+    size_t n = strlen(peer);
+    CHECK(n < sizeof copy);
+    memcpy(copy, peer, n);
+    memset(copy + n, 'x', sizeof copy - n);
+    CHECK(st_is_trusted_n(e, copy, n, &t_n) == ST_STATUS_OK);
+    CHECK(t == t_n);
     return t ? 1 : 0;
 }
 

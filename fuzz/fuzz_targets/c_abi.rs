@@ -1,6 +1,8 @@
 //! C ABI call sequences on one engine: arbitrary calls with arbitrary (possibly NULL, non
 //! UTF-8, out-of-range) arguments return a status and never crash; trust never appears
-//! without an admin act (approve, or request, which pre-approves) in the sequence.
+//! without an admin act (approve, or request, which pre-approves) in the sequence;
+//! `st_is_trusted_n` answers as `st_is_trusted` for the same bytes, and never trusts a name
+//! holding a NUL.
 #![no_main]
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -64,7 +66,23 @@ fuzz_target!(|data: &[u8]| {
                 3 => st_engine_deny(e, p, &mut acts),
                 4 => st_engine_revoke(e, p, &mut acts),
                 5 => st_engine_poll(e, &mut acts),
-                6 => { let mut t = false; st_is_trusted(e, p, null(), &mut t) }
+                // The counted variant must answer as the NUL-terminated one for the same name,
+                // and take any bytes (NULs, non-UTF-8): ASan catches a read past them.
+                6 => {
+                    let mut t = false;
+                    let st = st_is_trusted(e, p, null(), &mut t);
+                    let np = if op & 0x80 != 0 { null() } else { rest.as_ptr().cast() };
+                    let mut tn = false;
+                    let stn = st_is_trusted_n(e, np, rest.len(), &mut tn);
+                    assert_ne!(stn, st_status::Panic);
+                    if !rest.contains(&0) {
+                        assert_eq!((stn, tn), (st, t), "st_is_trusted_n vs st_is_trusted on {rest:?}");
+                    } else {
+                        // A name holding a NUL is never a domain: never trusted, not cut at the NUL.
+                        assert!(!tn, "trusted with a NUL: {rest:?}");
+                    }
+                    st
+                }
                 7 => { let mut s = 0; st_engine_state(e, p, &mut s) }
                 _ => { let (mut n, mut d) = (0, 0); st_transition(u32::from(rest.first().copied().unwrap_or(0)), u32::from(rest.get(1).copied().unwrap_or(0)), u32::from(rest.get(2).copied().unwrap_or(0)), &mut n, &mut d) }
             }

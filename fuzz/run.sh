@@ -2,14 +2,18 @@
 # Coverage-guided fuzzing with libFuzzer (cargo fuzz) on this machine's stable toolchain
 # (RUSTC_BOOTSTRAP=1 lets cargo fuzz pass its sanitizer flags). Corpora are kept as
 # corpora/<target>.tar.gz; this unpacks them, runs, and packs the grown corpus back.
-#   bash fuzz/run.sh TARGET [RUNS]     TARGET: domain | store_files | c_abi (default 10000000 runs)
+#   bash fuzz/run.sh TARGET [RUNS [SECONDS]]
+#     TARGET: domain | store_files | c_abi | sidecar_json; RUNS default 10000000; SECONDS, if
+#     given, ends the run after that long even short of RUNS (libFuzzer's -max_total_time).
 set -euo pipefail
 cd "$(dirname "$0")"
-target=${1:?usage: fuzz/run.sh domain|store_files|c_abi [RUNS]}
+target=${1:?usage: fuzz/run.sh domain|store_files|c_abi|sidecar_json [RUNS [SECONDS]]}
 runs=${2:-10000000}
+limit=()
+[ -n "${3:-}" ] && limit=(-max_total_time="$3")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p corpus/"$target"
 [ -f corpora/"$target".tar.gz ] && tar xzf corpora/"$target".tar.gz -C corpus/"$target"
-RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" corpus/"$target" -- -runs="$runs" -max_len=1024
+RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" corpus/"$target" -- -runs="$runs" -max_len=1024 "${limit[@]}"
 RUSTC_BOOTSTRAP=1 cargo fuzz cmin -O "$target" corpus/"$target"
 mkdir -p corpora && tar czf corpora/"$target".tar.gz -C corpus/"$target" .

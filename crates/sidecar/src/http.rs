@@ -26,7 +26,6 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use server_trust::admin::{AdminAct, Done};
@@ -34,6 +33,7 @@ use server_trust::{Actor, Domain, Error, PresenceKind};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::bodies::{self, GroupsIn, HelloIn, PresenceIn, clean_groups, clip};
 use crate::config::Token;
 use crate::host::{Host, PATIENCE};
 use crate::views;
@@ -112,11 +112,6 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     }
     let token = rest.trim_ascii();
     (!token.is_empty()).then_some(token)
-}
-
-/// At most 100 characters of client input, for error messages.
-fn clip(s: &str) -> String {
-    s.chars().take(100).collect()
 }
 
 /// A JSON answer.
@@ -290,7 +285,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Rep
         Ok(Err(e)) => return Err(bad(format!("cannot read the body: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),
     };
-    serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))
+    bodies::parse(&bytes).map_err(bad)
 }
 
 /// Runs a blocking piece (engine calls that touch the disk) on tokio's blocking pool.
@@ -350,29 +345,10 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
     }
 }
 
-#[derive(Deserialize)]
-struct PresenceIn {
-    host: String,
-    from: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    id: Option<String>,
-}
-
-/// Characters XML 1.0 allows in an attribute (ids are echoed into our stanzas).
-fn xml_safe(s: &str) -> bool {
-    s.chars().all(|c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}'))
-}
-
 async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
     let p: PresenceIn = read_json(req).await?;
     let host = app.host(&p.host)?;
-    if let Some(id) = &p.id
-        && (id.len() > 1024 || !xml_safe(id))
-    {
-        return Err(bad("id: at most 1024 bytes of XML characters"));
-    }
+    p.check_id().map_err(bad)?;
     if p.kind == "error" {
         // e.g. our subscribe bounced (remote-server-not-found): the admin should know.
         log::warn!("{}: presence error from {}", host.name, clip(&p.from).escape_debug());
@@ -389,13 +365,6 @@ async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply
         _ => blocking(move || host.run(|e| e.inbound(&from, kind, id.as_deref()))).await?,
     };
     result.map(|_| Reply::accepted()).map_err(|e| engine_error(&e))
-}
-
-#[derive(Deserialize)]
-struct HelloIn {
-    host: String,
-    #[serde(default)]
-    node: Option<String>,
 }
 
 async fn hook_hello(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
@@ -472,30 +441,6 @@ async fn admin_act(app: &App, h: &str, p: String, act: AdminAct) -> Result<Reply
     Ok(Reply::ok(StatusCode::OK, body))
 }
 
-#[derive(Deserialize)]
-struct GroupsIn {
-    groups: Vec<String>,
-}
-
-/// Trimmed, de-duplicated groups; each non-empty, short, printable, without commas (the CLI
-/// takes them comma-separated).
-fn clean_groups(groups: Vec<String>) -> Result<Vec<String>, Reply> {
-    if groups.len() > 64 {
-        return Err(bad("groups: at most 64"));
-    }
-    let mut out: Vec<String> = Vec::new();
-    for g in groups {
-        let g = g.trim();
-        if g.is_empty() || g.len() > 128 || g.contains(',') || g.chars().any(char::is_control) {
-            return Err(bad(format!("groups: {:?}: 1-128 printable characters, no commas", clip(g))));
-        }
-        if !out.iter().any(|o| o == g) {
-            out.push(g.to_string());
-        }
-    }
-    Ok(out)
-}
-
 async fn groups(app: &App, req: Request<Incoming>, h: &str, p: &str) -> Result<Reply, Reply> {
     let host = app.host(h)?;
     let peer = Domain::new(p).map_err(|e| engine_error(&e))?;
@@ -505,7 +450,7 @@ async fn groups(app: &App, req: Request<Incoming>, h: &str, p: &str) -> Result<R
         return Ok(Reply::ok(StatusCode::OK, views::groups(&peer, &entry.groups)));
     }
     let body: GroupsIn = read_json(req).await?;
-    let groups = clean_groups(body.groups)?;
+    let groups = clean_groups(body.groups).map_err(bad)?;
     let (h, pp, gg) = (host.clone(), peer.clone(), groups.clone());
     let result = blocking(move || {
         let r = h.engine.set_groups(pp.as_str(), gg, Actor::Api);
@@ -604,23 +549,5 @@ mod tests {
         assert_eq!(bearer(b"Basic abc"), None);
         assert_eq!(bearer(b"Bearer "), None);
         assert_eq!(bearer(b"Bearer"), None);
-    }
-
-    #[test]
-    fn groups_are_cleaned_or_refused() {
-        let g = |v: &[&str]| clean_groups(v.iter().map(|s| s.to_string()).collect());
-        assert_eq!(g(&[" incidents ", "muc", "incidents"]).unwrap(), ["incidents", "muc"]);
-        assert!(g(&[]).unwrap().is_empty());
-        for bad in [&[""][..], &["a,b"], &["x\ny"], &[&"x".repeat(129)]] {
-            assert_eq!(g(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn ids_must_be_xml_characters() {
-        assert!(xml_safe("s2s-1 <&>'\"\t"));
-        assert!(!xml_safe("a\u{0}b"));
-        assert!(!xml_safe("a\u{1b}b"));
-        assert!(!xml_safe("\u{FFFF}"));
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+mod bodies;
 mod config;
 mod host;
 mod http;

@@ -1,8 +1,9 @@
-//! Every store file format (roster, pending request, queued act, audit line): never panics
-//! on any input; what parses re-serialises and parses to the same value.
+//! Every store file format (roster, pending request, queued act, audit line, roster journal
+//! line): never panics on any input; what parses re-serialises and parses to the same value;
+//! a journal line that applies gives an entry whose own journal line rebuilds it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use server_trust::store::{AuditRecord, PendingRequest, Queued, RosterFile};
+use server_trust::store::{AuditRecord, Change, PendingRequest, Queued, RosterFile};
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(text: &str) {
     if let Ok(v) = toml::from_str::<T>(text) {
@@ -16,6 +17,15 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<RosterFile>(text);
     round_trip::<PendingRequest>(text);
     round_trip::<Queued>(text);
+    if let Ok(change) = serde_json::from_str::<Change>(text) {
+        let again = serde_json::to_string(&change).unwrap();
+        assert_eq!(serde_json::from_str::<Change>(&again).unwrap(), change);
+        if let Ok(Some(entry)) = change.apply(None) {
+            let rebuilt = Change::between(&change.peer, None, Some(&entry));
+            assert_eq!(rebuilt.apply(None), Ok(Some(entry.clone())));
+            assert!(Change::between(&change.peer, Some(&entry), Some(&entry)).set.is_empty());
+        }
+    }
     if let Ok(rec) = serde_json::from_str::<AuditRecord>(text) {
         let again = serde_json::to_string(&rec).unwrap();
         assert_eq!(serde_json::from_str::<AuditRecord>(&again).unwrap(), rec);

@@ -145,8 +145,14 @@ impl Drop for Compactor {
             std::mem::forget(i.thread.take());
             return;
         }
-        i.shared.stop.store(true, Ordering::Release);
-        i.shared.wake.notify_one();
+        {
+            // Under the job lock: the thread is either waiting (and woken) or about to check
+            // `stop`; a notification between its check and its wait would be lost, and the
+            // join below would wait for ever.
+            let _job = i.shared.job.lock();
+            i.shared.stop.store(true, Ordering::Release);
+            i.shared.wake.notify_one();
+        }
         if let Some(t) = i.thread.take() {
             let _ = t.join();
         }

@@ -55,6 +55,11 @@ struct Header {
     next: Option<String>,
 }
 
+/// A seal as the files write it (16 hex digits).
+fn parse_seal(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
+
 fn header(base: u64, next: Option<u64>) -> String {
     let h = Header { base: format!("{base:016x}"), next: next.map(|n| format!("{n:016x}")) };
     serde_json::to_string(&h).expect("header")
@@ -109,62 +114,17 @@ pub struct JournalPos {
     pub lines: u64,
 }
 
-/// The changes of the journal at `path` from `from` on, if it extends the roster sealed
-/// `base`. `from = None` reads it whole. Returns `None` when the journal is missing, void, or
-/// was replaced since `from`.
-pub(super) fn read(
-    path: &Path,
-    base: u64,
-    from: Option<JournalPos>,
-) -> Result<Option<(Vec<Change>, JournalPos)>> {
+/// The whole lines of the journal at `path` from byte `offset` on, its inode, and the offset
+/// where those lines end. A torn last line is left out: it was never acknowledged. `None`
+/// when the journal is missing or, given `ino`, was replaced by another file.
+fn whole_lines(path: &Path, offset: u64, ino: Option<u64>) -> Result<Option<(String, u64, u64)>> {
     use std::os::unix::fs::MetadataExt;
     let Some(mut f) = open_regular(path, MAX_ROSTER)? else { return Ok(None) };
-    let ino = f.metadata().map_err(|e| Error::io(path, e))?.ino();
-    let start = match from {
-        Some(p) if p.ino == ino && p.base == base => p.offset,
-        Some(_) => return Ok(None),
-        None => 0,
-    };
-    f.seek(SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_ROSTER).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    // Whole lines only: a torn last line was never acknowledged.
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let text = std::str::from_utf8(&bytes[..whole]).map_err(|_| Error::Corrupt {
-        path: path.into(),
-        line: None,
-        message: "not valid UTF-8".into(),
-    })?;
-    let first_line = |i: usize| from.map_or(i + 1, |p| p.lines as usize + 2 + i);
-    let mut changes = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let corrupt =
-            |message: String| Error::Corrupt { path: path.into(), line: Some(first_line(i)), message };
-        if from.is_none() && i == 0 {
-            let h: Header = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
-            if u64::from_str_radix(&h.base, 16).ok() != Some(base) {
-                return Ok(None); // extends another roster.toml
-            }
-            continue;
-        }
-        changes.push(serde_json::from_str::<Change>(line).map_err(|e| corrupt(e.to_string()))?);
-    }
-    if from.is_none() && whole == 0 {
-        return Ok(None); // not even a header: a journal whose creation was cut short
-    }
-    let lines = from.map_or(0, |p| p.lines) + changes.len() as u64;
-    Ok(Some((changes, JournalPos { base, offset: start + whole as u64, ino, lines })))
-}
-
-/// The whole lines appended after `from` (raw), and where they end; `None` when the journal
-/// was replaced since.
-pub(super) fn tail(path: &Path, from: JournalPos) -> Result<Option<(String, u64)>> {
-    use std::os::unix::fs::MetadataExt;
-    let Some(mut f) = open_regular(path, MAX_ROSTER)? else { return Ok(None) };
-    if f.metadata().map_err(|e| Error::io(path, e))?.ino() != from.ino {
+    let actual = f.metadata().map_err(|e| Error::io(path, e))?.ino();
+    if ino.is_some_and(|i| i != actual) {
         return Ok(None);
     }
-    f.seek(SeekFrom::Start(from.offset)).map_err(|e| Error::io(path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
     f.take(MAX_ROSTER).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -174,7 +134,47 @@ pub(super) fn tail(path: &Path, from: JournalPos) -> Result<Option<(String, u64)
         line: None,
         message: "not valid UTF-8".into(),
     })?;
-    Ok(Some((text, from.offset + whole as u64)))
+    Ok(Some((text, actual, offset + whole as u64)))
+}
+
+/// The changes of the journal at `path` from `from` on, if it extends the roster sealed
+/// `base`. `from = None` reads it whole. Returns `None` when the journal is missing, void, or
+/// was replaced since `from`.
+pub(super) fn read(
+    path: &Path,
+    base: u64,
+    from: Option<JournalPos>,
+) -> Result<Option<(Vec<Change>, JournalPos)>> {
+    if from.is_some_and(|p| p.base != base) {
+        return Ok(None);
+    }
+    let (start, ino) = from.map_or((0, None), |p| (p.offset, Some(p.ino)));
+    let Some((text, ino, end)) = whole_lines(path, start, ino)? else { return Ok(None) };
+    if from.is_none() && text.is_empty() {
+        return Ok(None); // not even a header: a journal whose creation was cut short
+    }
+    let first_line = |i: usize| from.map_or(i + 1, |p| p.lines as usize + 2 + i);
+    let mut changes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let corrupt =
+            |message: String| Error::Corrupt { path: path.into(), line: Some(first_line(i)), message };
+        if from.is_none() && i == 0 {
+            let h: Header = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
+            if parse_seal(&h.base) != Some(base) {
+                return Ok(None); // extends another roster.toml
+            }
+            continue;
+        }
+        changes.push(serde_json::from_str::<Change>(line).map_err(|e| corrupt(e.to_string()))?);
+    }
+    let lines = from.map_or(0, |p| p.lines) + changes.len() as u64;
+    Ok(Some((changes, JournalPos { base, offset: end, ino, lines })))
+}
+
+/// The whole lines appended after `from` (raw), and where they end; `None` when the journal
+/// was replaced since.
+pub(super) fn tail(path: &Path, from: JournalPos) -> Result<Option<(String, u64)>> {
+    Ok(whole_lines(path, from.offset, Some(from.ino))?.map(|(text, _, end)| (text, end)))
 }
 
 /// Starts the journal afresh for the roster sealed `base`, with `lines` (whole JSON lines).
@@ -204,7 +204,7 @@ pub(super) fn read_previous(prev: &Path) -> Result<Option<(u64, u64, Vec<Change>
         |line: usize, message: String| Error::Corrupt { path: prev.into(), line: Some(line), message };
     let h: Header =
         serde_json::from_str(lines.next().unwrap_or("")).map_err(|e| corrupt(1, e.to_string()))?;
-    let seal = |s: &str| u64::from_str_radix(s, 16).map_err(|e| corrupt(1, e.to_string()));
+    let seal = |s: &str| parse_seal(s).ok_or_else(|| corrupt(1, format!("{s:?} is not a seal")));
     let Some(next) = h.next.as_deref() else { return Err(corrupt(1, "no \"next\" seal".into())) };
     let (base, next) = (seal(&h.base)?, seal(next)?);
     let mut changes = Vec::new();
@@ -271,5 +271,5 @@ fn read_header(path: &Path) -> Result<Option<u64>> {
     if first.last() != Some(&b'\n') {
         return Ok(None);
     }
-    Ok(serde_json::from_slice::<Header>(&first).ok().and_then(|h| u64::from_str_radix(&h.base, 16).ok()))
+    Ok(serde_json::from_slice::<Header>(&first).ok().and_then(|h| parse_seal(&h.base)))
 }

@@ -353,24 +353,22 @@ impl Store {
     /// reported as a corrupt journal.
     pub fn apply_changes(&self, peers: &mut BTreeMap<Domain, RosterEntry>, changes: &[Change]) -> Result<()> {
         for c in changes {
-            match c.apply(peers.get(&c.peer)) {
-                Ok(Some(e)) => {
-                    peers.insert(c.peer.clone(), e);
-                }
-                Ok(None) => {
-                    peers.remove(&c.peer);
-                }
-                Err(message) => {
-                    let path = self.dir.join(JOURNAL);
-                    return Err(Error::Corrupt {
-                        path,
-                        line: None,
-                        message: format!("{}: {message}", c.peer),
-                    });
-                }
-            }
+            match self.apply_change(c, peers.get(&c.peer))? {
+                Some(e) => peers.insert(c.peer.clone(), e),
+                None => peers.remove(&c.peer),
+            };
         }
         Ok(())
+    }
+
+    /// `entry` with one journalled change applied (`None`: removed); a change that does not
+    /// fit a roster entry is reported as a corrupt journal.
+    pub fn apply_change(&self, change: &Change, entry: Option<&RosterEntry>) -> Result<Option<RosterEntry>> {
+        change.apply(entry).map_err(|message| Error::Corrupt {
+            path: self.dir.join(JOURNAL),
+            line: None,
+            message: format!("{}: {message}", change.peer),
+        })
     }
 
     /// Appends `changes` to the journal of the roster.toml sealed `base`, durably, and

@@ -80,6 +80,12 @@ const BUSY_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a roster.toml written by another program is left alone before we write over it.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long ago the file fingerprinted `fp` was written, when that is under [`SETTLE`]: a
+/// program (an editor, an in-place copy) may still be writing it.
+pub(super) fn unsettled(fp: Option<Fingerprint>) -> Option<std::time::Duration> {
+    fp.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok()).filter(|age| *age < SETTLE)
+}
+
 impl Engine {
     /// Opens the engine for `host` over `<store_root>/<host>/`.
     ///
@@ -490,8 +496,7 @@ impl Engine {
     /// restore writes the file in pieces, and a half-written file can parse.
     fn check_settled(&self, ops: &Ops) -> Result<()> {
         if ops.roster_external
-            && let Some(age) = ops.files.roster.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok())
-            && age < SETTLE
+            && let Some(age) = unsettled(ops.files.roster)
         {
             let path = self.store.dir().join("roster.toml");
             let detail =
@@ -535,11 +540,7 @@ impl Engine {
             let mut changed = Map::default();
             for c in &changes {
                 let before = changed.get(&c.peer).cloned().unwrap_or_else(|| roster.get(&c.peer).cloned());
-                let after = c.apply(before.as_ref()).map_err(|message| Error::Corrupt {
-                    path: self.store.dir().join("roster.journal"),
-                    line: None,
-                    message: format!("{}: {message}", c.peer),
-                })?;
+                let after = self.store.apply_change(c, before.as_ref())?;
                 changed.insert(c.peer.clone(), after);
             }
             let actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
@@ -556,11 +557,7 @@ impl Engine {
         if ops.files.roster.is_some()
             && read.base.is_none()
             && !read.sealed
-            && files
-                .roster
-                .and_then(|f| f.modified())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|a| a < SETTLE)
+            && unsettled(files.roster).is_some()
         {
             self.watcher.mark_dirty();
             let path = self.store.dir().join("roster.toml");

@@ -24,9 +24,6 @@ const COMPACT_AFTER: u64 = 1000;
 const IDLE: Duration = Duration::from_secs(1);
 /// How long one attempt waits for the store lock.
 const LOCK_WAIT: Duration = Duration::from_millis(200);
-/// A roster.toml written by another program is left alone this long (an editor or a copy may
-/// still be at it).
-const SETTLE: Duration = Duration::from_secs(2);
 
 /// The files as the engine last read or wrote them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,23 +196,31 @@ fn run(store: &Store, shared: &Shared) {
 /// carried over). The O(roster) part runs before taking the store lock, which is then held
 /// only to put the files in place.
 fn compact(store: &Store, job: &Job, gate: &Arc<Mutex<()>>) -> crate::error::Result<Option<Compacted>> {
+    // Whether the files are still those of the job: checked before the O(roster) work (so a
+    // job that cannot be written costs nothing), and again under the lock.
+    let current = || -> crate::error::Result<bool> {
+        let roster = store.roster_fingerprint();
+        if roster != job.files.roster {
+            return Ok(false);
+        }
+        // Never replace a roster.toml someone else wrote moments ago (a copy may be under way).
+        if job.external && super::api::unsettled(roster).is_some() {
+            return Err(crate::error::Error::Changed {
+                path: store.dir().join("roster.toml"),
+                detail: "written by another program moments ago".into(),
+            });
+        }
+        Ok(true)
+    };
+    if !current()? {
+        return Ok(None);
+    }
     let merged = job.snapshot.merged();
     let (prepared, seal) = store.prepare_roster(merged.iter())?;
     let _gate = gate.lock();
     let _lock = store.lock_within(LOCK_WAIT)?;
-    let roster = store.roster_fingerprint();
-    if roster != job.files.roster {
+    if !current()? {
         return Ok(None);
-    }
-    // Never replace a roster.toml someone else wrote moments ago (a copy may be under way).
-    if job.external
-        && let Some(age) = roster.and_then(|f| f.modified()).and_then(|t| t.elapsed().ok())
-        && age < SETTLE
-    {
-        return Err(crate::error::Error::Changed {
-            path: store.dir().join("roster.toml"),
-            detail: "written by another program moments ago".into(),
-        });
     }
     let Some((pos, old_end)) = store.fold_journal(prepared, seal, job.pos)? else { return Ok(None) };
     let after = Files { roster: store.roster_fingerprint(), journal: store.journal_fingerprint() };

@@ -447,7 +447,8 @@ st_status st_is_trusted(const struct st_engine *engine,
 /**
  * `st_is_trusted` for a name given with its length (no NUL needed, no `strlen`), without a
  * scope: the variant for hosts that check every stanza. `peer` need not be NUL-terminated;
- * `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`.
+ * `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`, and
+ * `ST_STATUS_OUT_OF_RANGE` for a length over `PTRDIFF_MAX`.
  *
  * # Safety
  * `engine` from `st_engine_open`; `peer` readable for `peer_len` bytes; `out` writable.

@@ -160,7 +160,8 @@ pub unsafe extern "C" fn st_is_trusted(
 
 /// `st_is_trusted` for a name given with its length (no NUL needed, no `strlen`), without a
 /// scope: the variant for hosts that check every stanza. `peer` need not be NUL-terminated;
-/// `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`.
+/// `peer_len` bytes are read. Same answers and statuses as `st_is_trusted`, and
+/// `ST_STATUS_OUT_OF_RANGE` for a length over `PTRDIFF_MAX`.
 ///
 /// # Safety
 /// `engine` from `st_engine_open`; `peer` readable for `peer_len` bytes; `out` writable.
@@ -177,6 +178,11 @@ pub unsafe extern "C" fn st_is_trusted_n(
         let (Some(h), false, false) = (unsafe { engine.as_ref() }, peer.is_null(), out.is_null()) else {
             return st_status::NullParameter;
         };
+        // A length no buffer can have (a negative number cast by the caller): refused before
+        // it could make a slice.
+        if peer_len > isize::MAX as usize {
+            return st_status::OutOfRange;
+        }
         let bytes = unsafe { std::slice::from_raw_parts(peer.cast::<u8>(), peer_len) };
         let Ok(peer) = std::str::from_utf8(bytes) else { return st_status::InvalidUtf8 };
         unsafe { *out = h.engine.is_trusted(peer, None) };

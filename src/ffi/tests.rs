@@ -225,6 +225,8 @@ fn is_trusted_n_answers_as_is_trusted_from_a_counted_name() {
         assert!(last_error().contains("UTF-8"), "{}", last_error());
         assert_eq!(st_is_trusted_n(e, null(), 0, &mut t), st_status::NullParameter);
         assert!(last_error().to_lowercase().contains("null"), "{}", last_error());
+        assert_eq!(st_is_trusted_n(e, c"b.lit".as_ptr(), usize::MAX, &mut t), st_status::OutOfRange);
+        assert!(last_error().contains("out of range"), "{}", last_error());
         assert_eq!(st_is_trusted_n(null(), c"b.lit".as_ptr(), 5, &mut t), st_status::NullParameter);
         assert_eq!(st_is_trusted_n(e, c"b.lit".as_ptr(), 5, null_mut()), st_status::NullParameter);
         assert!(t, "out untouched on error");

@@ -22,6 +22,12 @@ fn sends(actions: &[Action]) -> Vec<(&str, PresenceKind)> {
         .collect()
 }
 
+/// Makes `path` look written 10 s ago: no longer a file another program may be writing.
+fn settle(path: &std::path::Path) {
+    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
+    fs::File::options().write(true).open(path).unwrap().set_modified(settled).unwrap();
+}
+
 /// montague.lit asked us and we approved: state From (we did not ask back).
 fn approved(e: &Engine) {
     e.inbound("montague.lit", PresenceKind::Subscribe, Some("x1")).unwrap();
@@ -162,8 +168,7 @@ fn a_roster_written_from_scratch_by_hand_is_taken_once_it_settles() {
     fs::write(&path, "[peers.\"verona.lit\"]\nstate = \"from\"\n").unwrap();
     e.poll().unwrap();
     assert!(e.is_trusted("montague.lit", None), "not taken while it may still be written");
-    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
-    fs::File::options().write(true).open(&path).unwrap().set_modified(settled).unwrap();
+    settle(&path);
     let acts = e.poll().unwrap();
     assert!(acts.iter().any(
         |a| matches!(a, Action::TrustChanged { peer, trusted: false } if peer.as_str() == "montague.lit")
@@ -513,8 +518,7 @@ fn mirrors_learn_which_peers_changed_not_the_whole_roster() {
     // A replaced roster.toml may change anyone: the mirror must copy it all.
     let path = e.store().dir().join("roster.toml");
     fs::write(&path, "[peers.\"verona.lit\"]\nstate = \"from\"\n").unwrap();
-    let settled = std::time::SystemTime::now() - Duration::from_secs(10);
-    fs::File::options().write(true).open(&path).unwrap().set_modified(settled).unwrap();
+    settle(&path);
     e.poll().unwrap();
     assert_eq!(e.changed_since(g), None);
     assert_eq!(e.changed_since(e.generation()), Some((e.generation(), Vec::new())));

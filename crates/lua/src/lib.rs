@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use mlua::prelude::*;
-use server_trust::{Action, Actor, Config, Engine};
+use server_trust::{Action, Actor, Config, Domain, Engine};
 
 /// An open engine, shared by reference counting so Lua can copy the handle freely.
 struct LuaEngine(Arc<Engine>);
@@ -159,12 +159,20 @@ impl LuaMirror {
             if !e.state.from() {
                 continue;
             }
-            if let Cow::Owned(ascii) = peer.ascii() {
-                now.insert(ascii, e.groups.clone());
+            for spelling in spellings(&peer) {
+                now.insert(spelling, e.groups.clone());
             }
-            now.insert(peer.as_str().to_owned(), e.groups);
         }
         (generation, now)
+    }
+}
+
+/// The spellings a plain lookup should find `peer` under: its normal form and, for an
+/// internationalised name, its A-label.
+fn spellings(peer: &Domain) -> Vec<String> {
+    match peer.ascii() {
+        Cow::Owned(ascii) => vec![peer.as_str().to_owned(), ascii],
+        Cow::Borrowed(_) => vec![peer.as_str().to_owned()],
     }
 }
 
@@ -189,17 +197,16 @@ impl LuaUserData for LuaMirror {
             let changes = lua.create_table()?;
             // Only the peers that changed since our copy, when the engine still knows them.
             if let Some(since) = this.generation
-                && let Some((generation, peers)) = this.engine.changed_since(since)
+                && let Some((generation, mut peers)) = this.engine.changed_since(since)
             {
+                // A peer changed in several generations is looked at once.
+                peers.sort();
+                peers.dedup();
                 let mut updates = Vec::new();
                 for peer in &peers {
                     let entry = this.engine.entry(peer.as_str()).ok().flatten();
                     let groups = entry.filter(|e| e.state.from()).map(|e| e.groups);
-                    let mut spellings = vec![peer.as_str().to_owned()];
-                    if let Cow::Owned(ascii) = peer.ascii() {
-                        spellings.push(ascii);
-                    }
-                    for spelling in spellings {
+                    for spelling in spellings(peer) {
                         match &groups {
                             Some(g) if this.peers.get(&spelling) != Some(g) => {
                                 changes.raw_set(spelling.as_str(), group_set(lua, g)?)?;

@@ -152,18 +152,37 @@ impl Engine {
     /// carries that group. Never touches the disk. Invalid input is simply not trusted.
     #[inline]
     pub fn is_trusted(&self, peer: &str, scope: Option<&str>) -> bool {
-        self.view.with(|roster| {
-            let entry = match roster.get(peer) {
-                Some(e) => e,
-                // Only input that is not in normal form can still match once normalised.
-                None if !Domain::may_change_when_normalised(peer) => return false,
-                None => match Domain::new(peer).ok().and_then(|d| roster.get(&d)) {
-                    Some(e) => e,
-                    None => return false,
-                },
-            };
-            entry.state.from() && scope.is_none_or(|s| entry.groups.iter().any(|g| g == s))
-        })
+        // A name found as it is is in normal form; only one that is not can still match
+        // once normalised.
+        self.lookup(peer, scope)
+            || (Domain::may_change_when_normalised(peer)
+                && Domain::new(peer).is_ok_and(|d| self.lookup(d.as_str(), scope)))
+    }
+
+    /// [`Engine::is_trusted`] without a scope for a name given as bytes (as the C ABI and Lua
+    /// receive it), or `None` when they are not UTF-8. A name already in normal form, the
+    /// usual case, costs one pass over its bytes that also shows it is UTF-8, and one lookup.
+    #[inline]
+    pub fn is_trusted_bytes(&self, peer: &[u8]) -> Option<bool> {
+        if Domain::may_change_when_normalised_bytes(peer) {
+            return std::str::from_utf8(peer).ok().map(|p| self.is_trusted(p, None));
+        }
+        debug_assert!(peer.is_ascii());
+        // SAFETY: `may_change_when_normalised_bytes` is false only for ASCII, which is UTF-8.
+        Some(self.lookup(unsafe { std::str::from_utf8_unchecked(peer) }, None))
+    }
+
+    /// Whether the roster entry under exactly `key` is trusted (in `scope`). The scope-less
+    /// check has a closure of its own: small enough to inline whole (measured: a shared one
+    /// returning more made every C ABI check about 8 ns slower).
+    #[inline(always)]
+    fn lookup(&self, key: &str, scope: Option<&str>) -> bool {
+        match scope {
+            None => self.view.with(|roster| roster.get(key).is_some_and(|e| e.state.from())),
+            Some(s) => self.view.with(|roster| {
+                roster.get(key).is_some_and(|e| e.state.from() && e.groups.iter().any(|g| g == s))
+            }),
+        }
     }
 
     /// A number that moves whenever the roster readers see may have changed (states,

@@ -38,7 +38,7 @@ pub struct st_options {
 /// caller, released by `st_engine_free`. Thread-safe: any number of threads may call the
 /// other functions on one handle at once; `st_engine_free` must not race with them.
 pub struct st_engine {
-    engine: Engine,
+    pub(super) engine: Engine,
 }
 
 impl st_engine {
@@ -150,6 +150,14 @@ pub unsafe extern "C" fn st_is_trusted(
 ) -> st_status {
     ffi_boundary!({
         let h = try_ref!(engine);
+        if scope.is_null() && !peer.is_null() {
+            // Every stanza's check: bytes straight to the lookup (see `is_trusted_bytes`).
+            let bytes = unsafe { std::ffi::CStr::from_ptr(peer) }.to_bytes();
+            let Some(trusted) = h.engine.is_trusted_bytes(bytes) else { return st_status::InvalidUtf8 };
+            try_out!(out);
+            unsafe { *out = trusted };
+            return st_status::Ok;
+        }
         let peer = try_arg!(unsafe { str_arg(peer) });
         let scope = try_arg!(unsafe { opt_str_arg(scope) });
         try_out!(out);
@@ -184,8 +192,8 @@ pub unsafe extern "C" fn st_is_trusted_n(
             return st_status::OutOfRange;
         }
         let bytes = unsafe { std::slice::from_raw_parts(peer.cast::<u8>(), peer_len) };
-        let Ok(peer) = std::str::from_utf8(bytes) else { return st_status::InvalidUtf8 };
-        unsafe { *out = h.engine.is_trusted(peer, None) };
+        let Some(trusted) = h.engine.is_trusted_bytes(bytes) else { return st_status::InvalidUtf8 };
+        unsafe { *out = trusted };
         st_status::Ok
     }))
     .unwrap_or(st_status::Panic);

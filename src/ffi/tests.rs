@@ -233,3 +233,64 @@ fn is_trusted_n_answers_as_is_trusted_from_a_counted_name() {
         st_engine_free(e);
     }
 }
+
+/// The four trust checks (`Engine::is_trusted`, `is_trusted_bytes`, `st_is_trusted` with and
+/// without a scope, `st_is_trusted_n`) agree on every spelling: the normal-form fast path
+/// must not miss a peer written another way, nor trust what normalises to a stranger.
+#[test]
+fn trust_checks_agree_on_every_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut e = null_mut();
+    unsafe {
+        assert_eq!(st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e), st_status::Ok);
+        let mut out = null_mut();
+        for (peer, approve) in [(c"b.lit", true), (c"b\xc3\xbccher.de", true), (c"pending.lit", false)] {
+            assert_eq!(
+                st_engine_inbound(e, peer.as_ptr(), ST_PRESENCE_TYPE_SUBSCRIBE, null(), &mut out),
+                st_status::Ok
+            );
+            st_actions_free(out);
+            if approve {
+                assert_eq!(st_engine_approve(e, peer.as_ptr(), &mut out), st_status::Ok);
+                st_actions_free(out);
+            }
+        }
+        let engine = &(*e).engine;
+        let names: [(&[u8], bool); 14] = [
+            (b"b.lit", true),
+            (b"B.LIT", true),
+            (b"b.lit.", true),
+            (b"b\xef\xbd\xa1lit", true), // halfwidth ideographic full stop
+            ("bücher.de".as_bytes(), true),
+            (b"xn--bcher-kva.de", true),
+            (b"XN--BCHER-KVA.DE", true),
+            ("BÜCHER.de".as_bytes(), true),
+            (b"pending.lit", false),
+            (b"PENDING.LIT", false),
+            (b"stranger-with-a-long-name.example.net", false),
+            (b"xn--zz.lit", false),
+            (b"alice@b.lit", false),
+            (b"b.lit/resource", false),
+        ];
+        for (name, want) in names {
+            let text = std::str::from_utf8(name).unwrap();
+            let c = CString::new(name).unwrap();
+            let (mut t, mut t_n, mut t_scoped) = (!want, !want, true);
+            assert_eq!(st_is_trusted(e, c.as_ptr(), null(), &mut t), st_status::Ok);
+            assert_eq!(st_is_trusted_n(e, name.as_ptr().cast(), name.len(), &mut t_n), st_status::Ok);
+            assert_eq!(st_is_trusted(e, c.as_ptr(), c"no-such-group".as_ptr(), &mut t_scoped), st_status::Ok);
+            let got = (engine.is_trusted(text, None), engine.is_trusted_bytes(name), t, t_n, t_scoped);
+            assert_eq!(got, (want, Some(want), want, want, false), "{text:?}");
+        }
+        // Not UTF-8, on the fast path's side of the check too: a status, not an answer.
+        for bad in [&b"b.li\xff"[..], b"\xc3", b"b\xc3.lit"] {
+            let (c, mut t) = (CString::new(bad).unwrap(), true);
+            assert_eq!(st_is_trusted(e, c.as_ptr(), null(), &mut t), st_status::InvalidUtf8, "{bad:?}");
+            assert_eq!(st_is_trusted_n(e, bad.as_ptr().cast(), bad.len(), &mut t), st_status::InvalidUtf8);
+            assert_eq!(engine.is_trusted_bytes(bad), None);
+            assert!(t, "out untouched on error");
+        }
+        st_engine_free(e);
+    }
+}

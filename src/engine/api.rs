@@ -21,7 +21,9 @@ use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, 
 use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Change, Decision, Fingerprint, JournalPos, RosterEntry, Store, now_rfc3339};
+use crate::store::{
+    AuditRecord, Change, Decision, Fingerprint, JournalPos, PendingRequest, RosterEntry, Store, now_rfc3339,
+};
 use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -68,6 +70,8 @@ pub(super) struct Ops {
     pub(super) suppressed: Vec<Domain>,
     /// Pending requests per registrable domain, and the pending folder they were counted in.
     pub(super) pending_sites: Option<(Option<Fingerprint>, HashMap<String, usize>)>,
+    /// Peers named by journal lines not yet folded in when the engine opened.
+    unfolded_at_open: Vec<Domain>,
 }
 
 /// How long the lock-waiting thread waits before leaving it to the driver's timer.
@@ -119,6 +123,7 @@ impl Engine {
                 burst_count: 0,
                 suppressed: Vec::new(),
                 pending_sites: None,
+                unfolded_at_open: Vec::new(),
             }),
             has_deferred: AtomicBool::new(false),
             digest_at: AtomicU64::new(0),
@@ -129,8 +134,49 @@ impl Engine {
         };
         // Reading needs no lock (every write replaces roster.toml whole), so a lock held by
         // someone else never stalls a server's start.
-        engine.refresh_roster(&mut engine.ops.lock())?;
+        let unfolded = {
+            let mut ops = engine.ops.lock();
+            engine.refresh_roster(&mut ops)?;
+            std::mem::take(&mut ops.unfolded_at_open)
+        };
+        engine.restore_lost_requests(&unfolded)?;
         Ok(engine)
+    }
+
+    /// Writes again the request files a crash lost: a new request's file is written without
+    /// waiting for the disk, its journal line being the durable record
+    /// ([`Store::write_new_pending`]). So a peer that a journal line not yet folded in left
+    /// pending in, with no file or an empty one, gets its file back rather than having its
+    /// request taken for one the admin deleted. (Only the stanza id is not kept.)
+    fn restore_lost_requests(&self, peers: &[Domain]) -> Result<()> {
+        let roster = self.view.load();
+        let mut seen = std::collections::HashSet::new();
+        for peer in peers.iter().filter(|p| seen.insert(*p)) {
+            let Some(entry) = roster.get(peer) else { continue };
+            if !entry.state.pending_in() || !self.store.pending_lost(peer) {
+                continue;
+            }
+            let at = entry.updated_at.clone().unwrap_or_else(now_rfc3339);
+            let req = PendingRequest {
+                peer: peer.clone(),
+                decision: Decision::Pending,
+                decided_by: None,
+                first_seen: at.clone(),
+                last_seen: at,
+                times_seen: 1,
+                stanza_id: None,
+            };
+            self.store.write_pending(&req)?;
+            self.store.audit(&AuditRecord {
+                time: now_rfc3339(),
+                peer: peer.to_string(),
+                actor: Actor::Engine,
+                event: "pending file written again from the roster journal (lost in a crash)".into(),
+                from: None,
+                to: None,
+            })?;
+        }
+        Ok(())
     }
 
     /// The served host.
@@ -475,6 +521,9 @@ impl Engine {
                 // No seal to journal against (a new store, or a roster.toml written from
                 // scratch by hand): write it whole, once.
                 self.check_settled(ops)?;
+                // No journal line to write lost request files again from (see
+                // `restore_lost_requests`): make them durable before their states are.
+                self.store.sync_pending()?;
                 let pos = self.store.save_roster(new.iter())?;
                 ops.base = Some(pos.base);
                 ops.journal = Some(pos);
@@ -581,6 +630,9 @@ impl Engine {
             self.watcher.mark_dirty();
             let path = self.store.dir().join("roster.toml");
             return Err(Error::Changed { path, detail: "being written (its last line is missing)".into() });
+        }
+        if ops.files.roster.is_none() && ops.journal.is_none() {
+            ops.unfolded_at_open = read.journal_peers;
         }
         let new: Map<RosterEntry> = read.file.peers.into_iter().collect();
         let mut actions = Vec::new();

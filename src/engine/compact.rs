@@ -215,6 +215,9 @@ fn compact(store: &Store, job: &Job, gate: &Arc<Mutex<()>>) -> crate::error::Res
     if !current()? {
         return Ok(None);
     }
+    // Journal lines about to be folded away are the only durable record of the request
+    // files written without a sync (`Store::write_new_pending`): sync those first.
+    store.sync_pending()?;
     let merged = job.snapshot.merged();
     let (prepared, seal) = store.prepare_roster(merged.iter())?;
     let _gate = gate.lock();

@@ -212,7 +212,8 @@ impl<'a> Txn<'a> {
         // Never overwrite a file the admin is working on, even a broken one.
         if store.read_pending(peer)?.is_none() {
             let before = store.pending_dir_fingerprint();
-            store.write_pending(&req)?;
+            // Durable through the journal line `save` appends for this change.
+            store.write_new_pending(&req)?;
             self.counted_pending(site, true, before);
         }
         self.apply(peer, Direction::Inbound, SubscriptionType::Subscribe, "inbound subscribe");

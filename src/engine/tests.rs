@@ -556,3 +556,46 @@ fn dropping_an_engine_never_waits_for_its_compaction_thread() {
     }
     assert!(slowest < Duration::from_millis(500), "a drop took {slowest:?}");
 }
+
+/// A new request's file is written without waiting for the disk; its journal line is the
+/// durable record. After a crash that lost the file (or left it empty), the next open writes
+/// it again instead of taking the request for one the admin deleted. Once compaction has
+/// synced the files and folded the line in, a deleted file is the admin's dismissal again.
+#[test]
+fn a_request_file_lost_in_a_crash_is_written_again_from_the_journal() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    // The first change writes roster.toml whole (synced with the files); the next are lines.
+    for peer in ["first.lit", "montague.lit", "verona.lit"] {
+        e.inbound(peer, PresenceKind::Subscribe, Some("s1")).unwrap();
+    }
+    let (lost, emptied) =
+        (e.store().pending_path(&d("montague.lit")), e.store().pending_path(&d("verona.lit")));
+    drop(e); // before the compaction's second of quiet: the lines stay in the journal
+    fs::remove_file(&lost).unwrap();
+    fs::File::create(&emptied).unwrap();
+    let e = engine(t.path(), false);
+    for (peer, path) in [("montague.lit", &lost), ("verona.lit", &emptied)] {
+        let req = e.store().read_pending(&d(peer)).unwrap().expect("written again");
+        assert_eq!((req.decision, req.times_seen), (crate::store::Decision::Pending, 1), "{path:?}");
+        assert_eq!(e.state(peer).unwrap(), Subscription::NonePendingIn);
+    }
+    assert!(e.poll().unwrap().iter().all(|a| !matches!(a, Action::Log { level: LogLevel::Error, .. })));
+    assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingIn, "not dismissed");
+    let audit = e.store().read_audit().unwrap();
+    assert_eq!(audit.iter().filter(|r| r.event.contains("lost in a crash")).count(), 2, "{audit:?}");
+
+    // Folded in: the journal no longer names the request, and a deleted file is a dismissal.
+    e.inbound("later.lit", PresenceKind::Subscribe, None).unwrap(); // something to compact
+    wait_for_compaction(&e);
+    drop(e);
+    fs::remove_file(&lost).unwrap();
+    let e = engine(t.path(), false);
+    assert!(e.store().read_pending(&d("montague.lit")).unwrap().is_none());
+    e.poll().unwrap();
+    assert_eq!(e.state("montague.lit").unwrap(), Subscription::None, "dismissed by the admin");
+}
+
+fn d(s: &str) -> Domain {
+    Domain::new(s).unwrap()
+}

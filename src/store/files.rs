@@ -167,6 +167,34 @@ pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     prepare(path, bytes)?.commit()
 }
 
+/// [`atomic_write`] without either fsync, for a file whose content another record already
+/// made durable (a crash may lose it, or leave it empty, but never half-written for a
+/// reader): the caller must be able to write it again from that record.
+pub(super) fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let Prepared { tmp, path, .. } = prepare_with(path, bytes, false)?;
+    tmp.persist(&path).map(|_| ()).map_err(|e| Error::io(&path, e.error))
+}
+
+/// fsyncs the regular files of `dir` whose names end in `suffix` (symlinks and others are
+/// skipped, never followed), then `dir` itself: what [`replace_unsynced`] left to do.
+pub(super) fn sync_folder(dir: &Path, suffix: &str) -> Result<()> {
+    check_dir(dir)?;
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry.file_name().to_str().is_some_and(|n| n.ends_with(suffix) && !n.starts_with('.'));
+        if !ours || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match open_regular(&path, u64::MAX) {
+            Ok(Some(f)) => f.sync_all().map_err(|e| Error::io(&path, e))?,
+            Ok(None) => {} // removed meanwhile
+            Err(_) => {}   // swapped for something else meanwhile: not ours to sync
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
 /// A new version of a file, written and synced under a temp name, not yet in place.
 pub(super) struct Prepared {
     tmp: tempfile::NamedTempFile,
@@ -176,6 +204,10 @@ pub(super) struct Prepared {
 /// The first half of [`atomic_write`]: the slow part (writing and syncing the bytes), which
 /// needs no lock, so a large file can be prepared while others keep using the store.
 pub(super) fn prepare(path: &Path, bytes: &[u8]) -> Result<Prepared> {
+    prepare_with(path, bytes, true)
+}
+
+fn prepare_with(path: &Path, bytes: &[u8], sync: bool) -> Result<Prepared> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let dir_meta = check_dir(dir)?;
     let write = || -> io::Result<tempfile::NamedTempFile> {
@@ -192,7 +224,9 @@ pub(super) fn prepare(path: &Path, bytes: &[u8]) -> Result<Prepared> {
         tmp.as_file_mut().write_all(bytes)?;
         tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
         chown_like(tmp.path(), &like)?;
-        tmp.as_file().sync_all()?;
+        if sync {
+            tmp.as_file().sync_all()?;
+        }
         Ok(tmp)
     };
     let tmp = write().map_err(|e| Error::io(path, e))?;

@@ -153,7 +153,12 @@ impl Engine {
         let mut seen = std::collections::HashSet::new();
         for peer in peers.iter().filter(|p| seen.insert(*p)) {
             let Some(entry) = roster.get(peer) else { continue };
-            if !entry.state.pending_in() || !self.store.pending_lost(peer) {
+            if !entry.state.pending_in() {
+                continue;
+            }
+            if !self.store.pending_lost(peer) {
+                // Written by the process before us, maybe never synced: the fold syncs it.
+                self.store.note_unsynced(peer);
                 continue;
             }
             let at = entry.updated_at.clone().unwrap_or_else(now_rfc3339);

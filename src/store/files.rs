@@ -175,21 +175,13 @@ pub(super) fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(&path).map(|_| ()).map_err(|e| Error::io(&path, e.error))
 }
 
-/// fsyncs the regular files of `dir` whose names end in `suffix` (symlinks and others are
-/// skipped, never followed), then `dir` itself: what [`replace_unsynced`] left to do.
-pub(super) fn sync_folder(dir: &Path, suffix: &str) -> Result<()> {
+/// fsyncs `paths` (regular files in `dir`; one gone or swapped for a symlink or anything
+/// else meanwhile is skipped, never followed), then `dir`: what [`replace_unsynced`] left.
+pub(super) fn sync_files(dir: &Path, paths: &[std::path::PathBuf]) -> Result<()> {
     check_dir(dir)?;
-    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let ours = entry.file_name().to_str().is_some_and(|n| n.ends_with(suffix) && !n.starts_with('.'));
-        if !ours || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        match open_regular(&path, u64::MAX) {
-            Ok(Some(f)) => f.sync_all().map_err(|e| Error::io(&path, e))?,
-            Ok(None) => {} // removed meanwhile
-            Err(_) => {}   // swapped for something else meanwhile: not ours to sync
+    for path in paths {
+        if let Ok(Some(f)) = open_regular(path, u64::MAX) {
+            f.sync_all().map_err(|e| Error::io(path, e))?;
         }
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))

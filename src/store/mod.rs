@@ -91,6 +91,8 @@ pub struct Store {
     /// Files this process wrote or removed, as it left them: a watcher's event about one of
     /// them that still looks like this is our own echo, not news (shared by clones).
     own: Arc<Mutex<HashMap<PathBuf, Option<Fingerprint>>>>,
+    /// Request files written without a sync ([`Store::write_new_pending`]), not synced yet.
+    unsynced: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 /// Own writes remembered at most (then forgotten: their echoes are merely looked at).
@@ -171,7 +173,7 @@ impl Store {
         for d in [dir.clone(), dir.join(PENDING), dir.join(OUTBOUND)] {
             clean_temp_files(&d);
         }
-        Ok(Store { dir, host: host.clone(), own: Arc::default() })
+        Ok(Store { dir, host: host.clone(), own: Arc::default(), unsynced: Arc::default() })
     }
 
     /// Lists the hosts that have a directory under `root`.
@@ -498,9 +500,22 @@ impl Store {
         self.put_pending(req, false)
     }
 
-    /// Makes every pending file durable (see [`Store::write_new_pending`]).
+    /// Makes the request files written without a sync durable (see
+    /// [`Store::write_new_pending`]), with their folder. Nothing to do costs nothing.
     pub fn sync_pending(&self) -> Result<()> {
-        files::sync_folder(&self.dir.join(PENDING), ".toml")
+        let paths = std::mem::take(&mut *self.unsynced.lock());
+        if paths.is_empty() {
+            return Ok(());
+        }
+        files::sync_files(&self.dir.join(PENDING), &paths).inspect_err(|_| {
+            self.unsynced.lock().extend(paths.iter().cloned()); // retried with the next fold
+        })
+    }
+
+    /// Counts `peer`'s request file among those to sync before the next fold: one an earlier
+    /// process wrote without a sync, found at start behind a journal line not folded in.
+    pub fn note_unsynced(&self, peer: &Domain) {
+        self.unsynced.lock().push(self.pending_path(peer));
     }
 
     /// `peer`'s pending file is missing or empty: what a crash can leave of a file written by
@@ -526,6 +541,7 @@ impl Store {
             write_toml(&path, &header, req)?;
         } else {
             files::replace_unsynced(&path, toml_text(&header, req).as_bytes())?;
+            self.unsynced.lock().push(path.clone());
         }
         self.wrote(path);
         Ok(())

@@ -203,3 +203,100 @@ fn variant_spellings_and_old_temp_files() {
     Store::open(t.path(), s.host()).unwrap();
     assert!(!stale.exists() && fresh.exists() && !killed.exists() && live.exists());
 }
+
+/// The sealed-roster reader and the TOML parser give the same roster for anything our writer
+/// writes, and the reader does take the common files (no line break in a note).
+#[test]
+fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
+    use crate::engine::Actor;
+    use proptest::prelude::*;
+    let actors =
+        [Actor::Peer, Actor::Cli, Actor::File, Actor::Api, Actor::Shell, Actor::Adhoc, Actor::Engine];
+    let peers = ["a.lit", "bücher.de", "xn--80ak6aa92e.com", "a-b.c0.example", "münchen.example", "z.lit"];
+    // Quotes, apostrophes, backslashes, escapes TOML writes (\u007F, \t), line breaks, non-ASCII.
+    let text = "[a-z '\"\\\\\t\u{7f}\u{1}é€𝄞#=\\[\\],.\n-]{0,12}";
+    let entry = (
+        0..9usize,
+        proptest::collection::vec(text, 0..4),
+        text,
+        any::<bool>(),
+        proptest::option::of(text),
+        proptest::option::of(0..7usize),
+        proptest::option::of("[0-9TZ:-]{0,20}"),
+        proptest::option::of(0..7usize),
+        proptest::option::of(text),
+    );
+    let (_t, store) = store();
+    let fast = std::cell::Cell::new(0);
+    proptest!(ProptestConfig::with_cases(3000), |(entries in proptest::collection::vec(entry, 0..6))| {
+        let roster: BTreeMap<Domain, RosterEntry> = entries
+            .into_iter()
+            .zip(peers)
+            .map(|((s, groups, note, pre, req_at, req_by, appr_at, appr_by, upd), peer)| {
+                let e = RosterEntry {
+                    state: Subscription::ALL[s],
+                    groups,
+                    note,
+                    pre_approved: pre,
+                    requested_at: req_at,
+                    requested_by: req_by.map(|i| actors[i]),
+                    approved_at: appr_at,
+                    approved_by: appr_by.map(|i| actors[i]),
+                    updated_at: upd,
+                };
+                (Domain::new(peer).unwrap(), e)
+            })
+            .collect();
+        let (text, _) = store.roster_text(&roster);
+        let by_toml: RosterFile = toml::from_str(&text).unwrap();
+        prop_assert_eq!(&by_toml.peers, &roster);
+        // `None` is always allowed (the TOML parser then reads it); a different roster never.
+        if let Some(file) = sealed::parse(&text) {
+            fast.set(fast.get() + 1);
+            prop_assert_eq!(file, by_toml, "{}", text);
+        }
+    });
+    assert!(fast.get() > 300, "the fast reader took only {} of 3000 rosters", fast.get());
+    // What rosters hold (quotes, apostrophes, non-ASCII, several groups) is read fast.
+    let mut e = RosterEntry::new();
+    e.state = Subscription::Both;
+    e.groups = vec!["incidents".into(), "muc-limits".into(), "a\"b".into(), "it's".into()];
+    e.note = "Montague's \"ops\" team, ticket 4711, café".into();
+    e.approved_by = Some(Actor::Cli);
+    e.approved_at = Some(now_rfc3339());
+    let typical: BTreeMap<Domain, RosterEntry> =
+        peers.iter().map(|p| (Domain::new(p).unwrap(), e.clone())).collect();
+    let (text, _) = store.roster_text(&typical);
+    assert_eq!(sealed::parse(&text).map(|f| f.peers), Some(typical), "{text}");
+    // Every escape and quoting form TOML has for one line, read as the TOML parser reads it.
+    for value in [
+        r#""a\nb\tc\\d\"e\u00e9\U0001D11E\b\f\r""#,
+        r#"'C:\raw\n'"#,
+        r#""""two "" quotes""""#,
+        r#""""a"""""#,
+        r#"'''it's "x"'''"#,
+        r#"''''x'''''"#,
+    ] {
+        let text =
+            format!("[peers.\"a.lit\"]\nstate = \"both\"\nnote = {value}\ngroups = [{value}, {value}]\n");
+        let by_toml: RosterFile = toml::from_str(&text).unwrap();
+        assert_eq!(sealed::parse(&text), Some(by_toml), "{text}");
+    }
+    // Hand-made shapes our writer never produces are left to the TOML parser.
+    for odd in [
+        "[peers.\"a.lit\"]\nstate = \"both\"\nstate = \"none\"\n", // a field twice
+        "[peers.\"a.lit\"]\ngroups = []\n",                        // no state
+        "[peers.\"a.lit\"]\nstate = \"both\"\n\n[peers.\"A.lit\"]\nstate = \"none\"\n", // one domain twice
+        "[peers.\"a.lit\"]\nstate = \"both\"\ncolour = \"red\"\n", // unknown field
+        "[peers.\"a.lit\"]\nstate = \"both\" # comment\n",
+        "[peers.\"a.lit\"]\nstate = \"bogus\"\n",
+        "[peers.\"a_b.lit\"]\nstate = \"both\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\nnote = \"\"\"\nx\"\"\"\n",
+        "peers = {}\n",
+        "[peers.a.lit]\nstate = \"both\"\n", // a nested table in TOML, not the domain a.lit
+        "[peers.\"a.lit\"]\n  state = \"both\"\n",
+        "state = \"both\"\n",
+    ] {
+        assert!(sealed::parse(odd).is_none(), "{odd}");
+    }
+}

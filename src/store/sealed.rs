@@ -24,7 +24,14 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         // (`[peers]` alone is how an empty roster is written.)
-        if line.is_empty() || line.starts_with('#') || (line == "[peers]" && current.is_none()) {
+        if line.is_empty() || (line == "[peers]" && current.is_none()) {
+            continue;
+        }
+        if line.starts_with('#') {
+            // TOML forbids control characters (but tab) in comments too.
+            if line.chars().any(|c| c.is_control() && c != '\t') {
+                return None;
+            }
             continue;
         }
         if let Some(key) = line.strip_prefix("[peers.").and_then(|r| r.strip_suffix(']')) {

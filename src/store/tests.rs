@@ -296,6 +296,7 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         "[peers.a.lit]\nstate = \"both\"\n", // a nested table in TOML, not the domain a.lit
         "[peers.\"a.lit\"]\n  state = \"both\"\n",
         "state = \"both\"\n",
+        "#\u{7f}\n", // found by fuzzing: a control character in a comment
     ] {
         assert!(sealed::parse(odd).is_none(), "{odd}");
     }

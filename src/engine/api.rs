@@ -21,9 +21,7 @@ use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, 
 use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{
-    AuditRecord, Change, Decision, Fingerprint, JournalPos, PendingRequest, RosterEntry, Store, now_rfc3339,
-};
+use crate::store::{AuditRecord, Change, Decision, Fingerprint, JournalPos, RosterEntry, Store, now_rfc3339};
 use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -70,8 +68,9 @@ pub(super) struct Ops {
     pub(super) suppressed: Vec<Domain>,
     /// Pending requests per registrable domain, and the pending folder they were counted in.
     pub(super) pending_sites: Option<(Option<Fingerprint>, HashMap<String, usize>)>,
-    /// Peers named by journal lines not yet folded in when the engine opened.
-    unfolded_at_open: Vec<Domain>,
+    /// Peers named by journal lines not yet folded in when the engine opened: their request
+    /// files may have been lost in a crash (see `Txn::restore_lost_requests`).
+    pub(super) unfolded_at_open: Vec<Domain>,
 }
 
 /// How long the lock-waiting thread waits before leaving it to the driver's timer.
@@ -134,54 +133,8 @@ impl Engine {
         };
         // Reading needs no lock (every write replaces roster.toml whole), so a lock held by
         // someone else never stalls a server's start.
-        let unfolded = {
-            let mut ops = engine.ops.lock();
-            engine.refresh_roster(&mut ops)?;
-            std::mem::take(&mut ops.unfolded_at_open)
-        };
-        engine.restore_lost_requests(&unfolded)?;
+        engine.refresh_roster(&mut engine.ops.lock())?;
         Ok(engine)
-    }
-
-    /// Writes again the request files a crash lost: a new request's file is written without
-    /// waiting for the disk, its journal line being the durable record
-    /// ([`Store::write_new_pending`]). So a peer that a journal line not yet folded in left
-    /// pending in, with no file or an empty one, gets its file back rather than having its
-    /// request taken for one the admin deleted. (Only the stanza id is not kept.)
-    fn restore_lost_requests(&self, peers: &[Domain]) -> Result<()> {
-        let roster = self.view.load();
-        let mut seen = std::collections::HashSet::new();
-        for peer in peers.iter().filter(|p| seen.insert(*p)) {
-            let Some(entry) = roster.get(peer) else { continue };
-            if !entry.state.pending_in() {
-                continue;
-            }
-            if !self.store.pending_lost(peer) {
-                // Written by the process before us, maybe never synced: the fold syncs it.
-                self.store.note_unsynced(peer);
-                continue;
-            }
-            let at = entry.updated_at.clone().unwrap_or_else(now_rfc3339);
-            let req = PendingRequest {
-                peer: peer.clone(),
-                decision: Decision::Pending,
-                decided_by: None,
-                first_seen: at.clone(),
-                last_seen: at,
-                times_seen: 1,
-                stanza_id: None,
-            };
-            self.store.write_pending(&req)?;
-            self.store.audit(&AuditRecord {
-                time: now_rfc3339(),
-                peer: peer.to_string(),
-                actor: Actor::Engine,
-                event: "pending file written again from the roster journal (lost in a crash)".into(),
-                from: None,
-                to: None,
-            })?;
-        }
-        Ok(())
     }
 
     /// The served host.
@@ -623,7 +576,19 @@ impl Engine {
             self.view.publish(roster.with_changes(changed), Some(peers));
             return Ok(actions);
         }
-        let read = self.store.read_roster()?;
+        let read = match self.store.read_roster() {
+            // Cut mid-line by a copy or an editor still writing it: wait for it to settle
+            // (a file that stays broken is reported as corrupt once it has).
+            Err(Error::Corrupt { path, .. })
+                if ops.files.roster.is_some()
+                    && path.ends_with("roster.toml")
+                    && unsettled(files.roster).is_some() =>
+            {
+                self.watcher.mark_dirty();
+                return Err(Error::Changed { path, detail: "being written (it does not parse yet)".into() });
+            }
+            read => read?,
+        };
         // No last line, and written moments ago: an editor or an in-place copy still at it.
         // Half a file can parse; keep the roster in use until it is whole or settles, rather
         // than publish (and audit) trust lost and found again.

@@ -427,6 +427,7 @@ impl<'a> Txn<'a> {
     /// queued by the CLI.
     pub(super) fn apply_store_changes(&mut self) -> Result<()> {
         self.flush_digest();
+        self.restore_lost_requests()?;
         let (pending, bad) = self.engine.store.list_pending();
         let (queued, bad_q) = self.engine.store.list_queued();
         for err in bad.into_iter().chain(bad_q) {
@@ -498,6 +499,47 @@ impl<'a> Txn<'a> {
             if let Err(e) = self.engine.store.remove_queued(&name) {
                 self.report(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Writes again the request files a crash lost, once, at the first scan of the store
+    /// (a server's first poll; admin tools never poll). A new request's file is written
+    /// without waiting for the disk, its journal line being the durable record
+    /// (`Store::write_new_pending`): so a peer that a line not folded in when we opened left
+    /// pending in, with no file or an empty one, gets its file back, instead of having the
+    /// request taken for one the admin deleted. Under the store lock, from the roster as it
+    /// is now: a request decided or removed by an admin tool meanwhile is not brought back.
+    fn restore_lost_requests(&mut self) -> Result<()> {
+        let store = &self.engine.store;
+        for peer in std::mem::take(&mut self.ops.unfolded_at_open) {
+            let entry = self.current(&peer);
+            if !entry.state.pending_in() {
+                continue;
+            }
+            if !store.pending_lost(&peer) {
+                // Written by the process before us, maybe never synced: the fold syncs it.
+                store.note_unsynced(&peer);
+                continue;
+            }
+            let at = entry.updated_at.clone().unwrap_or_else(now_rfc3339);
+            store.write_pending(&PendingRequest {
+                peer: peer.clone(),
+                decision: Decision::Pending,
+                decided_by: None,
+                first_seen: at.clone(),
+                last_seen: at,
+                times_seen: 1,
+                stanza_id: None, // not kept in the journal
+            })?;
+            self.ops.pending_sites = None; // counted again
+            self.actor = Actor::Engine;
+            self.audit(
+                &peer,
+                "pending file written again from the roster journal (lost in a crash)",
+                None,
+                None,
+            );
         }
         Ok(())
     }

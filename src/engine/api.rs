@@ -576,30 +576,25 @@ impl Engine {
             self.view.publish(roster.with_changes(changed), Some(peers));
             return Ok(actions);
         }
+        // Written moments ago by another program and not whole (cut mid-line, so it does not
+        // parse; or cut at a line end, so it has no last line): an editor or an in-place copy
+        // still at it. Half a file can parse; keep the roster in use until it is whole or
+        // settles, rather than publish (and audit) trust lost and found again. A file that
+        // stays broken is reported as corrupt once it has settled.
+        let being_written = |detail: &str| {
+            self.watcher.mark_dirty();
+            let path = self.store.dir().join("roster.toml");
+            Err(Error::Changed { path, detail: format!("being written ({detail})") })
+        };
+        let young = ops.files.roster.is_some() && unsettled(files.roster).is_some();
         let read = match self.store.read_roster() {
-            // Cut mid-line by a copy or an editor still writing it: wait for it to settle
-            // (a file that stays broken is reported as corrupt once it has).
-            Err(Error::Corrupt { path, .. })
-                if ops.files.roster.is_some()
-                    && path.ends_with("roster.toml")
-                    && unsettled(files.roster).is_some() =>
-            {
-                self.watcher.mark_dirty();
-                return Err(Error::Changed { path, detail: "being written (it does not parse yet)".into() });
+            Err(Error::Corrupt { path, .. }) if young && path.ends_with("roster.toml") => {
+                return being_written("it does not parse yet");
             }
             read => read?,
         };
-        // No last line, and written moments ago: an editor or an in-place copy still at it.
-        // Half a file can parse; keep the roster in use until it is whole or settles, rather
-        // than publish (and audit) trust lost and found again.
-        if ops.files.roster.is_some()
-            && read.base.is_none()
-            && !read.sealed
-            && unsettled(files.roster).is_some()
-        {
-            self.watcher.mark_dirty();
-            let path = self.store.dir().join("roster.toml");
-            return Err(Error::Changed { path, detail: "being written (its last line is missing)".into() });
+        if young && read.base.is_none() && !read.sealed {
+            return being_written("its last line is missing");
         }
         if ops.files.roster.is_none() && ops.journal.is_none() {
             ops.unfolded_at_open = read.journal_peers;

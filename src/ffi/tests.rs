@@ -234,7 +234,7 @@ fn is_trusted_n_answers_as_is_trusted_from_a_counted_name() {
     }
 }
 
-/// The four trust checks (`Engine::is_trusted`, `is_trusted_bytes`, `st_is_trusted` with and
+/// The five trust checks (`Engine::is_trusted`, `is_trusted_bytes`, `st_is_trusted` with and
 /// without a scope, `st_is_trusted_n`) agree on every spelling: the normal-form fast path
 /// must not miss a peer written another way, nor trust what normalises to a stranger.
 #[test]

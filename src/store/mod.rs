@@ -46,6 +46,7 @@ use files::{
 };
 
 pub use journal::{Change, JournalPos};
+pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
 
 /// The reader of engine-written (sealed) roster.toml files on its own, for the differential
 /// fuzz target: `None`, or exactly what the TOML parser reads from `text`.
@@ -53,7 +54,6 @@ pub use journal::{Change, JournalPos};
 pub fn read_sealed_roster(text: &str) -> Option<RosterFile> {
     sealed::parse(text)
 }
-pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
 
 /// Current time as RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
@@ -513,8 +513,8 @@ impl Store {
     }
 
     /// Writes a new request's file atomically but without waiting for the disk: the roster
-    /// journal line the engine appends next (synced) is the durable record, from which an
-    /// engine opening after a crash writes a lost (or emptied) file again
+    /// journal line the engine appends next (synced) is the durable record, from which the
+    /// server, at its first poll after a crash, writes a lost (or emptied) file again
     /// ([`Store::pending_lost`]); compaction syncs the files ([`Store::sync_pending`]) before
     /// folding such lines away. Saves two of a request's three disk syncs.
     pub fn write_new_pending(&self, req: &PendingRequest) -> Result<()> {

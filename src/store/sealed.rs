@@ -39,7 +39,7 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
                 done.insert_into(&mut peers)?;
             }
             let key = match key.strip_prefix('"') {
-                Some(_) => whole(string(key)?)?,
+                Some(_) => string(key).and_then(whole)?,
                 // A bare key; with a dot it would be a nested table, not a domain.
                 None if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
                     Cow::Borrowed(key)
@@ -58,10 +58,12 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
         }
         section.seen |= 1 << bit;
         let e = &mut section.entry;
+        // The value as one string, nothing after it.
+        let text = || string(value).and_then(whole);
         match name {
-            "state" => e.state = named(&whole(string(value)?)?)?,
+            "state" => e.state = named(&text()?)?,
             "groups" => e.groups = array(value, &mut lines)?,
-            "note" => e.note = whole(string(value)?)?.into_owned(),
+            "note" => e.note = text()?.into_owned(),
             "pre_approved" => {
                 e.pre_approved = match value {
                     "true" => true,
@@ -69,11 +71,11 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
                     _ => return None,
                 }
             }
-            "requested_at" => e.requested_at = Some(whole(string(value)?)?.into_owned()),
-            "approved_at" => e.approved_at = Some(whole(string(value)?)?.into_owned()),
-            "updated_at" => e.updated_at = Some(whole(string(value)?)?.into_owned()),
-            "requested_by" => e.requested_by = Some(named(&whole(string(value)?)?)?),
-            "approved_by" => e.approved_by = Some(named(&whole(string(value)?)?)?),
+            "requested_at" => e.requested_at = Some(text()?.into_owned()),
+            "approved_at" => e.approved_at = Some(text()?.into_owned()),
+            "updated_at" => e.updated_at = Some(text()?.into_owned()),
+            "requested_by" => e.requested_by = Some(named(&text()?)?),
+            "approved_by" => e.approved_by = Some(named(&text()?)?),
             _ => return None,
         }
     }
@@ -109,17 +111,15 @@ impl Section {
         if self.seen & 1 == 0 {
             return None;
         }
-        let peer = self.peer;
         // Two sections for one domain (two spellings of it): the TOML parser's call.
-        if peers.insert(peer, self.entry).is_some() {
+        if peers.insert(self.peer, self.entry).is_some() {
             return None;
         }
         Some(())
     }
 }
 
-/// A value parsed from its text the way serde parses it from TOML (enums by name, domains
-/// normalised and checked).
+/// A value parsed from its text the way serde parses it from TOML (enums by name).
 fn named<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
     T::deserialize(IntoDeserializer::<ValueError>::into_deserializer(s)).ok()
 }

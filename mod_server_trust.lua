@@ -440,15 +440,17 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 		return { status = "executing", actions = { "complete" }, form = pending_layout(peers) }, { peers = peers };
 	end
 	local fields = pending_layout(state.peers):data(data.form);
-	local done = {};
+	local done, failed = {}, {};
 	for _, peer in ipairs(state.peers) do
 		local choice = fields[peer];
 		if choice == "approve" or choice == "deny" then
 			local ok, err = call(choice, peer, "adhoc");
-			done[#done+1] = peer..": "..(ok and choice or tostring(err));
+			if ok then done[#done+1] = peer..": "..choice; else failed[#failed+1] = tostring(err); end
 		end
 	end
-	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or "Nothing decided" };
+	-- A decision refused (another admin's came first, ...) is an error note, not news.
+	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or (#failed == 0 and "Nothing decided" or nil),
+		error = #failed > 0 and { message = t_concat(failed, "\n") } or nil };
 end, "admin"));
 
 function module.unload()

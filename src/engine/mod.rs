@@ -27,3 +27,5 @@ pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Sta
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_decisions;

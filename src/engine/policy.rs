@@ -15,7 +15,9 @@ use super::snapshot::{Map, Roster};
 use super::types::{Action, Actor, LogLevel, PresenceKind};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Decision, Fingerprint, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
+use crate::store::{
+    AuditRecord, Decision, Fingerprint, FirstDecision, PendingRequest, QueuedAct, RosterEntry, now_rfc3339,
+};
 use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
 
 /// Prompts held back in a flood are summed up once per this long.
@@ -203,6 +205,7 @@ impl<'a> Txn<'a> {
             peer: peer.clone(),
             decision: Decision::Pending,
             decided_by: None,
+            decided_at: None,
             first_seen: now.clone(),
             last_seen: now,
             times_seen: 1,
@@ -348,16 +351,30 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// The admin approves or denies `peer`'s pending request.
+    /// The admin approves or denies `peer`'s pending request. The first recorded decision
+    /// wins: one that disagrees with a decision an admin tool or editor already wrote in the
+    /// pending file (not carried out yet), or with one already carried out, is refused with
+    /// [`Error::AlreadyDecided`] naming it, and nothing changes.
     pub(super) fn on_decision(&mut self, peer: &Domain, decision: Decision) -> Result<()> {
         let before = self.current(peer).state;
         if !before.pending_in() {
-            return Err(Error::NoPendingRequest(peer.clone()));
+            return Err(match self.engine.store.first_decision(peer)? {
+                Some(first) if first.decision != decision => first.refusal(peer),
+                _ => Error::NoPendingRequest(peer.clone()),
+            });
         }
-        let id = match self.engine.store.read_pending(peer) {
-            Ok(r) => r.and_then(|r| r.stanza_id),
-            Err(_) => None, // a broken file must not block the admin's decision
-        };
+        // A broken file must not block the admin's decision.
+        let file = self.engine.store.read_pending(peer).ok().flatten();
+        if let Some(refusal) = file.as_ref().and_then(|r| r.conflict(decision)) {
+            return Err(refusal);
+        }
+        self.carry_out(peer, decision, file.and_then(|r| r.stanza_id));
+        Ok(())
+    }
+
+    /// Answers `peer`'s pending request (the state is pending-in) with `decision`, echoing
+    /// the request's stanza `id`, and removes its file.
+    fn carry_out(&mut self, peer: &Domain, decision: Decision, id: Option<String>) {
         match decision {
             Decision::Approve => {
                 self.apply(peer, Direction::Outbound, SubscriptionType::Subscribed, "approve");
@@ -376,10 +393,9 @@ impl<'a> Txn<'a> {
                 self.ops.stats.denials += 1;
                 self.send(peer, PresenceKind::Unsubscribed, id.as_deref());
             }
-            Decision::Pending => return Ok(()),
+            Decision::Pending => return,
         }
         self.drop_pending_file(peer);
-        Ok(())
     }
 
     /// The admin withdraws all trust with `peer`, both ways.
@@ -430,6 +446,7 @@ impl<'a> Txn<'a> {
         self.restore_lost_requests()?;
         let (pending, bad) = self.engine.store.list_pending();
         let (queued, bad_q) = self.engine.store.list_queued();
+        let mut audit = None; // read once, when a decided file needs it
         for err in bad.into_iter().chain(bad_q) {
             self.report(err);
         }
@@ -443,9 +460,34 @@ impl<'a> Txn<'a> {
                 });
                 continue;
             }
+            // What the audit log says was decided first on this request, for a decided file:
+            // an editor may have saved over a decision recorded before, or saved a decision
+            // after the request was answered.
+            let first = match req.decision {
+                Decision::Pending => None,
+                _ => FirstDecision::of(
+                    audit.get_or_insert_with(|| self.engine.store.read_audit().unwrap_or_default()),
+                    req.peer.as_str(),
+                ),
+            };
             // A crash between writing the file and saving the roster leaves a request the
-            // roster does not know: recover it rather than lose it.
+            // roster does not know: recover it rather than lose it. But a decided file for
+            // a request answered since it arrived is a late edit: the answer stands.
             let before = self.current(&req.peer).state;
+            if let Some(f) =
+                first.as_ref().filter(|f| !before.pending_in() && f.applied && f.at >= req.first_seen)
+            {
+                let text = format!(
+                    "{}: `{}` saved after {}; the file is removed",
+                    self.engine.store.pending_path(&req.peer).display(),
+                    req.decision.as_str(),
+                    f.refusal(&req.peer)
+                );
+                self.log(LogLevel::Warn, text.clone());
+                self.notify(&req.peer, text);
+                self.drop_pending_file(&req.peer);
+                continue;
+            }
             if !before.pending_in() {
                 self.actor = Actor::Engine;
                 if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1
@@ -470,12 +512,21 @@ impl<'a> Txn<'a> {
                 Some(a @ (Actor::Cli | Actor::Api | Actor::Shell | Actor::Adhoc)) => a,
                 _ => Actor::File,
             };
-            // On success `on_decision` removed the file; a decision that cannot apply is
-            // consumed too.
-            if let Err(e) = self.on_decision(&req.peer, req.decision) {
-                self.not_applied(&req.peer, &e);
-                self.drop_pending_file(&req.peer);
+            // The first decision recorded on this request stands over an edit saved after it.
+            let mut decision = req.decision;
+            if let Some(f) = first.filter(|f| !f.applied && f.decision != decision) {
+                let text = format!(
+                    "{}: `{}` saved over an earlier decision: {}",
+                    self.engine.store.pending_path(&req.peer).display(),
+                    decision.as_str(),
+                    f.refusal(&req.peer)
+                );
+                self.log(LogLevel::Warn, text.clone());
+                self.notify(&req.peer, text);
+                (decision, self.actor) = (f.decision, f.by);
             }
+            // The state is pending-in (recovered above if need be): the decision applies.
+            self.carry_out(&req.peer, decision, req.stanza_id);
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
         let gone = dismissed(&self.engine.view.load(), &self.working, &self.engine.store);
@@ -527,6 +578,7 @@ impl<'a> Txn<'a> {
                 peer: peer.clone(),
                 decision: Decision::Pending,
                 decided_by: None,
+                decided_at: None,
                 first_seen: at.clone(),
                 last_seen: at,
                 times_seen: 1,

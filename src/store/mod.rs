@@ -46,7 +46,9 @@ use files::{
 };
 
 pub use journal::{Change, JournalPos};
-pub use records::{AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile};
+pub use records::{
+    AuditRecord, Decision, FirstDecision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile,
+};
 
 /// The reader of engine-written (sealed) roster.toml files on its own, for the differential
 /// fuzz target: `None`, or exactly what the TOML parser reads from `text`.
@@ -608,13 +610,43 @@ impl Store {
         self.names_in(PENDING, &mut Vec::new()).len()
     }
 
-    /// Records an admin decision in the pending file, as an editor would.
+    /// Records an admin decision in the pending file, as an editor would, and audits it, for
+    /// the running server to carry out at its next poll. The first decision recorded stands:
+    /// one that disagrees with a decision already in the file, or already carried out, is
+    /// refused with [`Error::AlreadyDecided`] naming it; the same decision again changes
+    /// nothing (and keeps who recorded it first).
     pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: Actor) -> Result<()> {
         let _lock = self.lock()?;
-        let mut req = self.read_pending(peer)?.ok_or_else(|| Error::NoPendingRequest(peer.clone()))?;
+        let Some(mut req) = self.read_pending(peer)? else {
+            return Err(match self.first_decision(peer)? {
+                Some(first) if first.decision != decision => first.refusal(peer),
+                _ => Error::NoPendingRequest(peer.clone()),
+            });
+        };
+        if let Some(refusal) = req.conflict(decision) {
+            return Err(refusal);
+        }
+        if req.decision == decision {
+            return Ok(());
+        }
         req.decision = decision;
         req.decided_by = Some(actor);
-        self.write_pending(&req)
+        req.decided_at = Some(now_rfc3339());
+        self.write_pending(&req)?;
+        self.audit(&AuditRecord {
+            time: req.decided_at.clone().unwrap_or_default(),
+            peer: peer.to_string(),
+            actor,
+            event: FirstDecision::recorded_event(decision),
+            from: None,
+            to: None,
+        })
+    }
+
+    /// The first decision on `peer`'s latest request that the audit log holds. Reads the
+    /// whole log: for refusals and editors' files, not for every act.
+    pub fn first_decision(&self, peer: &Domain) -> Result<Option<FirstDecision>> {
+        Ok(FirstDecision::of(&self.read_audit()?, peer.as_str()))
     }
 
     /// Queues an act for the running server, under the store lock, in a file of its own:

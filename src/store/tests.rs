@@ -15,6 +15,7 @@ fn req(peer: &str) -> PendingRequest {
         peer: Domain::new(peer).unwrap(),
         decision: Decision::Pending,
         decided_by: None,
+        decided_at: None,
         first_seen: now_rfc3339(),
         last_seen: now_rfc3339(),
         times_seen: 1,

@@ -156,7 +156,9 @@ fn engine_error(e: &Error) -> Reply {
         | Error::UnknownName { .. }
         | Error::InvalidOption { .. }
         | Error::OwnHost(_) => StatusCode::BAD_REQUEST,
-        Error::NotInRoster(_) | Error::NoPendingRequest(_) => StatusCode::CONFLICT,
+        Error::NotInRoster(_) | Error::NoPendingRequest(_) | Error::AlreadyDecided { .. } => {
+            StatusCode::CONFLICT
+        }
         Error::UnknownHost { .. } => StatusCode::NOT_FOUND,
         // Another process (the CLI, an editor's tool) holds the store lock right now.
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,

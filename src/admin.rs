@@ -177,6 +177,7 @@ pub fn queue(store: &Store, peer: &Domain, act: QueuedAct, actor: Actor) -> Resu
     }
     let done = match act {
         QueuedAct::Request => {
+            Domain::peer(peer.as_str())?;
             Done::new(AdminAct::Request, peer, "queued: the server sends `subscribe` at its next poll")
         }
         QueuedAct::Revoke => {

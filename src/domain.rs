@@ -69,6 +69,26 @@ impl Domain {
         Ok(Domain(unicode))
     }
 
+    /// A peer server's name: [`Domain::new`], and at least two labels. A single label
+    /// (`com`, `localhost`) is a top-level domain or a local name, never a server on the
+    /// federation; it may still be a served host (Prosody's `VirtualHost "localhost"`).
+    ///
+    /// ```
+    /// # use server_trust::Domain;
+    /// assert!(Domain::peer("montague.lit").is_ok());
+    /// assert!(Domain::peer("localhost").is_err() && Domain::new("localhost").is_ok());
+    /// ```
+    pub fn peer(input: &str) -> Result<Domain> {
+        let d = Domain::new(input)?;
+        if !d.0.contains('.') {
+            return Err(Error::InvalidDomain {
+                input: truncate(input),
+                reason: "a single label (a top-level domain or a local name) is not a peer server".into(),
+            });
+        }
+        Ok(d)
+    }
+
     /// Returns the domain when `s` is already lowercase LDH ASCII with sane labels.
     fn fast_path(s: &str) -> Option<Domain> {
         Self::is_normal(s).then(|| Domain(s.to_string()))

@@ -73,6 +73,9 @@ pub(super) struct Ops {
     pub(super) unfolded_at_open: Vec<Domain>,
 }
 
+/// Longest stanza id kept in a pending file and echoed in our answer, in bytes (XMPP ids
+/// are short tokens; RFC 6120 sets no limit).
+pub(crate) const MAX_STANZA_ID: usize = 256;
 /// How long the lock-waiting thread waits before leaving it to the driver's timer.
 const LOCK_WAITER_GIVES_UP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Stanzas kept at most while the store lock is held elsewhere.
@@ -232,9 +235,12 @@ impl Engine {
         self.presence.lock().get(&peer).copied()
     }
 
-    /// Applies a presence stanza that `from` sent to our host JID.
+    /// Applies a presence stanza that `from` sent to our host JID. A stanza id longer than
+    /// 256 bytes is not kept nor echoed (a peer's 100 KB id would otherwise
+    /// make a 100 KB pending file); the answer then goes without it.
     pub fn inbound(&self, from: &str, kind: PresenceKind, id: Option<&str>) -> Result<Vec<Action>> {
-        let peer = Domain::new(from)?;
+        let peer = Domain::peer(from)?;
+        let id = id.filter(|i| i.len() <= MAX_STANZA_ID);
         if peer == self.host {
             return Err(Error::OwnHost(peer));
         }
@@ -276,31 +282,31 @@ impl Engine {
 
     /// Admin asks `peer` for a subscription (and pre-approves its reciprocal request).
     pub fn request(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_request(&peer))
     }
 
     /// Admin approves `peer`'s pending request.
     pub fn approve(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_decision(&peer, Decision::Approve))
     }
 
     /// Admin denies `peer`'s pending request.
     pub fn deny(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_decision(&peer, Decision::Deny))
     }
 
     /// Admin withdraws all trust with `peer`, both ways.
     pub fn revoke(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::new(peer)?; // withdrawing trust is always allowed
         self.transact(actor, |txn| txn.on_revoke(&peer))
     }
 
     /// Replaces `peer`'s groups (scopes). The peer must be in the roster.
     pub fn set_groups(&self, peer: &str, groups: Vec<String>, actor: Actor) -> Result<()> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_set_groups(&peer, groups))?;
         Ok(())
     }

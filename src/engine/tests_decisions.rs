@@ -4,6 +4,7 @@
 
 use std::fs;
 
+use super::api::MAX_STANZA_ID;
 use super::*;
 use crate::admin;
 use crate::store::Decision;
@@ -144,4 +145,41 @@ fn a_decided_file_saved_after_the_answer_went_out_changes_nothing() {
         acts.iter().any(|a| matches!(a, Action::Log { text, .. } if text.contains("`deny` by adhoc"))),
         "{acts:?}"
     );
+}
+
+/// Smaller defects of the second hostile pass (issue 14, defect 8): single-label peers and
+/// oversized stanza ids.
+#[test]
+fn single_label_peers_are_refused_and_long_ids_are_not_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path());
+    for name in ["com", "localhost", "LOCALHOST."] {
+        for r in [
+            e.inbound(name, PresenceKind::Subscribe, None),
+            e.request(name, Actor::Cli),
+            e.approve(name, Actor::Cli),
+        ] {
+            let err = r.unwrap_err();
+            assert!(err.to_string().contains("single label"), "{name}: {err}");
+        }
+        let err =
+            admin::queue(e.store(), &d(name), crate::store::QueuedAct::Request, Actor::Cli).unwrap_err();
+        assert!(err.to_string().contains("single label"), "{name}: {err}");
+    }
+    assert!(e.store().pending_peers().is_empty() && e.roster().is_empty());
+    // A served host may still have one label (Prosody ships VirtualHost "localhost").
+    let t2 = tempfile::tempdir().unwrap();
+    Engine::open(t2.path(), "localhost", Config { watch: false, ..Config::default() }).unwrap();
+
+    let long = "x".repeat(100 * 1024);
+    let acts = e.inbound("montague.lit", PresenceKind::Subscribe, Some(&long)).unwrap();
+    assert!(acts.iter().all(|a| !matches!(a, Action::Send { id: Some(_), .. })));
+    let file = e.store().pending_path(&d("montague.lit"));
+    assert!(fs::metadata(&file).unwrap().len() < 2048, "{} bytes", fs::metadata(&file).unwrap().len());
+    assert_eq!(e.store().read_pending(&d("montague.lit")).unwrap().unwrap().stanza_id, None);
+    let fine = "y".repeat(MAX_STANZA_ID);
+    e.inbound("verona.lit", PresenceKind::Subscribe, Some(&fine)).unwrap();
+    assert_eq!(e.store().read_pending(&d("verona.lit")).unwrap().unwrap().stanza_id, Some(fine.clone()));
+    let acts = e.inbound("verona.lit", PresenceKind::Probe, Some(&long)).unwrap();
+    assert!(matches!(&acts[..], [Action::Send { id: None, .. }]), "{acts:?}");
 }

@@ -15,12 +15,6 @@
 
 
 /**
- * Longest stanza id kept in a pending file and echoed in our answer, in bytes (XMPP ids
- * are short tokens; RFC 6120 sets no limit).
- */
-#define MAX_STANZA_ID 256
-
-/**
  * Result of every fallible call. Numbered in bands by origin, with room to grow: 1xxx the
  * caller's arguments, 2xxx refused by the roster's state, 3xxx the store, 9xxx internal.
  * Numbers are never reused. `st_status_str` describes each; `st_last_error` gives the

@@ -15,13 +15,14 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 
 use super::compact::{Compactor, Files, Job};
+use super::outside::Audited;
 use super::policy::Txn;
 use super::snapshot::{Map, Roster, View};
 use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
 use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Change, Decision, Fingerprint, JournalPos, RosterEntry, Store, now_rfc3339};
+use crate::store::{Change, Decision, Fingerprint, JournalPos, RosterEntry, Store};
 use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -71,6 +72,11 @@ pub(super) struct Ops {
     /// Peers named by journal lines not yet folded in when the engine opened: their request
     /// files may have been lost in a crash (see `Txn::restore_lost_requests`).
     pub(super) unfolded_at_open: Vec<Domain>,
+    /// The states the audit log gave peers, to tell changes made outside any engine.
+    pub(super) audited: Audited,
+    /// The next scan of the store compares the whole roster with the audit log (the
+    /// server's first poll: a backup restored or a file edited while it was stopped).
+    pub(super) audit_all: bool,
 }
 
 /// Longest stanza id kept in a pending file and echoed in our answer, in bytes (XMPP ids
@@ -126,6 +132,8 @@ impl Engine {
                 suppressed: Vec::new(),
                 pending_sites: None,
                 unfolded_at_open: Vec::new(),
+                audited: Audited::default(),
+                audit_all: true,
             }),
             has_deferred: AtomicBool::new(false),
             digest_at: AtomicU64::new(0),
@@ -575,11 +583,13 @@ impl Engine {
                 let after = self.store.apply_change(c, before.as_ref())?;
                 changed.insert(c.peer.clone(), after);
             }
-            let actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
+            let mut actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
             ops.journal = Some(pos);
             ops.files = files;
-            let peers = changed.keys().cloned().collect();
-            self.view.publish(roster.with_changes(changed), Some(peers));
+            let peers: Vec<Domain> = changed.keys().cloned().collect();
+            self.view.publish(roster.with_changes(changed), Some(peers.clone()));
+            // Lines an engine wrote were audited by it; one written by hand was not.
+            actions.extend(self.audit_outside_changes(ops, Some(peers), false)?);
             return Ok(actions);
         }
         // Written moments ago by another program and not whole (cut mid-line, so it does not
@@ -607,27 +617,11 @@ impl Engine {
         }
         let new: Map<RosterEntry> = read.file.peers.into_iter().collect();
         let mut actions = Vec::new();
-        if ops.files.roster.is_some() {
+        let running = ops.files.roster.is_some();
+        if running {
             let gone = roster.iter().filter(|(p, _)| !new.contains_key(*p)).map(|(p, _)| (p, None));
             let all = new.iter().map(|(p, e)| (p, Some(e))).chain(gone);
             actions = trust_changes(&roster, all);
-            // Trust gained or lost by an edit of roster.toml is audited like any other change.
-            for a in &actions {
-                if let Action::TrustChanged { peer, trusted } = a {
-                    let rec = AuditRecord {
-                        time: now_rfc3339(),
-                        peer: peer.to_string(),
-                        actor: Actor::File,
-                        event: format!(
-                            "roster.toml edited by hand: {}",
-                            if *trusted { "trusted" } else { "no longer trusted" }
-                        ),
-                        from: roster.get(peer).map(|e| e.state),
-                        to: Some(new.get(peer).map_or(Subscription::None, |e| e.state)),
-                    };
-                    self.store.audit(&rec)?;
-                }
-            }
         }
         // Not written whole by an engine: a hand edit, or a copy still in progress.
         ops.roster_external = !read.sealed;
@@ -635,6 +629,11 @@ impl Engine {
         ops.journal = read.journal;
         ops.files = files;
         self.view.publish(Roster::from_map(new), None);
+        // A state changed by the edit or restore is audited like any other change (at
+        // open, the server's first poll compares them all: `Txn::apply_store_changes`).
+        if running {
+            actions.extend(self.audit_outside_changes(ops, None, false)?);
+        }
         Ok(actions)
     }
 }

@@ -17,6 +17,7 @@
 
 mod api;
 mod compact;
+mod outside;
 mod policy;
 mod snapshot;
 mod types;
@@ -29,3 +30,5 @@ pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Sta
 mod tests;
 #[cfg(test)]
 mod tests_decisions;
+#[cfg(test)]
+mod tests_outside;

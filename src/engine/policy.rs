@@ -444,6 +444,10 @@ impl<'a> Txn<'a> {
     pub(super) fn apply_store_changes(&mut self) -> Result<()> {
         self.flush_digest();
         self.restore_lost_requests()?;
+        if std::mem::take(&mut self.ops.audit_all) {
+            let alert = self.engine.audit_outside_changes(self.ops, None, true)?;
+            self.actions.extend(alert);
+        }
         let (pending, bad) = self.engine.store.list_pending();
         let (queued, bad_q) = self.engine.store.list_queued();
         let mut audit = None; // read once, when a decided file needs it

@@ -325,9 +325,11 @@ pub(super) mod tests {
 
     use super::*;
 
+    type Hook = Box<dyn FnOnce(&Path)>;
+
     thread_local! {
         /// Runs once right after `ensure_dir`'s `mkdir`: where a racing writer would act.
-        pub(in crate::store) static AFTER_MKDIR: Cell<Option<Box<dyn FnOnce(&Path)>>> = Cell::new(None);
+        pub(in crate::store) static AFTER_MKDIR: Cell<Option<Hook>> = Cell::new(None);
     }
 
     /// A symlink planted between `mkdir` and the mode change does not lend its target the

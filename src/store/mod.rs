@@ -46,6 +46,9 @@ use files::{
 };
 
 pub use journal::{Change, JournalPos};
+
+/// Where a read of the audit log stopped: the log's inode and an offset.
+pub type AuditPos = (u64, u64);
 pub use records::{
     AuditRecord, Decision, FirstDecision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile,
 };
@@ -708,6 +711,31 @@ impl Store {
         let mut line = serde_json::to_string(rec).expect("audit record serialises");
         line.push('\n');
         append(&self.dir.join(AUDIT), line.as_bytes())
+    }
+
+    /// The audit records appended since `from` (the log's inode and an offset, as this
+    /// returned last; `None`: from the start), and where the next read starts. A log
+    /// replaced since (rotated) is read from its start. Lines that do not parse are skipped:
+    /// this reads for comparison, [`Store::read_audit`] reports them.
+    pub fn audit_since(&self, from: Option<AuditPos>) -> Result<(Vec<AuditRecord>, Option<AuditPos>)> {
+        let path = self.dir.join(AUDIT);
+        // Emptied in place (`: > audit.log`): read from the start again.
+        let len = fs::symlink_metadata(&path).map_or(0, |m| m.len());
+        let from = from.filter(|&(_, offset)| offset <= len);
+        let read = |from: Option<AuditPos>| {
+            let (ino, offset) = from.map_or((None, 0), |(i, o)| (Some(i), o));
+            journal::whole_lines_within(&path, offset, ino, MAX_AUDIT)
+        };
+        let read = match read(from)? {
+            None if from.is_some() => read(None)?,
+            r => r,
+        };
+        Ok(match read {
+            Some((text, ino, end)) => {
+                (text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(), Some((ino, end)))
+            }
+            None => (Vec::new(), None),
+        })
     }
 
     /// The whole audit log, oldest first. A torn or foreign line is an error naming its line.

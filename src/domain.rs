@@ -243,10 +243,10 @@ fn icann_site(name: &str) -> &str {
         psl::suffix(tail.as_bytes())
             .is_some_and(|s| s.as_bytes().len() == tail.len() && s.typ() != Some(psl::Type::Private))
     };
-    // Tails from the shortest (the top-level label) to the whole name: the last hit is the
-    // longest ICANN suffix.
-    let tails = name.rmatch_indices('.').map(|(i, _)| i + 1).chain(std::iter::once(0));
-    match tails.filter(|&from| is_icann_suffix(&name[from..])).last() {
+    // Tails from the shortest (the top-level label) to the whole name, asked from the
+    // whole name down: the first hit is the longest ICANN suffix.
+    let mut tails = name.rmatch_indices('.').map(|(i, _)| i + 1).chain(std::iter::once(0));
+    match tails.rfind(|&from| is_icann_suffix(&name[from..])) {
         Some(from) if from > 0 => &name[name[..from - 1].rfind('.').map_or(0, |d| d + 1)..],
         _ => name, // the name is a public suffix itself
     }

@@ -39,6 +39,10 @@ pub struct Engine {
     has_deferred: AtomicBool,
     /// Milliseconds after `born` when held-back prompts are due as a digest (0: none).
     digest_at: AtomicU64,
+    /// Milliseconds after `born` when the next notice about dropped requests is due (0: none).
+    drop_notice_at: AtomicU64,
+    /// Milliseconds after `born` when pending requests are next checked for expiry.
+    expiry_at: AtomicU64,
     born: Instant,
 }
 
@@ -54,9 +58,16 @@ pub(super) struct Ops {
     pub(super) last_repeat: HashMap<Domain, Instant>,
     /// Corrupt files already reported, so a broken file is logged once per change.
     pub(super) reported: HashMap<PathBuf, String>,
-    /// Requests dropped at the pending cap since the last log line about it.
+    /// Requests dropped at the pending caps since the last log line about it, some of the
+    /// peers dropped (named in that line) and why the last one was.
     pub(super) cap_drops: u64,
     pub(super) cap_logged: Option<Instant>,
+    pub(super) cap_dropped: Vec<Domain>,
+    pub(super) cap_why: String,
+    /// Per-site token buckets for new requests (tokens left, when last filled), and when
+    /// full buckets were last pruned.
+    pub(super) site_tokens: HashMap<String, (f64, Instant)>,
+    pub(super) site_tokens_pruned: Option<Instant>,
     pub(super) stats: Stats,
     /// The roster in memory was last read from a file no engine sealed (edited or copied).
     roster_external: bool,
@@ -123,6 +134,10 @@ impl Engine {
                 reported: HashMap::new(),
                 cap_drops: 0,
                 cap_logged: None,
+                cap_dropped: Vec::new(),
+                cap_why: String::new(),
+                site_tokens: HashMap::new(),
+                site_tokens_pruned: None,
                 stats: Stats::default(),
                 roster_external: false,
                 deferred: VecDeque::new(),
@@ -137,6 +152,8 @@ impl Engine {
             }),
             has_deferred: AtomicBool::new(false),
             digest_at: AtomicU64::new(0),
+            drop_notice_at: AtomicU64::new(0),
+            expiry_at: AtomicU64::new(1), // at the first poll
             born: Instant::now(),
             presence: Mutex::new(HashMap::new()),
             watcher,
@@ -357,11 +374,15 @@ impl Engine {
             }
             Changed::Unknown => (true, true),
         };
-        if !look && !digest_due && !self.has_deferred.load(Ordering::Acquire) {
+        // Expiry runs with the scan of pending/, which it forces at most once a minute.
+        let scan = scan || due(&self.expiry_at, self.born);
+        let drop_notice_due = due(&self.drop_notice_at, self.born);
+        if !look && !scan && !digest_due && !drop_notice_due && !self.has_deferred.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let r = self.transact(Actor::File, |txn| {
             txn.replay_deferred()?;
+            txn.flush_drop_notice();
             if scan {
                 txn.apply_store_changes()
             } else {
@@ -400,6 +421,20 @@ impl Engine {
     fn digest_due(&self) -> bool {
         let at = self.digest_at.load(Ordering::Acquire);
         at != 0 && self.born.elapsed().as_millis() as u64 >= at
+    }
+
+    /// When the next notice about dropped requests is due (`None`: nothing to tell).
+    pub(super) fn set_drop_notice_at(&self, at: Option<Instant>) {
+        self.drop_notice_at.store(self.ms_after_born(at), Ordering::Release);
+    }
+
+    /// When pending requests are next checked for expiry.
+    pub(super) fn set_expiry_at(&self, at: Instant) {
+        self.expiry_at.store(self.ms_after_born(Some(at)), Ordering::Release);
+    }
+
+    fn ms_after_born(&self, at: Option<Instant>) -> u64 {
+        at.map_or(0, |t| t.saturating_duration_since(self.born).as_millis() as u64 + 1)
     }
 
     /// When held-back prompts are due as a digest (`None`: none held back).
@@ -636,6 +671,12 @@ impl Engine {
         }
         Ok(actions)
     }
+}
+
+/// A timer kept as milliseconds after `born` (0: not set) has come (one atomic load).
+fn due(at: &AtomicU64, born: Instant) -> bool {
+    let at = at.load(Ordering::Acquire);
+    at != 0 && born.elapsed().as_millis() as u64 >= at
 }
 
 /// The trust changes from `roster` to the entries given (`None`: gone).

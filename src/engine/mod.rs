@@ -16,6 +16,8 @@
 //! The RFC 6121 tables themselves are in [`crate::subscription`].
 
 mod api;
+#[cfg(test)]
+mod cap_tests;
 mod compact;
 mod outside;
 mod policy;

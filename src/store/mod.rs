@@ -9,6 +9,7 @@
 //! <root>/<host>/pending/<peer>.toml    one inbound request each; set `decision` to approve/deny
 //! <root>/<host>/outbound/<peer>.toml   admin acts queued for the running server (request, revoke)
 //! <root>/<host>/audit.log              append-only JSON lines, one per transition
+//! <root>/<host>/drops.toml             requests dropped at the pending caps, and since when
 //! <root>/<host>/.lock                  serialises read-modify-write across processes
 //! ```
 //!
@@ -35,6 +36,7 @@ use crate::domain::Domain;
 use crate::engine::Actor;
 use crate::error::{Error, Result};
 
+mod drops;
 mod files;
 mod journal;
 mod records;
@@ -45,6 +47,7 @@ use files::{
     read_named, read_text, remove, toml_text, write_toml,
 };
 
+pub use drops::DropCount;
 pub use journal::{Change, JournalPos};
 
 /// Where a read of the audit log stopped: the log's inode and an offset.
@@ -62,7 +65,12 @@ pub fn read_sealed_roster(text: &str) -> Option<RosterFile> {
 
 /// Current time as RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    format_rfc3339(SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC, seconds precision (the store's timestamps).
+pub fn format_rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Cheap change detector for a file: changes whenever the file is replaced or edited.

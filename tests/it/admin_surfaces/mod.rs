@@ -5,6 +5,7 @@
 //! the submodules.
 
 mod adhoc;
+mod bulk_shell;
 mod module_api;
 mod shell;
 

@@ -1,0 +1,63 @@
+//! The shell's bulk denies and drop count (issue 14, defect 4), in real Prosody:
+//! `server_trust:deny_older("7d")`, `deny_site(...)`, `dropped()`, and `pending()` saying
+//! how many requests were dropped at the cap since when.
+
+use super::*;
+
+/// Sets `peer`'s pending file's `first_seen` to 8 days ago, as an editor would.
+fn first_seen_8_days_ago(srv: &Server, peer: &str) {
+    let path = srv.pending_file(peer);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let then = server_trust::store::format_rfc3339(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400),
+    );
+    let text: Vec<String> =
+        text.lines()
+            .map(|l| {
+                if l.starts_with("first_seen = ") {
+                    format!("first_seen = \"{then}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn the_shell_denies_old_requests_and_a_site_in_bulk_and_shows_drops() {
+    let lab = two_pending();
+    let (m, c) = (&lab.montague, &lab.capulet);
+    first_seen_8_days_ago(c, VERONA);
+    // The count the server keeps in the store when it drops requests at the cap.
+    let store =
+        server_trust::Store::open(c.store_root(), &server_trust::Domain::new(CAPULET).unwrap()).unwrap();
+    store.add_drops(3, &[server_trust::Domain::new("a1.github.io").unwrap()]).unwrap();
+
+    let out = c.shell_ok("server_trust:pending()");
+    assert!(out.contains(&format!("{CAPULET}\t3 dropped at the cap since ")), "{out}");
+    let out = c.shell_ok("server_trust:dropped()");
+    assert!(out.contains("3 dropped at the cap since "), "{out}");
+
+    // deny_older("7d"): verona only, answered with unsubscribed at once.
+    let out = c.shell_ok(&format!("server_trust:deny_older({})", lua_str("7d")));
+    assert!(out.contains(&format!("{CAPULET}\tdeny {VERONA}")), "{out}");
+    assert!(out.contains(&format!("OK: 1 denied on {CAPULET}")), "{out}");
+    m.wait_for("unsubscribed to verona", WAIT, presence(CAPULET, VERONA, "unsubscribed"));
+    c.wait_state(VERONA, "absent", WAIT);
+    assert_eq!(c.state(MONTAGUE), "none+pending-in");
+
+    // deny_site: the domain and its subdomains.
+    let out = c.shell_ok(&format!("server_trust:deny_site({})", lua_str("Montague.LIT")));
+    assert!(out.contains(&format!("deny {MONTAGUE}")) && out.contains("OK: 1 denied"), "{out}");
+    m.wait_for("unsubscribed to montague", WAIT, presence(CAPULET, MONTAGUE, "unsubscribed"));
+    let log = String::from_utf8(c.cli(&["log", "--peer", MONTAGUE]).stdout).unwrap();
+    assert!(log.lines().any(|l| l.contains(" shell ") && l.contains("deny")), "{log}");
+
+    // Errors name what is wrong; nothing is denied.
+    for (cmd, arg) in [("deny_older", "7x"), ("deny_older", "7"), ("deny_site", "alice@x.lit")] {
+        let o = shell_cmd(c, cmd, &[arg]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}({arg}): {}", stdout(&o));
+        assert!(stderr(&o).starts_with("Error: "), "{}", stderr(&o));
+    }
+}

@@ -39,3 +39,22 @@ fn the_admin_api_denies_a_site_in_bulk_and_the_server_answers() {
         s.admin("POST", &format!("/v1/hosts/{HOST}/pending/deny"), Some(r#"{"site": "x", "bogus": 1}"#));
     assert_eq!(st, 400);
 }
+
+/// The new engine options in the sidecar's TOML, checked by the engine like the others.
+#[test]
+fn the_pending_cap_options_are_read_from_the_host_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::testkit::write_setup(dir.path(), "127.0.0.1:0", "http://127.0.0.1:1/api", &[HOST], "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let with = |extra: &str| {
+        std::fs::write(&path, format!("{text}{extra}\n")).unwrap();
+        crate::config::Config::load(&path)
+    };
+    let c = with("site_requests_per_minute = 3\npending_expiry_days = 7").unwrap();
+    assert_eq!(c.hosts[0].engine.site_requests_per_minute, 3);
+    assert_eq!(c.hosts[0].engine.pending_max_age, std::time::Duration::from_secs(7 * 86_400));
+    for bad in ["site_requests_per_minute = 0", "pending_expiry_days = 0.5", "pending_expiry_days = -1"] {
+        let e = with(bad).unwrap_err();
+        assert!(e.contains(bad.split(' ').next().unwrap()), "{bad}: {e}");
+    }
+}

@@ -673,6 +673,20 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// Counts in the store the drops not yet counted (held for the next 10 s notice), so a
+    /// server stopping right after a flood does not lose them from `pending`'s count. Only if
+    /// the store lock is free at once: a closing engine never waits.
+    fn drop(&mut self) {
+        let ops = self.ops.get_mut();
+        if ops.cap_drops > 0
+            && let Ok(_lock) = self.store.lock_within(std::time::Duration::ZERO)
+        {
+            let _ = self.store.add_drops(ops.cap_drops, &ops.cap_dropped);
+        }
+    }
+}
+
 /// A timer kept as milliseconds after `born` (0: not set) has come (one atomic load).
 fn due(at: &AtomicU64, born: Instant) -> bool {
     let at = at.load(Ordering::Acquire);

@@ -161,3 +161,20 @@ fn dropped_requests_are_named_and_counted_in_the_store() {
     assert_eq!(count.last_peers.len(), 10);
     assert_eq!(e.stats().cap_drops, 15);
 }
+
+/// Drops held for the next notice are counted when the engine closes (a server stopping
+/// right after a flood).
+#[test]
+fn drops_not_yet_noticed_are_counted_when_the_engine_closes() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine_with(t.path(), Config { max_pending: 1, ..Config::default() });
+    for p in ["montague.lit", "d0.example", "d1.example", "d2.example"] {
+        e.inbound(p, PresenceKind::Subscribe, None).unwrap();
+    }
+    assert_eq!(e.store().read_drops().unwrap().unwrap().dropped, 1, "the first, at once");
+    let store = e.store().clone();
+    drop(e);
+    let count = store.read_drops().unwrap().unwrap();
+    assert_eq!(count.dropped, 3);
+    assert_eq!(count.last_peers, [Domain::new("d1.example").unwrap(), Domain::new("d2.example").unwrap()]);
+}

@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Show the server roster.
     List,
-    /// Show requests waiting for a decision.
+    /// Show requests waiting for a decision, and how many the server dropped at the caps.
     Pending,
     /// Show everything known about one peer.
     Show {

@@ -178,3 +178,25 @@ fn drops_not_yet_noticed_are_counted_when_the_engine_closes() {
     assert_eq!(count.dropped, 3);
     assert_eq!(count.last_peers, [Domain::new("d1.example").unwrap(), Domain::new("d2.example").unwrap()]);
 }
+
+/// Expiry costs an idle server nothing: with the watcher on, a poll with nothing changed does
+/// not scan pending/ for old requests; the scan comes once its minute is over.
+#[test]
+fn expiry_runs_at_most_once_a_minute_on_an_idle_server() {
+    let t = tempfile::tempdir().unwrap();
+    let e = Engine::open(t.path(), "capulet.lit", Config::default()).unwrap(); // watching
+    e.inbound("old.example", PresenceKind::Subscribe, None).unwrap();
+    e.poll().unwrap(); // the start-up scan (and expiry pass)
+    // Aged through the engine's own store: its own write, which wakes no scan.
+    backdate(&e, "old.example", Duration::from_secs(31 * 86_400), Decision::Pending);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(e.poll().unwrap().is_empty());
+    }
+    assert_eq!(e.state("old.example").unwrap(), Subscription::NonePendingIn, "not before its minute");
+    e.set_expiry_at(Instant::now()); // the minute is over (timers are kept in whole ms)
+    std::thread::sleep(Duration::from_millis(5));
+    let acts = e.poll().unwrap();
+    assert!(logs(&acts).iter().any(|l| l.contains("expired")), "{acts:?}");
+    assert_eq!(e.state("old.example").unwrap(), Subscription::None);
+}

@@ -35,18 +35,18 @@ fn ten_thousand_names_under_one_private_suffix_leave_room_for_other_sites() {
     }
     let flood = started.elapsed();
     e.inbound("montague.lit", PresenceKind::Subscribe, Some("x1")).unwrap();
-    assert_eq!(e.state("montague.lit").unwrap(), Subscription::NonePendingIn, "another site is recorded");
+    let recorded = e.state("montague.lit").unwrap() == Subscription::NonePendingIn;
+    // Printed before the checks, so the figure shows on the old code too.
+    eprintln!(
+        "10000 subscribes from aN.github.io in {} ms: {} pending, {} dropped; montague.lit then recorded: {recorded}",
+        flood.as_millis(),
+        e.store().pending_count() - usize::from(recorded),
+        e.stats().cap_drops,
+    );
+    assert!(recorded, "another site is recorded");
     let cap = Config::default().max_pending_per_site;
     assert_eq!(e.store().pending_count(), cap + 1);
     assert_eq!(e.stats().cap_drops, 10_000 - cap as u64);
-    eprintln!(
-        "10000 subscribes from aN.github.io in {} ms: {} pending from github.io, {} dropped; \
-         montague.lit recorded: {}",
-        flood.as_millis(),
-        e.store().pending_count() - 1,
-        e.stats().cap_drops,
-        e.state("montague.lit").unwrap() == Subscription::NonePendingIn
-    );
 }
 
 /// One site gets `site_requests_per_minute` new requests a minute, even when its pending

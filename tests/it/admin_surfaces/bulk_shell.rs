@@ -92,3 +92,39 @@ fn prosody_13_dispatches_the_bulk_commands() {
     m.wait_for("unsubscribed to montague", WAIT, presence(CAPULET, MONTAGUE, "unsubscribed"));
     c.wait_state(MONTAGUE, "absent", WAIT);
 }
+
+/// In real Prosody: requests dropped at the cap are each named in the log (the first at
+/// once, the rest in the next line, once its 10 s are over: on the old code only the first
+/// of a burst was named), and the shell's `pending()` says how many were dropped since when.
+#[test]
+fn prosody_names_every_request_dropped_at_the_cap() {
+    let senders: Vec<String> = (0..8).map(|i| format!("s{i}.lit")).collect();
+    let lab = Lab::with_server_trust(LabOptions {
+        extra_global: "server_trust_max_pending = 3\n".into(),
+        montague_extra_hosts: senders.clone(),
+        ..LabOptions::default()
+    });
+    let c = &lab.capulet;
+    for (i, s) in senders.iter().enumerate() {
+        lab.montague.inject(&format!("<presence from='{s}' to='{CAPULET}' type='subscribe' id='b{i}'/>"));
+        c.wait_for("subscribe", WAIT, presence_from(s, "subscribe"));
+    }
+    let t0 = std::time::Instant::now();
+    let dropped_named = |console: &str| {
+        senders[3..]
+            .iter()
+            .all(|s| console.lines().any(|l| l.contains("dropped subscribe from") && l.contains(s.as_str())))
+    };
+    let mut console = String::new();
+    while t0.elapsed() < WAIT + WAIT {
+        console = std::fs::read_to_string(&c.console_log).unwrap();
+        if dropped_named(&console) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(dropped_named(&console), "each dropped peer named:\n{console}");
+    let out = c.shell_ok("server_trust:pending()");
+    assert!(out.contains("5 dropped at the cap since "), "{out}");
+    assert!(out.contains("OK: 3 pending"), "{out}");
+}

@@ -5,8 +5,8 @@
 //! the submodules.
 
 mod adhoc;
-mod bulk_shell;
 mod module_api;
+mod pending_cap;
 mod shell;
 
 use std::process::Output;

@@ -1,6 +1,7 @@
-//! The shell's bulk denies and drop count (issue 14, defect 4), in real Prosody:
-//! `server_trust:deny_older("7d")`, `deny_site(...)`, `dropped()`, and `pending()` saying
-//! how many requests were dropped at the cap since when.
+//! The pending caps in real Prosody (issue 14, defect 4): the shell's bulk denies and drop
+//! count (`server_trust:deny_older("7d")`, `deny_site(...)`, `dropped()`, and `pending()`
+//! saying how many requests were dropped at the cap since when), drops named in the log, and
+//! the per-site rate option.
 
 use super::*;
 
@@ -127,4 +128,32 @@ fn prosody_names_every_request_dropped_at_the_cap() {
     let out = c.shell_ok("server_trust:pending()");
     assert!(out.contains("5 dropped at the cap since "), "{out}");
     assert!(out.contains("OK: 3 pending"), "{out}");
+}
+
+/// `server_trust_site_requests_per_minute` reaches the engine: a site gets that many new
+/// requests a minute even with room under its pending cap; another site is not slowed.
+#[test]
+fn prosody_passes_the_per_site_rate_to_the_engine() {
+    let senders: Vec<String> = (0..4).map(|i| format!("x{i}.attacker.lit")).collect();
+    let lab = Lab::with_server_trust(LabOptions {
+        extra_global: "server_trust_site_requests_per_minute = 2\n".into(),
+        montague_extra_hosts: senders.clone(),
+        ..LabOptions::default()
+    });
+    let c = &lab.capulet;
+    for (i, s) in senders.iter().enumerate() {
+        lab.montague.inject(&format!("<presence from='{s}' to='{CAPULET}' type='subscribe' id='r{i}'/>"));
+        c.wait_for("subscribe", WAIT, presence_from(s, "subscribe"));
+    }
+    lab.montague.cli(&["request", CAPULET]);
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    let (rows, summary) = shell_pending(c);
+    assert_eq!(summary, "3 pending", "{rows:?}");
+    assert_eq!(c.state("x1.attacker.lit"), "none+pending-in");
+    assert_eq!(c.state("x2.attacker.lit"), "absent");
+    let console = std::fs::read_to_string(&c.console_log).unwrap();
+    assert!(
+        console.contains("new requests a minute from attacker.lit (site_requests_per_minute)"),
+        "{console}"
+    );
 }

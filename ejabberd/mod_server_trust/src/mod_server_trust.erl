@@ -113,7 +113,8 @@ mod_doc() ->
 	       {token_file, #{value => "Path", desc => <<"File holding the sidecar's hook bearer token.">>}},
 	       {timeout, #{value => "timeout()", desc => <<"Timeout of one request.">>}},
 	       {connect_timeout, #{value => "timeout()", desc => <<"TCP connect timeout.">>}},
-	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down.">>}},
+	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down, in each lane: "
+						 "subscription presence, and probes and availability.">>}},
 	       {federation, #{value => "all | buddies",
 			      desc => <<"buddies: s2s only with trusted peers and peers "
 					"this host is in a handshake with.">>}}],
@@ -300,8 +301,10 @@ cmd_status(Host) ->
 		true ->
 			S = mod_server_trust_sidecar:status(Host),
 			lists:flatten(
-			  io_lib:format("sidecar=~ts generation=~p queued=~p delivered=~p lost=~p trusted=~ts",
+			  io_lib:format("sidecar=~ts generation=~p queued=~p delivered=~p lost=~p "
+					"dropped=~p superseded=~p trusted=~ts",
 					[maps:get(sidecar, S), maps:get(generation, S),
 					 maps:get(queued, S), maps:get(delivered, S), maps:get(lost, S),
+					 maps:get(dropped, S), maps:get(superseded, S),
 					 lists:join(",", [P || {P, _} <- trusted_peers(Host)])]))
 	end.

@@ -9,11 +9,16 @@
 %%%
 %%% One gen_server per host (under ejabberd_gen_mod_sup), three jobs, all
 %%% asynchronous httpc requests so the worker never blocks:
-%%%  * presence: POST /v1/hook/presence, one at a time in arrival order from
-%%%    a bounded queue; kept and retried with backoff while the sidecar is
-%%%    unreachable (or answers 429/5xx); when the queue is full the oldest is
-%%%    dropped and logged as lost. The stanza itself was dropped by the hook
-%%%    already, so a lost one is simply never answered: never approved.
+%%%  * presence: POST /v1/hook/presence, one at a time, each peer's in
+%%%    arrival order, peers served round-robin; kept and retried with backoff
+%%%    while the sidecar is unreachable (or answers 429/5xx). Two bounded
+%%%    lanes: subscription presence (subscribe, subscribed, unsubscribe,
+%%%    unsubscribed), where a newer one replaces what it supersedes for the
+%%%    same peer, and which nothing else can displace; and probes and
+%%%    availability, which may be dropped (counted; the hello after an outage
+%%%    exchanges them again), the busiest peer's first. The stanza itself was
+%%%    dropped by the hook already, so a lost one is simply never answered:
+%%%    never approved.
 %%%  * trusted set: long poll GET /v1/hook/trusted?host=H&since=G&wait=25,
 %%%    mirrored into a public ETS table (read_concurrency) that
 %%%    mod_server_trust:is_trusted/2,3 read without any message passing.
@@ -57,8 +62,18 @@
 	 timeout                 :: pos_integer(),
 	 connect_timeout         :: pos_integer(),
 	 queue_max               :: pos_integer(),
-	 queue = queue:new()     :: queue:queue(map()),
-	 qlen = 0                :: non_neg_integer(),
+	 %% The retry queue: per peer a FIFO of items (each peer's arrival order),
+	 %% `ring` the peers with items in round-robin order (a peer is in `peers`
+	 %% iff it is in `ring`), `nsub`/`ndrop` the items in each lane, `subs` the
+	 %% queued subscription items by age (Seq => Peer), `drops` {N, Peer} for
+	 %% the peers with N > 0 droppable items (the busiest is the largest).
+	 peers = #{}             :: #{binary() => {queue:queue(map()), non_neg_integer()}},
+	 ring = queue:new()      :: queue:queue(binary()),
+	 nsub = 0                :: non_neg_integer(),
+	 ndrop = 0               :: non_neg_integer(),
+	 subs = gb_trees:empty() :: gb_trees:tree(non_neg_integer(), binary()),
+	 drops = gb_sets:new()   :: gb_sets:set({pos_integer(), binary()}),
+	 seq = 0                 :: non_neg_integer(),
 	 inflight                :: undefined | {reference(), map()},
 	 retry_timer             :: undefined | reference(),
 	 retry_delay = ?MIN_DELAY :: pos_integer(),
@@ -73,6 +88,8 @@
 	 hello_delay = ?MIN_DELAY :: pos_integer(),
 	 delivered = 0           :: non_neg_integer(),
 	 lost = 0                :: non_neg_integer(),
+	 dropped = 0             :: non_neg_integer(),
+	 superseded = 0          :: non_neg_integer(),
 	 warned = #{}            :: #{atom() => {integer(), non_neg_integer()}}}).
 
 %%%===================================================================
@@ -171,7 +188,8 @@ status(Host) ->
 	try gen_server:call(proc(Host), status, 5000)
 	catch exit:_ ->
 		#{sidecar => <<"worker not running">>, generation => null,
-		  queued => 0, delivered => 0, lost => 0, peers => 0}
+		  queued => 0, delivered => 0, lost => 0, dropped => 0, superseded => 0,
+		  peers => 0}
 	end.
 
 %%%===================================================================
@@ -191,15 +209,17 @@ init([Host, Opts]) ->
 handle_call(status, _From, #state{} = S) ->
 	{reply, #{sidecar => atom_to_binary(S#state.sidecar, utf8),
 		  generation => S#state.generation,
-		  queued => S#state.qlen + case S#state.inflight of undefined -> 0; _ -> 1 end,
+		  queued => queued(S),
 		  delivered => S#state.delivered,
 		  lost => S#state.lost,
+		  dropped => S#state.dropped,
+		  superseded => S#state.superseded,
 		  peers => length(trusted(S#state.host))}, S};
 handle_call(_Request, _From, State) ->
 	{reply, {error, badarg}, State}.
 
 handle_cast({presence, Peer, Type, Id}, State) ->
-	Item = #{peer => Peer, type => Type,
+	Item = #{peer => Peer, type => Type, lane => lane(Type),
 		 body => json(#{<<"host">> => State#state.host, <<"from">> => Peer,
 				<<"type">> => atom_to_binary(Type, utf8),
 				<<"id">> => case Id of <<>> -> null; _ -> Id end})},
@@ -230,7 +250,7 @@ handle_info(_Info, State) ->
 	{noreply, State}.
 
 terminate(_Reason, #state{host = Host, profile = Profile} = State) ->
-	case State#state.qlen + case State#state.inflight of undefined -> 0; _ -> 1 end of
+	case queued(State) of
 		0 -> ok;
 		N -> ?WARNING_MSG("mod_server_trust (~ts): stopping with ~p presence(s) not yet "
 				  "delivered to the sidecar: lost (never approved)", [Host, N])
@@ -321,34 +341,177 @@ classify({error, Why}) ->
 	{retry, io_lib:format("~p", [Why])}.
 
 %% --- presence queue ----------------------------------------------------
-queued(#state{qlen = N, inflight = undefined}) -> N;
-queued(#state{qlen = N}) -> N + 1.
+%% Subscription presence is kept for the peer's subscription state; a newer
+%% one replaces what it supersedes (see superseded/2). Probes and
+%% availability may be dropped: the hello after an outage exchanges them
+%% again.
+lane(T) when T == subscribe; T == unsubscribe -> {sub, from};
+lane(T) when T == subscribed; T == unsubscribed -> {sub, to};
+lane(_) -> drop.
 
-enqueue(Item, #state{queue_max = Max} = State) ->
-	case queued(State) >= Max of
+%% Old, queued before New for the same peer, can go: same direction (from:
+%% the peer's subscription to us, to: its answer about ours), and New is a
+%% cancel (unsubscribe/unsubscribed: the end state is New's whatever Old
+%% did) or both are the same (a repeat). A grant after a cancel stays
+%% behind it: `unsubscribe` then `subscribe` is a new request the admin
+%% decides, not the old subscription carried on. Never across directions:
+%% a peer's `subscribed` (it approved us) is not replaced by its
+%% reciprocal `subscribe`.
+superseded(#{lane := {sub, Dir}, type := Old}, #{lane := {sub, Dir}, type := New}) ->
+	Old == New orelse New == unsubscribe orelse New == unsubscribed;
+superseded(_, _) ->
+	false.
+
+queued(#state{nsub = S, ndrop = D, inflight = undefined}) -> S + D;
+queued(#state{nsub = S, ndrop = D}) -> S + D + 1.
+
+enqueue(#{lane := drop} = Item, #state{ndrop = N, queue_max = Max} = State) when N >= Max ->
+	%% Full: the busiest peer loses its oldest probe or availability, so one
+	%% peer's flood cannot push out another's; when the newcomer's peer is
+	%% (about) as busy, its own oldest goes, or the newcomer itself.
+	Peer = maps:get(peer, Item),
+	Own = ndrop(Peer, State),
+	{Top, Busiest} = gb_sets:largest(State#state.drops),
+	{Victim, State1} =
+		if Own >= Top -> take_oldest_drop(Peer, State);
+		   Top > Own + 1 -> take_oldest_drop(Busiest, State);
+		   true -> {Item, State}
+		end,
+	State2 = dropped(Victim, Max, State1),
+	case Victim of
+		Item -> State2;
+		_ -> append(Item, State2)
+	end;
+enqueue(#{lane := drop} = Item, State) ->
+	append(Item, State);
+enqueue(#{peer := Peer} = Item, State) ->
+	State1 = supersede(Peer, Item, State),
+	case State1#state.nsub >= State1#state.queue_max of
 		false ->
-			State#state{queue = queue:in(Item, State#state.queue), qlen = State#state.qlen + 1};
+			append(Item, State1);
 		true ->
-			%% Full. Something is lost; its stanza was dropped already, so it is
-			%% simply never answered. Availability and probes go first (the hello
-			%% after an outage exchanges them again), subscription requests last;
-			%% the oldest of a kind first (the one in flight may be arriving now).
-			{Lost, Q} = evict(Item, State#state.queue),
-			lost(Lost, io_lib:format("retry queue full (queue_max ~p)", [Max]),
-			     State#state{queue = Q}, lost)
+			%% Full of other peers' subscription presence (one peer holds at most
+			%% four): the oldest is lost, and logged.
+			{_Seq, Old} = gb_trees:smallest(State1#state.subs),
+			{Lost, State2} = take(Old, fun(#{lane := L}) -> L /= drop end, State1),
+			append(Item, lost(Lost, io_lib:format("retry queue full (queue_max ~p subscription "
+							      "presences)", [State1#state.queue_max]),
+					  State2, lost))
 	end.
 
-evict(Item, Q) ->
-	IsStatus = fun(#{type := T}) -> lists:member(T, [available, unavailable, probe]) end,
-	L = queue:to_list(Q),
-	case lists:search(IsStatus, L) of
-		{value, Old} ->
-			{Old, queue:from_list(lists:delete(Old, L) ++ [Item])};
+ndrop(Peer, #state{peers = Ps}) ->
+	case maps:find(Peer, Ps) of
+		{ok, {_, N}} -> N;
+		error -> 0
+	end.
+
+take_oldest_drop(Peer, State) ->
+	take(Peer, fun(#{lane := L}) -> L == drop end, State).
+
+dropped(#{peer := Peer, type := Type}, Max, #state{host = Host} = State) ->
+	State1 = State#state{dropped = State#state.dropped + 1},
+	warn(dropped, "mod_server_trust (~ts): probe and availability queue full (queue_max ~p): "
+	     "dropped ~ts presence from ~ts (~p dropped so far; exchanged again after the outage)",
+	     [Host, Max, Type, Peer, State1#state.dropped], State1).
+
+%% Removes the items of Peer that Item supersedes.
+supersede(Peer, #{lane := {sub, _}} = Item, #state{peers = Ps} = State) ->
+	case maps:find(Peer, Ps) of
+		{ok, {Q, _}} ->
+			{Gone, Keep} = lists:partition(fun(Old) -> superseded(Old, Item) end, queue:to_list(Q)),
+			lists:foldl(fun(Old, S) -> forget(Old, S) end,
+				    set_peer(Peer, queue:from_list(Keep), State), Gone);
+		error ->
+			State
+	end.
+
+%% Counts an item that left the queue without being sent (superseded).
+forget(#{peer := Peer} = Old, State) ->
+	State1 = uncount(Peer, Old, State),
+	State1#state{superseded = State1#state.superseded + 1}.
+
+%% A new item at the end of its peer's queue; a new peer joins the ring last.
+append(#{peer := Peer} = Item0, #state{seq = Seq} = State) ->
+	Item = Item0#{seq => Seq},
+	push(Peer, Item, fun queue:in/2, fun queue:in/2, State#state{seq = Seq + 1}).
+
+%% An item that was in flight, back at the head of its peer's queue; the peer
+%% first in the ring if it had left it. An item the peer has since sent a
+%% superseding one for is not needed any more.
+put_back(#{peer := Peer} = Item, #state{peers = Ps} = State) ->
+	Q = case maps:find(Peer, Ps) of
+		    {ok, {Q0, _}} -> queue:to_list(Q0);
+		    error -> []
+	    end,
+	case lists:any(fun(Later) -> superseded(Item, Later) end, Q) of
+		true ->
+			State#state{superseded = State#state.superseded + 1};
+		false when map_get(lane, Item) == drop, State#state.ndrop >= State#state.queue_max ->
+			%% The lane filled up meanwhile: this one is its peer's oldest.
+			dropped(Item, State#state.queue_max, State);
 		false ->
-			case IsStatus(Item) orelse L == [] of
-				true -> {Item, Q};
-				false -> {hd(L), queue:from_list(tl(L) ++ [Item])}
-			end
+			push(Peer, Item, fun queue:in_r/2, fun queue:in_r/2, State)
+	end.
+
+push(Peer, #{lane := Lane} = Item, QIn, RingIn, #state{peers = Ps} = State) ->
+	State1 = case maps:find(Peer, Ps) of
+			 {ok, {Q, N}} -> State#state{peers = Ps#{Peer => {QIn(Item, Q), N}}};
+			 error -> State#state{peers = Ps#{Peer => {QIn(Item, queue:new()), 0}},
+					      ring = RingIn(Peer, State#state.ring)}
+		 end,
+	case Lane of
+		drop -> add_drops(Peer, 1, State1#state{ndrop = State1#state.ndrop + 1});
+		_ -> State1#state{nsub = State1#state.nsub + 1,
+				  subs = gb_trees:insert(maps:get(seq, Item), Peer, State1#state.subs)}
+	end.
+
+set_peer(Peer, Q, #state{peers = Ps} = State) ->
+	{_, N} = maps:get(Peer, Ps),
+	State#state{peers = Ps#{Peer => {Q, N}}}.
+
+add_drops(Peer, D, #state{peers = Ps, drops = Ds} = State) ->
+	{Q, N} = maps:get(Peer, Ps),
+	Ds1 = case N of 0 -> Ds; _ -> gb_sets:delete({N, Peer}, Ds) end,
+	Ds2 = case N + D of 0 -> Ds1; M -> gb_sets:insert({M, Peer}, Ds1) end,
+	State#state{peers = Ps#{Peer => {Q, N + D}}, drops = Ds2}.
+
+%% Takes Peer's first item matching Pred out of the queue (it exists).
+take(Peer, Pred, #state{peers = Ps} = State) ->
+	{Q, _} = maps:get(Peer, Ps),
+	{Item, Q1} = case queue:out(Q) of
+			     {{value, Head}, Rest} ->
+				     case Pred(Head) of
+					     true ->
+						     {Head, Rest};
+					     false ->
+						     {Before, [X | After]} =
+							     lists:splitwith(fun(I) -> not Pred(I) end, queue:to_list(Q)),
+						     {X, queue:from_list(Before ++ After)}
+				     end
+		     end,
+	State1 = uncount(Peer, Item, State),
+	case queue:is_empty(Q1) of
+		true -> {Item, State1#state{peers = maps:remove(Peer, State1#state.peers),
+					    ring = queue:delete(Peer, State1#state.ring)}};
+		false -> {Item, set_peer(Peer, Q1, State1)}
+	end.
+
+%% Lane bookkeeping for Item leaving Peer's queue (Peer still in `peers`).
+uncount(Peer, #{lane := drop}, State) ->
+	add_drops(Peer, -1, State#state{ndrop = State#state.ndrop - 1});
+uncount(_Peer, #{seq := Seq}, State) ->
+	State#state{nsub = State#state.nsub - 1, subs = gb_trees:delete(Seq, State#state.subs)}.
+
+%% The next item: the head of the first peer in the ring, which then goes to
+%% the back of the ring (or leaves it, when that was its last item).
+next_item(#state{ring = Ring, peers = Ps} = State) ->
+	{{value, Peer}, Ring1} = queue:out(Ring),
+	{Q, _} = maps:get(Peer, Ps),
+	{{value, Item}, Q1} = queue:out(Q),
+	State1 = uncount(Peer, Item, State),
+	case queue:is_empty(Q1) of
+		true -> {Item, State1#state{peers = maps:remove(Peer, State1#state.peers), ring = Ring1}};
+		false -> {Item, set_peer(Peer, Q1, State1#state{ring = queue:in(Peer, Ring1)})}
 	end.
 
 %% Kind: the rate-limit bucket (a full queue and refusals are reported apart).
@@ -357,9 +520,9 @@ lost(#{peer := Peer, type := Type}, Why, #state{host = Host} = State, Kind) ->
 	warn(Kind, "mod_server_trust (~ts): ~ts: lost ~ts presence from ~ts (never approved; "
 	     "~p lost so far)", [Host, Why, Type, Peer, State1#state.lost], State1).
 
-send_next(#state{inflight = undefined, retry_timer = undefined, qlen = N} = State) when N > 0 ->
-	{{value, Item}, Q} = queue:out(State#state.queue),
-	State1 = State#state{queue = Q, qlen = N - 1},
+send_next(#state{inflight = undefined, retry_timer = undefined, nsub = S, ndrop = D} = State)
+  when S + D > 0 ->
+	{Item, State1} = next_item(State),
 	case post("/v1/hook/presence", maps:get(body, Item), State1) of
 		{ok, Ref} ->
 			State1#state{inflight = {Ref, Item}};
@@ -372,8 +535,8 @@ send_next(State) ->
 presence_result({ok, _}, _Item, State) ->
 	State#state{retry_delay = ?MIN_DELAY, delivered = State#state.delivered + 1};
 presence_result({retry, Why}, Item, #state{host = Host} = State) ->
-	%% Back to the front: order is kept, nothing is skipped.
-	State1 = State#state{queue = queue:in_r(Item, State#state.queue), qlen = State#state.qlen + 1},
+	%% Back to the front of its peer's queue: each peer's order is kept.
+	State1 = put_back(Item, State),
 	State2 = warn(presence_retry, "mod_server_trust (~ts): sidecar did not take ~ts presence "
 		      "from ~ts (~ts); ~p queued, retrying", [Host, maps:get(type, Item),
 							      maps:get(peer, Item), Why, queued(State1)], State1),

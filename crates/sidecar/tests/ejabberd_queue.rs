@@ -254,3 +254,79 @@ fn an_approval_and_the_reciprocal_request_from_one_peer_both_survive_an_outage()
     let s = lab.ejabberd.module_status();
     assert_eq!((num(&s, "lost"), num(&s, "superseded")), (0, 0), "{s:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `mod_server_trust:is_trusted/2` against the engine's own reading of a name
+
+/// `Host, Peer` as an Erlang binary pair literal (bytes: no encoding on the way in).
+fn erl_pair(host: &str, peer: &str) -> String {
+    let bin = |s: &str| format!("<<{}>>", s.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(","));
+    format!("{{{}, {}}}", bin(host), bin(peer))
+}
+
+/// Every spelling of two trusted peers (one internationalised) and of strangers: what
+/// `is_trusted/2` answers inside ejabberd is what the engine answers (`Domain::new`, then the
+/// roster), host spellings included. The fast path (the name as given, then a check that
+/// normalising cannot change it) must not lose a spelling the engine accepts.
+#[test]
+fn is_trusted_inside_ejabberd_agrees_with_the_engine_on_every_spelling() {
+    use server_trust::Domain;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab(&[], 1000);
+    let trusted = ["paris.lit", "bücher.lit"];
+    for peer in trusted {
+        let r = lab.sidecar.hook(
+            "POST",
+            "/v1/hook/presence",
+            &format!(r#"{{"host":"{VERONA}","from":"{peer}","type":"subscribe","id":"t-1"}}"#),
+        );
+        assert_eq!(r.status, 202, "{r:?}");
+        lab.sidecar.wait_pending(peer, T);
+        lab.sidecar.cli(&["approve", peer]);
+    }
+    let t0 = Instant::now();
+    while lab.ejabberd.eval(&format!("mod_server_trust:trusted_peers(<<\"{VERONA}\">>).")).matches("<<").count()
+        < trusted.len()
+    {
+        assert!(t0.elapsed() < T, "the approved peers never reached ejabberd\n{}", lab.diagnostics());
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let peers = [
+        // paris.lit
+        "paris.lit", "PARIS.LIT", "Paris.Lit", "paris.lit.", "PARIS.lit.", "paris\u{3002}lit",
+        "paris\u{ff0e}lit", "paris\u{ff61}lit", "\u{ff50}\u{ff41}\u{ff52}\u{ff49}\u{ff53}.lit", "paris..lit",
+        ".paris.lit", "paris.lit..", "paris.lit\u{3002}", "paris.lit/res", "user@paris.lit", "paris",
+        "pari.lit", "paris-lit", " paris.lit",
+        // bücher.lit
+        "bücher.lit", "BÜCHER.LIT", "Bücher.lit.", "xn--bcher-kva.lit", "XN--BCHER-KVA.LIT",
+        "xn--bcher-kva.lit.", "Xn--Bcher-Kva.lit", "bu\u{308}cher.lit", "bücher\u{3002}lit",
+        "xn--bcher-kva\u{3002}lit", "xn--bcher-kvb.lit", "xn--bcher.lit",
+        // strangers
+        "stranger.example", "Stranger.Example.", "a--b.lit", "xn--.lit", "-paris.lit", "",
+        "stranger.example\u{ff0e}", "sträng\u{e9}r.example",
+    ];
+    let hosts = [VERONA, "VERONA.LIT", "verona.lit.", "Verona\u{3002}lit"];
+    let trusted: Vec<Domain> = trusted.iter().map(|p| Domain::new(p).unwrap()).collect();
+    let cases: Vec<(&str, &str)> = hosts.iter().flat_map(|h| peers.iter().map(move |p| (*h, *p))).collect();
+    let list = cases.iter().map(|(h, p)| erl_pair(h, p)).collect::<Vec<_>>().join(", ");
+    let got = lab.ejabberd.eval(&format!("[mod_server_trust:is_trusted(H, P) || {{H, P}} <- [{list}]]."));
+    let got: Vec<bool> = got
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|w| match w.trim() {
+            "true" => true,
+            "false" => false,
+            other => panic!("is_trusted answered {other:?}"),
+        })
+        .collect();
+    assert_eq!(got.len(), cases.len());
+    let mut wrong = Vec::new();
+    for ((host, peer), erl) in cases.iter().zip(&got) {
+        let engine = Domain::new(peer).is_ok_and(|d| trusted.contains(&d));
+        if *erl != engine {
+            wrong.push(format!("is_trusted({host:?}, {peer:?}) = {erl}, the engine says {engine}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} disagreements:\n{}", wrong.len(), wrong.join("\n"));
+}

@@ -16,6 +16,9 @@
 //! what it supersedes, so its flood holds at most a few places; peers are served round-robin,
 //! each in its own order; probes and availability beyond `queue_max` are dropped from the
 //! busiest peer, counted as `dropped` in `server_trust_status`.
+//!
+//! The last test checks `mod_server_trust:is_trusted/2` inside the same kind of node against
+//! the engine's own reading of a name (`Domain::new`), over every spelling of a buddy's name.
 
 use std::fs;
 use std::sync::Mutex;

@@ -212,7 +212,7 @@ on_s2s_allow_host(Acc, _Host, _Peer) ->
 %% spelt any way the server-trust engine accepts (case, a trailing dot,
 %% ideographic full stops, A-labels for U-labels): the answer is the same.
 -spec is_trusted(binary(), peer() | jid()) -> boolean().
-is_trusted(Host, Peer) when is_binary(Peer) ->
+is_trusted(Host, Peer) when is_binary(Host), is_binary(Peer) ->
 	%% The common case first, with nothing but the table lookup: Peer as given
 	%% (routed JIDs are in normal form already).
 	case mod_server_trust_sidecar:member(Host, Peer) of
@@ -272,7 +272,7 @@ lookup_normalised(Host, Peer) ->
 %% False when normalise/1 may change Name (so a lookup that missed must try
 %% again): a byte above 127, an uppercase ASCII letter, a "--" (A-labels
 %% become U-labels) or a trailing dot. The same test as the engine's
-%% Domain::may_change_when_normalised. Every miss runs it, so it takes four
+%% Domain::may_change_when_normalised. Every miss (a stranger) runs it, so it takes four
 %% bytes a step, each test on all four at once: no byte above 127 (then
 %% the sums below never carry from one byte into the next), none in A..Z
 %% (+63 sets bit 7 from $A up, +37 from $Z + 1 up), none a hyphen (xor

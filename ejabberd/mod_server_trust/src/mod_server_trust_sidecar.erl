@@ -62,12 +62,15 @@
 	 timeout                 :: pos_integer(),
 	 connect_timeout         :: pos_integer(),
 	 queue_max               :: pos_integer(),
-	 %% The retry queue: per peer a FIFO of items (each peer's arrival order),
-	 %% `ring` the peers with items in round-robin order (a peer is in `peers`
-	 %% iff it is in `ring`), `nsub`/`ndrop` the items in each lane, `subs` the
-	 %% queued subscription items by age (Seq => Peer), `drops` {N, Peer} for
-	 %% the peers with N > 0 droppable items (the busiest is the largest).
-	 peers = #{}             :: #{binary() => {queue:queue(map()), non_neg_integer()}},
+	 %% The retry queue: per peer its subscription items (at most a few, a
+	 %% list) and its droppable ones (a queue, and how many), each in arrival
+	 %% order; an item's `seq` orders the two lanes of a peer against each
+	 %% other. `ring`: the peers with items in round-robin order (a peer is in
+	 %% `peers` iff it is in `ring`); `nsub`/`ndrop`: the items in each lane;
+	 %% `subs`: the queued subscription items by age (Seq => Peer); `drops`:
+	 %% {N, Peer} for the peers with N > 0 droppable items (the busiest is the
+	 %% largest).
+	 peers = #{}             :: #{binary() => {[map()], queue:queue(map()), non_neg_integer()}},
 	 ring = queue:new()      :: queue:queue(binary()),
 	 nsub = 0                :: non_neg_integer(),
 	 ndrop = 0               :: non_neg_integer(),
@@ -407,8 +410,8 @@ enqueue(#{lane := drop} = Item, #state{ndrop = N, queue_max = Max} = State) when
 	Own = ndrop(Peer, State),
 	{Top, Busiest} = gb_sets:largest(State#state.drops),
 	{Victim, State1} =
-		if Own >= Top -> take_oldest_drop(Peer, State);
-		   Top > Own + 1 -> take_oldest_drop(Busiest, State);
+		if Own >= Top -> take(Peer, drop, State);
+		   Top > Own + 1 -> take(Busiest, drop, State);
 		   true -> {Item, State}
 		end,
 	State2 = dropped(Victim, Max, State1),
@@ -427,7 +430,7 @@ enqueue(#{peer := Peer} = Item, State) ->
 			%% Full of other peers' subscription presence (one peer holds at most
 			%% four): the oldest is lost, and logged.
 			{_Seq, Old} = gb_trees:smallest(State1#state.subs),
-			{Lost, State2} = take(Old, fun(#{lane := L}) -> L /= drop end, State1),
+			{Lost, State2} = take(Old, sub, State1),
 			append(Item, lost(Lost, io_lib:format("retry queue full (queue_max ~p subscription "
 							      "presences)", [State1#state.queue_max]),
 					  State2, lost))
@@ -435,12 +438,9 @@ enqueue(#{peer := Peer} = Item, State) ->
 
 ndrop(Peer, #state{peers = Ps}) ->
 	case maps:find(Peer, Ps) of
-		{ok, {_, N}} -> N;
+		{ok, {_, _, N}} -> N;
 		error -> 0
 	end.
-
-take_oldest_drop(Peer, State) ->
-	take(Peer, fun(#{lane := L}) -> L == drop end, State).
 
 dropped(#{peer := Peer, type := Type}, Max, #state{host = Host} = State) ->
 	State1 = State#state{dropped = State#state.dropped + 1},
@@ -448,104 +448,117 @@ dropped(#{peer := Peer, type := Type}, Max, #state{host = Host} = State) ->
 	     "dropped ~ts presence from ~ts (~p dropped so far; exchanged again after the outage)",
 	     [Host, Max, Type, Peer, State1#state.dropped], State1).
 
-%% Removes the items of Peer that Item supersedes.
-supersede(Peer, #{lane := {sub, _}} = Item, #state{peers = Ps} = State) ->
+%% Removes the subscription items of Peer that Item supersedes (a short list).
+supersede(Peer, Item, #state{peers = Ps} = State) ->
 	case maps:find(Peer, Ps) of
-		{ok, {Q, _}} ->
-			{Gone, Keep} = lists:partition(fun(Old) -> superseded(Old, Item) end, queue:to_list(Q)),
-			lists:foldl(fun(Old, S) -> forget(Old, S) end,
-				    set_peer(Peer, queue:from_list(Keep), State), Gone);
+		{ok, {Subs, Drops, N}} ->
+			case lists:partition(fun(Old) -> superseded(Old, Item) end, Subs) of
+				{[], _} ->
+					State;
+				{Gone, Keep} ->
+					Tree = lists:foldl(fun(#{seq := Seq}, T) -> gb_trees:delete(Seq, T) end,
+							   State#state.subs, Gone),
+					State#state{peers = Ps#{Peer => {Keep, Drops, N}}, subs = Tree,
+						    nsub = State#state.nsub - length(Gone),
+						    superseded = State#state.superseded + length(Gone)}
+			end;
 		error ->
 			State
 	end.
 
-%% Counts an item that left the queue without being sent (superseded).
-forget(#{peer := Peer} = Old, State) ->
-	State1 = uncount(Peer, Old, State),
-	State1#state{superseded = State1#state.superseded + 1}.
-
-%% A new item at the end of its peer's queue; a new peer joins the ring last.
+%% A new item at the end of its peer's lane; a new peer joins the ring last.
 append(#{peer := Peer} = Item0, #state{seq = Seq} = State) ->
 	Item = Item0#{seq => Seq},
-	push(Peer, Item, fun queue:in/2, fun queue:in/2, State#state{seq = Seq + 1}).
+	push(Peer, Item, back, State#state{seq = Seq + 1}).
 
-%% An item that was in flight, back at the head of its peer's queue; the peer
-%% first in the ring if it had left it. An item the peer has since sent a
-%% superseding one for is not needed any more.
-put_back(#{peer := Peer} = Item, #state{peers = Ps} = State) ->
-	Q = case maps:find(Peer, Ps) of
-		    {ok, {Q0, _}} -> queue:to_list(Q0);
-		    error -> []
-	    end,
-	case lists:any(fun(Later) -> superseded(Item, Later) end, Q) of
+%% An item that was in flight, back at the head of its peer's lane (its seq
+%% is still the peer's oldest); the peer first in the ring if it had left it.
+%% An item the peer has since sent a superseding one for is not needed any
+%% more.
+put_back(#{peer := Peer, lane := Lane} = Item, #state{peers = Ps} = State) ->
+	Subs = case maps:find(Peer, Ps) of
+		       {ok, {S, _, _}} -> S;
+		       error -> []
+	       end,
+	case lists:any(fun(Later) -> superseded(Item, Later) end, Subs) of
 		true ->
 			State#state{superseded = State#state.superseded + 1};
-		false when map_get(lane, Item) == drop, State#state.ndrop >= State#state.queue_max ->
+		false when Lane == drop, State#state.ndrop >= State#state.queue_max ->
 			%% The lane filled up meanwhile: this one is its peer's oldest.
 			dropped(Item, State#state.queue_max, State);
 		false ->
-			push(Peer, Item, fun queue:in_r/2, fun queue:in_r/2, State)
+			push(Peer, Item, front, State)
 	end.
 
-push(Peer, #{lane := Lane} = Item, QIn, RingIn, #state{peers = Ps} = State) ->
-	State1 = case maps:find(Peer, Ps) of
-			 {ok, {Q, N}} -> State#state{peers = Ps#{Peer => {QIn(Item, Q), N}}};
-			 error -> State#state{peers = Ps#{Peer => {QIn(Item, queue:new()), 0}},
-					      ring = RingIn(Peer, State#state.ring)}
-		 end,
+push(Peer, #{lane := Lane, seq := Seq} = Item, End, #state{peers = Ps} = State) ->
+	{{Subs, Drops, N}, Ring} =
+		case maps:find(Peer, Ps) of
+			{ok, P} -> {P, State#state.ring};
+			error when End == back -> {{[], queue:new(), 0}, queue:in(Peer, State#state.ring)};
+			error -> {{[], queue:new(), 0}, queue:in_r(Peer, State#state.ring)}
+		end,
 	case Lane of
-		drop -> add_drops(Peer, 1, State1#state{ndrop = State1#state.ndrop + 1});
-		_ -> State1#state{nsub = State1#state.nsub + 1,
-				  subs = gb_trees:insert(maps:get(seq, Item), Peer, State1#state.subs)}
+		drop ->
+			Drops1 = case End of back -> queue:in(Item, Drops); front -> queue:in_r(Item, Drops) end,
+			drops_count(Peer, N, N + 1, State#state{peers = Ps#{Peer => {Subs, Drops1, N + 1}},
+							       ring = Ring, ndrop = State#state.ndrop + 1});
+		_ ->
+			Subs1 = case End of back -> Subs ++ [Item]; front -> [Item | Subs] end,
+			State#state{peers = Ps#{Peer => {Subs1, Drops, N}}, ring = Ring,
+				    nsub = State#state.nsub + 1,
+				    subs = gb_trees:insert(Seq, Peer, State#state.subs)}
 	end.
 
-set_peer(Peer, Q, #state{peers = Ps} = State) ->
-	{_, N} = maps:get(Peer, Ps),
-	State#state{peers = Ps#{Peer => {Q, N}}}.
-
-add_drops(Peer, D, #state{peers = Ps, drops = Ds} = State) ->
-	{Q, N} = maps:get(Peer, Ps),
+%% Peer's count of droppable items goes from N to M: keep `drops` in step.
+drops_count(Peer, N, M, #state{drops = Ds} = State) ->
 	Ds1 = case N of 0 -> Ds; _ -> gb_sets:delete({N, Peer}, Ds) end,
-	Ds2 = case N + D of 0 -> Ds1; M -> gb_sets:insert({M, Peer}, Ds1) end,
-	State#state{peers = Ps#{Peer => {Q, N + D}}, drops = Ds2}.
+	State#state{drops = case M of 0 -> Ds1; _ -> gb_sets:insert({M, Peer}, Ds1) end}.
 
-%% Takes Peer's first item matching Pred out of the queue (it exists).
-take(Peer, Pred, #state{peers = Ps} = State) ->
-	{Q, _} = maps:get(Peer, Ps),
-	{Item, Q1} = case queue:out(Q) of
-			     {{value, Head}, Rest} ->
-				     case Pred(Head) of
-					     true ->
-						     {Head, Rest};
-					     false ->
-						     {Before, [X | After]} =
-							     lists:splitwith(fun(I) -> not Pred(I) end, queue:to_list(Q)),
-						     {X, queue:from_list(Before ++ After)}
-				     end
-		     end,
-	State1 = uncount(Peer, Item, State),
-	case queue:is_empty(Q1) of
-		true -> {Item, State1#state{peers = maps:remove(Peer, State1#state.peers),
-					    ring = queue:delete(Peer, State1#state.ring)}};
-		false -> {Item, set_peer(Peer, Q1, State1)}
+%% Takes the oldest item of Peer's lane (sub | drop) out of the queue (it has
+%% one); a peer left with nothing leaves the ring.
+take(Peer, Lane, State) ->
+	case take_item(Peer, Lane, State) of
+		{Item, State1, true} -> {Item, State1#state{ring = queue:delete(Peer, State1#state.ring)}};
+		{Item, State1, false} -> {Item, State1}
 	end.
 
-%% Lane bookkeeping for Item leaving Peer's queue (Peer still in `peers`).
-uncount(Peer, #{lane := drop}, State) ->
-	add_drops(Peer, -1, State#state{ndrop = State#state.ndrop - 1});
-uncount(_Peer, #{seq := Seq}, State) ->
-	State#state{nsub = State#state.nsub - 1, subs = gb_trees:delete(Seq, State#state.subs)}.
+%% The same, leaving the ring alone; true when Peer has nothing left (then it
+%% is out of `peers`).
+take_item(Peer, Lane, #state{peers = Ps} = State) ->
+	{Subs, Drops, N} = maps:get(Peer, Ps),
+	{Item, P, State1} =
+		case Lane of
+			drop ->
+				{{value, X}, Drops1} = queue:out(Drops),
+				{X, {Subs, Drops1, N - 1},
+				 drops_count(Peer, N, N - 1, State#state{ndrop = State#state.ndrop - 1})};
+			sub ->
+				[X = #{seq := Seq} | Subs1] = Subs,
+				{X, {Subs1, Drops, N},
+				 State#state{nsub = State#state.nsub - 1,
+					     subs = gb_trees:delete(Seq, State#state.subs)}}
+		end,
+	case P of
+		{[], _, 0} -> {Item, State1#state{peers = maps:remove(Peer, Ps)}, true};
+		_ -> {Item, State1#state{peers = Ps#{Peer => P}}, false}
+	end.
 
-%% The next item: the head of the first peer in the ring, which then goes to
+%% The next item: the oldest of the first peer in the ring, which then goes to
 %% the back of the ring (or leaves it, when that was its last item).
 next_item(#state{ring = Ring, peers = Ps} = State) ->
 	{{value, Peer}, Ring1} = queue:out(Ring),
-	{Q, _} = maps:get(Peer, Ps),
-	{{value, Item}, Q1} = queue:out(Q),
-	State1 = uncount(Peer, Item, State),
-	case queue:is_empty(Q1) of
-		true -> {Item, State1#state{peers = maps:remove(Peer, State1#state.peers), ring = Ring1}};
-		false -> {Item, set_peer(Peer, Q1, State1#state{ring = queue:in(Peer, Ring1)})}
+	Lane = case maps:get(Peer, Ps) of
+		       {[#{seq := S} | _], Drops, _} ->
+			       case queue:peek(Drops) of
+				       {value, #{seq := D}} when D < S -> drop;
+				       _ -> sub
+			       end;
+		       {[], _, _} ->
+			       drop
+	       end,
+	case take_item(Peer, Lane, State#state{ring = Ring1}) of
+		{Item, State1, true} -> {Item, State1};
+		{Item, State1, false} -> {Item, State1#state{ring = queue:in(Peer, Ring1)}}
 	end.
 
 %% Kind: the rate-limit bucket (a full queue and refusals are reported apart).

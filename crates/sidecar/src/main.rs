@@ -25,6 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 mod bodies;
 mod config;
+mod guard;
 mod host;
 mod http;
 mod logger;
@@ -32,6 +33,8 @@ mod outbound;
 mod service;
 mod views;
 
+#[cfg(test)]
+mod strangers;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]

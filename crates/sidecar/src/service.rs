@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::guard::{Guard, Limits};
 use crate::host::{Host, STARTUP_PATIENCE};
 use crate::http::{self, App};
 
@@ -55,7 +56,8 @@ pub async fn run(
     }
     log::info!("listening on http://{addr} ({} host(s), store {})", hosts.len(), cfg.store.display());
     ready(addr);
-    let app = Arc::new(App::new(hosts, cfg.hook_token, cfg.admin_token, stop_rx));
+    let guard = Guard::new(Limits::default(), addr);
+    let app = Arc::new(App::new(hosts, cfg.hook_token, cfg.admin_token, stop_rx, guard));
     http::serve(listener, app, shutdown, stop_tx, GRACE).await;
     for l in loops {
         let _ = l.await;

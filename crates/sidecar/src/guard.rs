@@ -8,9 +8,11 @@
 //! answered (health, 401, 403, 404, ...) closes it. Unauthenticated connections can therefore
 //! never take a place in the authenticated budget. They cannot keep new clients out either:
 //! when their pool (or their source's share of it) is full, a newcomer takes the place of the
-//! oldest unauthenticated connection that has had [`Limits::min_age`] to speak. The XMPP server
-//! opens a fresh connection for each call and sends its request at once, so its connection is
-//! authenticated long before it could be displaced.
+//! oldest unauthenticated connection that has had [`Limits::min_age`] to speak (else of the
+//! oldest: a burst of newcomers must not lock out the next one). A displaced connection is
+//! closed at its next turn unless the request read in that turn carries a valid token, so
+//! only connections with nothing to show are closed. The XMPP server opens a fresh
+//! connection for each call and sends its request at once, so it is never one of them.
 //!
 //! **Failed authentications** (a bearer token that is neither token) are counted per source
 //! (IPv4 address, IPv6 /64) in a table of at most [`MAX_SOURCES`]. After
@@ -55,7 +57,7 @@ pub struct Limits {
     pub authenticated: usize,
     /// Time an unauthenticated connection has to send a request with a valid token.
     pub first_request: Duration,
-    /// An unauthenticated connection younger than this is never displaced.
+    /// An unauthenticated connection younger than this is displaced only if none is older.
     pub min_age: Duration,
     /// Wrong tokens a source may present before it is slowed.
     pub free_failures: u32,
@@ -156,11 +158,15 @@ struct State {
 
 impl State {
     /// Removes the oldest unauthenticated connection that matches `pick` and has had
-    /// `min_age` to speak; false when there is none.
+    /// `min_age` to speak, else the oldest that matches; false when none matches.
     fn displace(&mut self, pick: impl Fn(&Waiting) -> bool, now: Instant, min_age: Duration) -> bool {
-        let victim =
-            self.waiting.iter().find(|(_, w)| pick(w) && now - w.since >= min_age).map(|(id, _)| *id);
-        let Some(w) = victim.and_then(|id| self.waiting.remove(&id)) else { return false };
+        let mut matching = self.waiting.iter().filter(|(_, w)| pick(w));
+        let Some((&oldest, _)) = matching.next() else { return false };
+        let victim = std::iter::once((&oldest, &self.waiting[&oldest]))
+            .chain(matching)
+            .find(|(_, w)| now - w.since >= min_age)
+            .map_or(oldest, |(id, _)| *id);
+        let Some(w) = self.waiting.remove(&victim) else { return false };
         self.forget_waiting(w.source);
         w.shared.evicted.store(true, Ordering::Release);
         w.shared.wake.notify_one();
@@ -412,8 +418,7 @@ impl Conn {
         self.shared.promoted.load(Ordering::Acquire)
     }
 
-    /// Moves it to the authenticated budget; false when that is full (or it was just
-    /// displaced).
+    /// Moves it to the authenticated budget; false when that is full.
     pub fn authenticate(&self) -> bool {
         if self.is_authenticated() {
             return true;
@@ -425,14 +430,19 @@ impl Conn {
             self.guard.report(false);
             return false;
         }
-        let Some(w) = st.waiting.remove(&self.id) else { return false };
-        st.forget_waiting(w.source);
+        match st.waiting.remove(&self.id) {
+            Some(w) => st.forget_waiting(w.source),
+            // Displaced moments ago, but its request (read in the same poll that would have
+            // closed it) carries a valid token: it stays.
+            None => self.shared.evicted.store(false, Ordering::Release),
+        }
         st.authenticated += 1;
         self.shared.promoted.store(true, Ordering::Release);
         true
     }
 
-    /// Resolves when it was displaced by a newcomer.
+    /// Resolves when it was displaced by a newcomer (and has not shown a valid token since:
+    /// poll the connection first).
     pub async fn displaced(&self) {
         while !self.shared.evicted.load(Ordering::Acquire) {
             self.shared.wake.notified().await;
@@ -515,13 +525,36 @@ mod tests {
     }
 
     #[test]
-    fn newcomers_never_displace_connections_that_have_not_had_their_chance() {
-        let l = Limits { min_age: Duration::from_secs(60), ..limits(2, 2, 2) };
+    fn newcomers_displace_those_that_had_their_chance_first() {
+        let l = Limits { min_age: Duration::from_millis(200), ..limits(3, 3, 2) };
         let g = Guard::new(l, addr("127.0.0.1:1"));
-        let _a = g.admit(addr("127.0.0.1:1")).unwrap();
-        let _b = g.admit(addr("127.0.0.1:2")).unwrap();
-        assert!(g.admit(addr("127.0.0.1:3")).is_none(), "refused, not displacing a fresh one");
-        assert_eq!(g.lock().waiting.len(), 2);
+        let a = g.admit(addr("127.0.0.1:1")).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        let b = g.admit(addr("127.0.0.1:2")).unwrap();
+        let c = g.admit(addr("127.0.0.1:3")).unwrap();
+        // b and c are younger than min_age: a (old enough) goes, then the oldest, b.
+        let d = g.admit(addr("127.0.0.1:4")).unwrap();
+        assert!(a.shared.evicted.load(Ordering::Acquire));
+        let _e = g.admit(addr("127.0.0.1:5")).unwrap();
+        assert!(b.shared.evicted.load(Ordering::Acquire), "a burst never locks the next one out");
+        assert!(!c.shared.evicted.load(Ordering::Acquire) && !d.shared.evicted.load(Ordering::Acquire));
+        assert_eq!(g.lock().waiting.len(), 3);
+    }
+
+    #[test]
+    fn a_displaced_connection_that_shows_a_valid_token_in_time_stays() {
+        let g = Guard::new(limits(1, 1, 2), addr("127.0.0.1:1"));
+        let a = g.admit(addr("127.0.0.1:1")).unwrap();
+        let b = g.admit(addr("127.0.0.1:2")).unwrap();
+        assert!(a.shared.evicted.load(Ordering::Acquire));
+        assert!(a.authenticate(), "its request was already there");
+        assert!(!a.shared.evicted.load(Ordering::Acquire) && a.is_authenticated());
+        let st = g.lock();
+        assert_eq!((st.waiting.len(), st.authenticated), (1, 1));
+        drop(st);
+        drop((a, b));
+        let st = g.lock();
+        assert_eq!((st.waiting.len(), st.per_source.len(), st.authenticated), (0, 0, 0));
     }
 
     #[test]

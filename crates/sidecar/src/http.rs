@@ -558,9 +558,12 @@ pub async fn serve(
                     tokio::pin!(served);
                     let deadline = tokio::time::sleep(first_request);
                     tokio::pin!(deadline);
-                    // Dropping `served` closes the connection.
+                    // Dropping `served` closes the connection. The connection is polled first:
+                    // a request that arrived with a valid token keeps it even if it was just
+                    // displaced (see Conn::authenticate).
                     loop {
                         tokio::select! {
+                            biased;
                             r = &mut served => {
                                 if let Err(e) = r {
                                     log::debug!("connection: {e}");

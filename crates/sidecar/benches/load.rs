@@ -17,7 +17,7 @@
 //! hold connections (`src/strangers.rs`: keep-alive health checks, slow headers, silence,
 //! reconnecting as they are closed). It prints hook and admin p50/p99 for both runs and the
 //! ratio. `SIDECAR_BENCH_STRANGERS` (1000), `SIDECAR_BENCH_STRANGER_EVERY_MS` (5000: the
-//! issue's health check every 5 s), `SIDECAR_BENCH_GUARD_SECS` (10 per run).
+//! issue's health check every 5 s), `SIDECAR_BENCH_GUARD_SECS` (10 per run), `SIDECAR_BENCH_GUARD_ROUNDS` (5 of each).
 
 #[path = "../src/strangers.rs"]
 mod strangers;
@@ -233,7 +233,7 @@ fn guard_phase(listen: &str, pid: u32) {
     let n = env_or("SIDECAR_BENCH_STRANGERS", 1000);
     let every = Duration::from_millis(env_or("SIDECAR_BENCH_STRANGER_EVERY_MS", 5000) as u64);
     let secs = env_or("SIDECAR_BENCH_GUARD_SECS", 10) as u64;
-    let rounds = env_or("SIDECAR_BENCH_GUARD_ROUNDS", 3);
+    let rounds = env_or("SIDECAR_BENCH_GUARD_ROUNDS", 5);
     let (mut hq, mut aq, mut hs, mut as_) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut fq, mut fs) = (Vec::new(), Vec::new());
     let (mut cpu_q, mut cpu_s) = (0, 0);

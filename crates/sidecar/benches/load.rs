@@ -17,7 +17,8 @@
 //! hold connections (`src/strangers.rs`: keep-alive health checks, slow headers, silence,
 //! reconnecting as they are closed). It prints hook and admin p50/p99 for both runs and the
 //! ratio. `SIDECAR_BENCH_STRANGERS` (1000), `SIDECAR_BENCH_STRANGER_EVERY_MS` (5000: the
-//! issue's health check every 5 s), `SIDECAR_BENCH_GUARD_SECS` (10 per run), `SIDECAR_BENCH_GUARD_ROUNDS` (5 of each).
+//! issue's health check every 5 s), `SIDECAR_BENCH_GUARD_SECS` (10 per run),
+//! `SIDECAR_BENCH_GUARD_ROUNDS` (5 quiet and 5 with strangers, alternating).
 
 #[path = "../src/strangers.rs"]
 mod strangers;

@@ -240,7 +240,8 @@ fn secret(tag: &str) -> String {
         ^ ((std::process::id() as u64) << 32)
         ^ (tag.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut s = String::from(tag);
-    for _ in 0..24 {
+    // 40 characters: the sidecar refuses hook and admin tokens under 32.
+    for _ in 0..40 {
         // xorshift64*
         x ^= x >> 12;
         x ^= x << 25;

@@ -1,7 +1,9 @@
 //! The sidecar's TOML configuration and its secrets.
 //!
 //! Tokens live in files (never argv or the environment, which other users and crash reports
-//! can see); a token file that group or others can access is refused.
+//! can see); a token file that group or others can access is refused. The hook and admin
+//! tokens must be strong enough that guessing is hopeless (see [`check_strength`]);
+//! `server-trust-sidecar gen-token` makes one.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -124,9 +126,9 @@ impl Config {
                  loopback (set allow_non_loopback = true if you really mean it)"
             ));
         }
-        let hook_token = read_token(&base.join(&raw.hook_token_file), "hook_token_file")?;
+        let hook_token = read_strong_token(&base.join(&raw.hook_token_file), "hook_token_file")?;
         let admin_token =
-            raw.admin_token_file.map(|p| read_token(&base.join(p), "admin_token_file")).transpose()?;
+            raw.admin_token_file.map(|p| read_strong_token(&base.join(p), "admin_token_file")).transpose()?;
         if admin_token.as_ref().is_some_and(|a| hook_token.matches(a.expose().as_bytes())) {
             return Err("hook and admin tokens are the same: they grant different rights, use two".into());
         }
@@ -228,6 +230,89 @@ fn check_admin_jid(jid: &str) -> Result<(), String> {
     Domain::new(domain).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Least length of a hook or admin token: 32 characters, which is 128 bits for hex (the
+/// poorest alphabet a generator uses) and more for anything richer.
+pub const MIN_TOKEN_CHARS: usize = 32;
+/// Least number of different characters in a token (a random 32-hex-digit token has about 14).
+const MIN_DISTINCT: usize = 8;
+/// Longest straight run (`aaaa`, `1234`, `dcba`) a token may contain.
+const MAX_RUN: usize = 7;
+
+/// Refuses a token that is obviously guessable: under [`MIN_TOKEN_CHARS`] characters, fewer
+/// than [`MIN_DISTINCT`] different characters, one character in half the places, a run of
+/// more than [`MAX_RUN`] equal or consecutive characters, or a shorter piece repeated. This
+/// cannot measure randomness: it catches the short and the typed-by-hand; 256 bits from
+/// `gen-token` (or `openssl rand -hex 32`) is what the README asks for. The message never
+/// shows the token.
+pub fn check_strength(token: &str) -> Result<(), String> {
+    let b = token.as_bytes();
+    let n = b.len();
+    if n < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the token has {n} characters; at least {MIN_TOKEN_CHARS} are needed (128 bits as hex)"
+        ));
+    }
+    let mut count = [0usize; 256];
+    for &c in b {
+        count[c as usize] += 1;
+    }
+    let distinct = count.iter().filter(|&&k| k > 0).count();
+    if distinct < MIN_DISTINCT {
+        return Err(format!("the token uses only {distinct} different characters"));
+    }
+    if count.iter().any(|&k| 2 * k > n) {
+        return Err("one character fills half the token".into());
+    }
+    for step in [0i16, 1, -1] {
+        let mut run = 1;
+        for w in b.windows(2) {
+            run = if i16::from(w[1]) - i16::from(w[0]) == step { run + 1 } else { 1 };
+            if run > MAX_RUN {
+                return Err(format!(
+                    "the token holds a run of more than {MAX_RUN} equal or consecutive characters"
+                ));
+            }
+        }
+    }
+    if let Some(p) = (1..=n / 2).find(|&p| b[p..].iter().zip(b).all(|(x, y)| x == y)) {
+        return Err(format!("the token repeats a piece of {p} characters"));
+    }
+    Ok(())
+}
+
+/// [`read_token`], then [`check_strength`]: for the tokens this service checks (the hook and
+/// admin tokens; ejabberd's API token is ejabberd's to make).
+pub fn read_strong_token(path: &Path, what: &str) -> Result<Token, String> {
+    let token = read_token(path, what)?;
+    check_strength(token.expose()).map_err(|e| {
+        format!(
+            "{what} {}: {e}: too easy to guess. Make a new one with \
+             `server-trust-sidecar gen-token --out FILE` (256 bits from the OS's random source)",
+            path.display()
+        )
+    })?;
+    Ok(token)
+}
+
+/// A new token: 256 bits from the OS's random source, as 64 hex digits.
+pub fn generate_token() -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let mut hex = String::with_capacity(64);
+    for b in bytes {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    // About one in a million: a random token that trips the check for typed ones (a run of
+    // eight); draw again.
+    if check_strength(&hex).is_err() {
+        return generate_token();
+    }
+    Ok(hex)
+}
+
 /// Reads a token file: owner-only permissions, one non-empty line of header-safe characters.
 pub fn read_token(path: &Path, what: &str) -> Result<Token, String> {
     use std::os::unix::fs::PermissionsExt;
@@ -258,6 +343,9 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    const HOOK: &str = "hook-secret-6f1c0a9d3e7b4825c9a0f3d1e8b7";
+    const ADMIN: &str = "admin-secret-2b8e5f7a0c4d1936e2a7b0c5f9d3";
+
     fn token_file(dir: &Path, name: &str, content: &str, mode: u32) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, content).unwrap();
@@ -267,8 +355,8 @@ mod tests {
 
     fn setup() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        token_file(dir.path(), "hook.token", "hook-secret\n", 0o600);
-        token_file(dir.path(), "admin.token", "admin-secret", 0o400);
+        token_file(dir.path(), "hook.token", &format!("{HOOK}\n"), 0o600);
+        token_file(dir.path(), "admin.token", ADMIN, 0o400);
         token_file(dir.path(), "api.token", "  api-secret  \n", 0o600);
         dir
     }
@@ -293,9 +381,9 @@ mod tests {
         let c = Config::parse(GOOD, dir.path()).unwrap();
         assert_eq!(c.listen, "127.0.0.24:5267".parse().unwrap());
         assert_eq!(c.store, dir.path().join("store"));
-        assert!(c.hook_token.matches(b"hook-secret"));
-        assert!(!c.hook_token.matches(b"hook-secre"));
-        assert!(c.admin_token.as_ref().unwrap().matches(b"admin-secret"));
+        assert!(c.hook_token.matches(HOOK.as_bytes()));
+        assert!(!c.hook_token.matches(&HOOK.as_bytes()[1..]));
+        assert!(c.admin_token.as_ref().unwrap().matches(ADMIN.as_bytes()));
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         let h = &c.hosts[0];
         assert_eq!(h.name.as_str(), "verona.lit");
@@ -367,5 +455,41 @@ mod tests {
         assert!(read_token(&p, "x").unwrap_err().contains("printable ASCII"));
         let p = token_file(d, "t", "ok-token\n", 0o600);
         assert!(read_token(&p, "x").unwrap().matches(b"ok-token"));
+    }
+
+    #[test]
+    fn weak_hook_and_admin_tokens_are_refused_with_a_clear_message() {
+        let dir = setup();
+        let d = dir.path();
+        let weak: &[(&str, &str)] = &[
+            ("x", "has 1 characters; at least 32"),
+            ("abc", "at least 32"),
+            ("0123456789abcdef0123456789abcde", "has 31 characters"),
+            (&"ab".repeat(20), "only 2 different characters"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa0123456789", "half the token"),
+            ("0123456789abcdef0123456789abcdef", "run of more than 7"),
+            ("x7k2p9q4z1m6x7k2p9q4z1m6x7k2p9q4", "repeats a piece of 12"),
+        ];
+        for (token, want) in weak {
+            for (file, what) in [("hook.token", "hook_token_file"), ("admin.token", "admin_token_file")] {
+                let dir = setup();
+                token_file(dir.path(), file, token, 0o600);
+                let e = err(GOOD, dir.path());
+                assert!(e.contains(what) && e.contains(want) && e.contains("gen-token"), "{token}: {e}");
+                assert!(!e.contains(token) || token.len() < 4, "the token is not shown: {e}");
+            }
+        }
+        // ejabberd's API token is ejabberd's to make: only read, not judged.
+        token_file(d, "api.token", "abc", 0o600);
+        assert!(Config::parse(GOOD, d).is_ok());
+        for _ in 0..200 {
+            let t = generate_token().unwrap();
+            assert_eq!(t.len(), 64);
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()));
+            check_strength(&t).unwrap();
+        }
+        // What the README's openssl commands make.
+        check_strength("3f9c0e1a7b2d4c58e6f1a0b9c3d7e2f4").unwrap();
+        check_strength("q3ZbLk0x-9vT_c1PmW8sRf2YhJd5nA6e").unwrap();
     }
 }

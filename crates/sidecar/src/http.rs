@@ -5,6 +5,9 @@
 //! host (404 not served; a hook's host is in its body, so once that is read), content type
 //! (415), body size (413), JSON and values (400).
 //!
+//! A connection that has not presented a valid token is answered and closed (see `guard.rs`
+//! for the connection budgets and the slowing of wrong tokens).
+//!
 //! (Over 400 lines: routing, both token checks and every handler in one place, so the order
 //! of the checks above can be read straight through.)
 
@@ -19,7 +22,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,10 +35,11 @@ use serde_json::{Value, json};
 use server_trust::admin::{AdminAct, Done};
 use server_trust::{Actor, Domain, Error, PresenceKind};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::bodies::{self, GroupsIn, HelloIn, PresenceIn, clean_groups, clip};
 use crate::config::Token;
+use crate::guard::{Conn, Failed, Guard};
 use crate::host::{Host, PATIENCE};
 use crate::views;
 
@@ -42,13 +47,12 @@ use crate::views;
 pub const BODY_LIMIT: usize = 16 * 1024;
 /// Time allowed for a client to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed for a client to send a request's headers, and to stay idle between requests
-/// on a kept-alive connection.
+/// Time allowed for an authenticated client to send a request's headers, and to stay idle
+/// between requests on a kept-alive connection. (An unauthenticated connection has
+/// `Limits::first_request` in all.)
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Connections served at once; more are closed at accept.
-const MAX_CONNECTIONS: usize = 256;
 /// Audit records returned at most.
 const MAX_LOG: usize = 10_000;
 /// Default of `limit` in `/log`, as in the CLI.
@@ -61,6 +65,8 @@ pub struct App {
     admin_token: Option<Token>,
     /// True once the service is stopping: long-polls answer at once.
     stopping: watch::Receiver<bool>,
+    /// Connection budgets and failed authentications.
+    guard: Arc<Guard>,
 }
 
 impl App {
@@ -70,8 +76,9 @@ impl App {
         hook_token: Token,
         admin_token: Option<Token>,
         stopping: watch::Receiver<bool>,
+        guard: Arc<Guard>,
     ) -> App {
-        App { hosts, hook_token, admin_token, stopping }
+        App { hosts, hook_token, admin_token, stopping, guard }
     }
 
     fn host(&self, name: &str) -> Result<Arc<Host>, Reply> {
@@ -81,17 +88,44 @@ impl App {
             .ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("host not served: {}", clip(name))))
     }
 
-    fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<(), Reply> {
+    /// Checks the token `need`s; a valid token (either) moves `conn` to the authenticated
+    /// budget. A wrong one is counted against the source, which may be slowed.
+    async fn authorize(&self, headers: &HeaderMap, need: Need, conn: &Conn) -> Result<(), Reply> {
         let given = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes).and_then(bearer);
         let Some(token) = given else {
             let mut r =
                 Reply::error(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>");
-            r.header = Some((WWW_AUTHENTICATE, "Bearer"));
+            r.header = Some((WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             return Err(r);
         };
+        // A slowed source that cannot be the XMPP server's loopback address: its token is not
+        // even looked at (see guard.rs for why loopback is different).
+        if !conn.is_authenticated()
+            && !conn.is_loopback()
+            && let Some(wait) = self.guard.penalty(conn.source())
+        {
+            self.guard.refused_unchecked();
+            return Err(slowed(wait));
+        }
         // Both comparisons always run, in constant time each.
         let hook = self.hook_token.matches(token);
         let admin = self.admin_token.as_ref().is_some_and(|t| t.matches(token));
+        if !hook && !admin {
+            return match self.guard.failed(conn.source()) {
+                Failed::Refused => {
+                    Err(Reply::error(StatusCode::FORBIDDEN, "this token may not use this endpoint"))
+                }
+                Failed::Slowed(wait) => {
+                    tokio::time::sleep(self.guard.limits().slow_answer).await;
+                    Err(slowed(wait))
+                }
+            };
+        }
+        if !conn.authenticate() {
+            let mut r = Reply::error(StatusCode::SERVICE_UNAVAILABLE, "too many authenticated connections");
+            r.header = Some((RETRY_AFTER, HeaderValue::from_static("1")));
+            return Err(r);
+        }
         match need {
             Need::Hook if hook => Ok(()),
             Need::Admin if admin => Ok(()),
@@ -102,6 +136,17 @@ impl App {
             _ => Err(Reply::error(StatusCode::FORBIDDEN, "this token may not use this endpoint")),
         }
     }
+}
+
+/// `429` for a source that presented too many wrong tokens.
+fn slowed(wait: Duration) -> Reply {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut r = Reply::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many wrong tokens from this address: try again in {secs} s"),
+    );
+    r.header = Some((RETRY_AFTER, HeaderValue::from(secs)));
+    r
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -119,7 +164,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 pub struct Reply {
     status: StatusCode,
     body: Value,
-    header: Option<(hyper::header::HeaderName, &'static str)>,
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
@@ -142,7 +187,7 @@ impl Reply {
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some((name, value)) = self.header {
-            resp.headers_mut().insert(name, HeaderValue::from_static(value));
+            resp.headers_mut().insert(name, value);
         }
         resp
     }
@@ -169,7 +214,7 @@ fn engine_error(e: &Error) -> Reply {
     }
     let mut r = Reply::error(status, e);
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.header = Some((RETRY_AFTER, "1"));
+        r.header = Some((RETRY_AFTER, HeaderValue::from_static("1")));
     }
     r
 }
@@ -254,7 +299,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Reply> {
     };
     if !allow.split(", ").any(|m| m == method.as_str()) {
         let mut r = Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"));
-        r.header = Some((ALLOW, allow));
+        r.header = Some((ALLOW, HeaderValue::from_static(allow)));
         return Err(r);
     }
     Ok(route)
@@ -303,15 +348,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = dispatch(&app, req).await.unwrap_or_else(|r| r);
-    Ok(reply.into_response())
+async fn handle(
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = dispatch(&app, &conn, req).await.unwrap_or_else(|r| r);
+    let mut resp = reply.into_response();
+    if !conn.is_authenticated() {
+        // No valid token yet: answered, then closed (no keep-alive, no second try on it).
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Reply, Reply> {
     let route = route(req.method(), req.uri().path())?;
     if route.need() != Need::Nothing {
-        app.authorize(req.headers(), route.need())?;
+        app.authorize(req.headers(), route.need(), conn).await?;
     }
     match route {
         Route::Health => Ok(Reply::ok(StatusCode::OK, json!({"ok": true}))),
@@ -511,35 +565,58 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let guard = app.guard.clone();
+    let reporter = tokio::spawn(guard.clone().report_loop());
+    let first_request = guard.limits().first_request;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true).max_headers(48);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
+                let (stream, peer) = match accepted {
+                    Ok(s) => s,
                     Err(e) => {
                         // e.g. out of file descriptors: do not spin.
-                        log::warn!("accept: {e}");
+                        guard.accept_failed(&e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    log::warn!("{MAX_CONNECTIONS} connections open: closing a new one");
-                    continue;
-                };
+                // Refused (counted, logged in the summary): dropping the stream closes it.
+                let Some(conn) = guard.admit(peer) else { continue };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let conn = http.serve_connection(TokioIo::new(stream), service_fn(move |r| handle(app.clone(), r)));
-                let conn = graceful.watch(conn);
+                let (app, c) = (app.clone(), conn.clone());
+                let served = http.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |r| handle(app.clone(), c.clone(), r)),
+                );
+                let served = graceful.watch(served);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        log::debug!("connection: {e}");
+                    tokio::pin!(served);
+                    let deadline = tokio::time::sleep(first_request);
+                    tokio::pin!(deadline);
+                    // Dropping `served` closes the connection. The connection is polled first:
+                    // a request that arrived with a valid token keeps it even if it was just
+                    // displaced (see Conn::authenticate).
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = &mut served => {
+                                if let Err(e) = r {
+                                    log::debug!("connection: {e}");
+                                }
+                                break;
+                            }
+                            () = conn.displaced() => break,
+                            () = &mut deadline, if !conn.is_authenticated() => {
+                                if !conn.is_authenticated() {
+                                    conn.timed_out();
+                                    break;
+                                }
+                            }
+                        }
                     }
-                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
@@ -550,6 +627,8 @@ pub async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         log::warn!("stopping: connections still open after {grace:?}, closing them");
     }
+    reporter.abort();
+    guard.report_now();
 }
 
 #[cfg(test)]
@@ -574,9 +653,15 @@ mod tests {
             assert_eq!(route(&get, p).unwrap_err().status, StatusCode::NOT_FOUND, "{p}");
         }
         let r = route(&get, "/v1/hook/presence").unwrap_err();
-        assert_eq!((r.status, r.header.unwrap().1), (StatusCode::METHOD_NOT_ALLOWED, "POST"));
+        assert_eq!(
+            (r.status, r.header.unwrap().1),
+            (StatusCode::METHOD_NOT_ALLOWED, HeaderValue::from_static("POST"))
+        );
         let r = route(&Method::DELETE, "/v1/hosts/v/peers/p/groups").unwrap_err();
-        assert_eq!((r.status, r.header.unwrap().1), (StatusCode::METHOD_NOT_ALLOWED, "GET, PUT"));
+        assert_eq!(
+            (r.status, r.header.unwrap().1),
+            (StatusCode::METHOD_NOT_ALLOWED, HeaderValue::from_static("GET, PUT"))
+        );
         assert_eq!(route(&get, "/v1/hosts/%FF/roster").unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 

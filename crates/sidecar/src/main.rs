@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! server-trust-sidecar --config /etc/server-trust/sidecar.toml [--check]
+//! server-trust-sidecar gen-token [--out FILE]
 //! ```
 //! Exit status: 0 after a clean stop (SIGTERM, SIGINT) or a good `--check`, 2 for a bad
 //! command line or configuration, 1 when the service cannot run (store, listener).
@@ -25,6 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 mod bodies;
 mod config;
+mod guard;
 mod host;
 mod http;
 mod logger;
@@ -33,19 +35,25 @@ mod service;
 mod views;
 
 #[cfg(test)]
+mod strangers;
+#[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
 
 const USAGE: &str = "usage: server-trust-sidecar --config FILE [--check]
+       server-trust-sidecar gen-token [--out FILE]
   --config FILE   the sidecar's TOML configuration
   --check         validate the configuration and its token files, then exit
+  gen-token       print a new hook or admin token (256 bits from the OS, 64 hex digits);
+                  --out FILE writes it to a new file of mode 0600 instead
   --version       print the version";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Run { config: PathBuf, check: bool },
+    GenToken { out: Option<PathBuf> },
     Help,
     Version,
 }
@@ -53,7 +61,19 @@ enum Command {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = None;
     let mut check = false;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "gen-token") {
+        args.next();
+        let mut out = None;
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--out" | "-o" => out = Some(PathBuf::from(args.next().ok_or("--out needs a FILE")?)),
+                s if s.starts_with("--out=") => out = Some(PathBuf::from(&s["--out=".len()..])),
+                other => return Err(format!("gen-token: unexpected argument {other:?}")),
+            }
+        }
+        return Ok(Command::GenToken { out });
+    }
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" | "-c" => config = Some(args.next().ok_or("--config needs a FILE")?),
@@ -71,6 +91,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
 fn main() -> ExitCode {
     let (path, check) = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Run { config, check }) => (config, check),
+        Ok(Command::GenToken { out }) => return gen_token(out.as_deref()),
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -101,6 +122,46 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints a new token, or writes it to `out`: a new file (never an existing one), mode 0600
+/// from the start, synced before we say it is there.
+fn gen_token(out: Option<&std::path::Path>) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = match config::generate_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("server-trust-sidecar: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(path) = out else {
+        println!("{token}");
+        return ExitCode::SUCCESS;
+    };
+    let written =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).and_then(|mut f| {
+            f.write_all(format!("{token}\n").as_bytes())?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => {
+            eprintln!("server-trust-sidecar: wrote a new 256-bit token to {} (mode 0600)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "server-trust-sidecar: {}: already exists; not replaced (remove it first)",
+                path.display()
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("server-trust-sidecar: {}: {e}", path.display());
             ExitCode::from(1)
         }
     }
@@ -151,5 +212,8 @@ mod cli_tests {
         assert!(args(&[]).unwrap_err().contains("required"));
         assert!(args(&["--config"]).unwrap_err().contains("needs a FILE"));
         assert!(args(&["--token", "x"]).unwrap_err().contains("unexpected"));
+        assert_eq!(args(&["gen-token"]), Ok(Command::GenToken { out: None }));
+        assert_eq!(args(&["gen-token", "--out", "t"]), Ok(Command::GenToken { out: Some("t".into()) }));
+        assert!(args(&["gen-token", "--config", "a"]).unwrap_err().contains("unexpected"));
     }
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::guard::{Guard, Limits};
 use crate::host::{Host, STARTUP_PATIENCE};
 use crate::http::{self, App};
 
@@ -40,8 +41,7 @@ pub async fn run(
         hosts.insert(h.name.as_str().to_string(), Arc::new(host));
         workers.push(worker);
     }
-    let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let listener = listen(cfg.listen).map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
@@ -55,7 +55,8 @@ pub async fn run(
     }
     log::info!("listening on http://{addr} ({} host(s), store {})", hosts.len(), cfg.store.display());
     ready(addr);
-    let app = Arc::new(App::new(hosts, cfg.hook_token, cfg.admin_token, stop_rx));
+    let guard = Guard::new(Limits::default(), addr);
+    let app = Arc::new(App::new(hosts, cfg.hook_token, cfg.admin_token, stop_rx, guard));
     http::serve(listener, app, shutdown, stop_tx, GRACE).await;
     for l in loops {
         let _ = l.await;
@@ -72,6 +73,19 @@ pub async fn run(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Connections the kernel may hold for us before we accept them (capped by
+/// `net.core.somaxconn`, 4096 by default): a burst of new connections, e.g. clients without a
+/// token coming back at once, must not fill the queue and make the XMPP server's next
+/// connection wait for a SYN retry (1 s).
+const BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// The engine's wakeup eventfd. The engine owns it; holding the host keeps it open.

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Token values used by the tests (files are written with mode 0600).
-pub const HOOK_TOKEN: &str = "hook-token-0123456789";
+pub const HOOK_TOKEN: &str = "hook-token-5c1e9a7f3b0d8264e1f7a3c9b5d2";
 /// Admin API token.
-pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-8d4b2f6e0a9c7153b6e0d4a2f8c1";
 /// The token the sidecar presents to the fake API.
-pub const API_TOKEN: &str = "api-token-0123456789";
+pub const API_TOKEN: &str = "api-token-e7a3c1f9d5b2086a4f1c9e7b3d0a";
 
 /// One call the fake API received.
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ use server_trust::{Actor, Config as EngineConfig, Domain, Engine, Store};
 use crate::testkit::{self, ADMIN_TOKEN, API_TOKEN, ApiCall, FakeApi, HOOK_TOKEN};
 
 mod bulk; // issue 14's bulk acts: tests/bulk.rs
+mod decisions; // issue 14: the first recorded decision wins, over HTTP too
 
 const HOST: &str = "verona.lit";
 const PEER: &str = "capulet.lit";

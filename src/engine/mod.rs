@@ -17,6 +17,7 @@
 
 mod api;
 mod compact;
+pub mod outbox;
 mod policy;
 mod snapshot;
 mod types;
@@ -27,3 +28,6 @@ pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Sta
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod outbox_tests;

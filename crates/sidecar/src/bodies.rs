@@ -116,7 +116,10 @@ mod tests {
         assert!(e.starts_with("malformed JSON: invalid type: string \"xxx"), "{e}");
         assert!(e.ends_with("\", expected a sequence at line 1 column 16013"), "{e}");
         let short = parse::<GroupsIn>(b"{\"groups\": 1}").err().unwrap();
-        assert_eq!(short, "malformed JSON: invalid type: integer `1`, expected a sequence at line 1 column 12");
+        assert_eq!(
+            short,
+            "malformed JSON: invalid type: integer `1`, expected a sequence at line 1 column 12"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ mod service;
 mod views;
 
 #[cfg(test)]
+mod outbox_tests;
+#[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;

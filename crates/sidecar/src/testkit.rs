@@ -44,7 +44,12 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts the listener (a thread per connection, keep-alive); it lives as long as the process.
     pub fn start(record: bool) -> FakeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake API");
+        FakeApi::start_on("127.0.0.1:0", record)
+    }
+
+    /// [`FakeApi::start`] on a given address (an API that comes back where it was).
+    pub fn start_on(addr: &str, record: bool) -> FakeApi {
+        let listener = TcpListener::bind(addr).expect("bind the fake API");
         let addr = listener.local_addr().unwrap();
         let api = FakeApi {
             addr,

@@ -16,10 +16,10 @@
 //! hands one to its server calls [`Engine::delivered`] once the server accepted it (the
 //! sidecar: ejabberd's `send_stanza` answered 2xx; Prosody: `module:send`, which accepts at
 //! once), [`Engine::undelivered`] when it failed, and sends what [`Engine::outbox_due`] gives
-//! back: what waits, with backoff from one second doubling to 30 s per stanza. A stanza
+//! back: what waits, with backoff from one second doubling to 8 s per stanza. A stanza
 //! Prosody accepted may still bounce (`remote-server-not-found`): [`Engine::bounced`] puts
 //! what was delivered to that peer in the last few minutes back in the outbox, on the same
-//! terms. Probe answers and plain presence never enter the outbox: they may be dropped, and
+//! terms (its wait doubles from 2 s to 5 minutes: the peer may be gone for good). Probe answers and plain presence never enter the outbox: they may be dropped, and
 //! cannot displace what waits here.
 //!
 //! **Why a delivery is confirmed without a disk sync.** The line that empties the outbox is
@@ -44,11 +44,15 @@ use crate::error::Result;
 use crate::store::{RosterEntry, Waiting, now_rfc3339};
 use crate::subscription::Subscription;
 
-/// The first retry of a stanza that failed comes this long after; each next one twice as
-/// long after the last, up to [`MAX_RETRY`].
+/// The first retry of a stanza the XMPP server did not accept comes this long after; each
+/// next one twice as long after the last, up to [`MAX_RETRY`] (short: the server is local,
+/// and a stanza should go out soon after it is back).
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// The longest wait between two tries of one stanza.
-pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// The longest wait between two tries of one stanza the XMPP server did not accept.
+pub const MAX_RETRY: Duration = Duration::from_secs(8);
+/// After a bounce (the peer's server unreachable) the wait doubles from `2 * FIRST_RETRY`
+/// up to this: a peer that is gone for good costs a try (and a synced line) every 5 minutes.
+pub const MAX_BOUNCE_RETRY: Duration = Duration::from_secs(300);
 /// A stanza handed out by [`Engine::outbox_due`] is not handed out again for this long,
 /// unless the driver says how it went first.
 const LEASE: Duration = Duration::from_secs(60);
@@ -69,7 +73,8 @@ pub type OutboxList = Arc<Vec<(Domain, Vec<Waiting>)>>;
 #[derive(Default)]
 struct Inner {
     slots: HashMap<(Domain, PresenceKind), Slot>,
-    /// What was delivered lately, per peer, for [`Engine::bounced`].
+    /// What was delivered lately, per peer, with when and how often it had bounced, for
+    /// [`Engine::bounced`].
     recent: HashMap<Domain, Vec<(Waiting, Instant, u32)>>,
     /// The outbox as of a roster generation.
     cache: Option<(u64, OutboxList)>,
@@ -77,7 +82,10 @@ struct Inner {
 
 #[derive(Clone, Copy)]
 struct Slot {
+    /// Tries the XMPP server did not accept.
     tries: u32,
+    /// Times it was delivered and bounced.
+    bounces: u32,
     next: Instant,
 }
 
@@ -107,6 +115,12 @@ fn agrees(kind: PresenceKind, state: Subscription) -> bool {
 pub fn backoff(tries: u32) -> Duration {
     let n = tries.saturating_sub(1).min(16);
     FIRST_RETRY.saturating_mul(1 << n).min(MAX_RETRY)
+}
+
+/// The wait before sending again a stanza that bounced `bounces` times.
+pub fn bounce_backoff(bounces: u32) -> Duration {
+    let n = bounces.min(16);
+    FIRST_RETRY.saturating_mul(1 << n).min(MAX_BOUNCE_RETRY)
 }
 
 /// Adds `w` to `e`'s outbox, replacing the stanza of the same direction.
@@ -205,7 +219,11 @@ impl Engine {
         for (peer, items) in list.iter() {
             for w in items {
                 live.insert((peer.clone(), w.kind));
-                let slot = inner.slots.entry((peer.clone(), w.kind)).or_insert(Slot { tries: 0, next: now });
+                let slot = inner.slots.entry((peer.clone(), w.kind)).or_insert(Slot {
+                    tries: 0,
+                    bounces: 0,
+                    next: now,
+                });
                 if slot.next <= now {
                     slot.next = now + LEASE;
                     out.push(Action::Send { to: peer.clone(), kind: w.kind, id: w.id.clone() });
@@ -247,7 +265,8 @@ impl Engine {
         if !self.is_waiting(peer, kind, id) {
             return Ok(Vec::new());
         }
-        let tries = self.schedule.inner.lock().slots.remove(&(peer.clone(), kind)).map_or(0, |s| s.tries);
+        let slot = self.schedule.inner.lock().slots.remove(&(peer.clone(), kind));
+        let (tries, bounces) = slot.map_or((0, 0), |s| (s.tries, s.bounces));
         let r = self.transact_as(Actor::Engine, false, |txn| {
             txn.update(peer, |e| {
                 if let Some(list) = &mut e.outbox {
@@ -270,13 +289,13 @@ impl Engine {
                     let w = Waiting { kind, id: id.map(str::to_string), since: now_rfc3339() };
                     let list = inner.recent.entry(peer.clone()).or_default();
                     list.retain(|x| about_theirs(x.0.kind) != about_theirs(kind));
-                    list.push((w, Instant::now(), tries));
+                    list.push((w, Instant::now(), bounces));
                 }
             }
             // Not confirmed (the store lock is held elsewhere): sent again later, harmless.
             Err(_) => {
                 let next = Instant::now() + backoff(tries.max(1));
-                inner.slots.insert((peer.clone(), kind), Slot { tries, next });
+                inner.slots.insert((peer.clone(), kind), Slot { tries, bounces, next });
             }
         }
         r
@@ -286,7 +305,8 @@ impl Engine {
     pub fn undelivered(&self, peer: &Domain, kind: PresenceKind) {
         let mut inner = self.schedule.inner.lock();
         let now = Instant::now();
-        let slot = inner.slots.entry((peer.clone(), kind)).or_insert(Slot { tries: 0, next: now });
+        let slot =
+            inner.slots.entry((peer.clone(), kind)).or_insert(Slot { tries: 0, bounces: 0, next: now });
         slot.tries = slot.tries.saturating_add(1);
         slot.next = now + backoff(slot.tries);
     }
@@ -333,14 +353,15 @@ impl Engine {
             Ok(())
         })?;
         let mut inner = self.schedule.inner.lock();
-        for (kind, tries) in &requeued {
-            let tries = tries.saturating_add(1);
-            inner.slots.insert((peer.clone(), *kind), Slot { tries, next: now + backoff(tries) });
+        for (kind, bounces) in &requeued {
+            let bounces = bounces.saturating_add(1);
+            let next = now + bounce_backoff(bounces);
+            inner.slots.insert((peer.clone(), *kind), Slot { tries: 0, bounces, next });
         }
         let text = format!(
             "error presence from {peer} ({condition}): {} stanza(s) kept in the outbox, retried in {} s",
             requeued.len(),
-            requeued.first().map_or(0, |(_, t)| backoff(t + 1).as_secs())
+            requeued.first().map_or(0, |(_, b)| bounce_backoff(b + 1).as_secs())
         );
         actions.push(Action::Log { level: LogLevel::Warn, text });
         Ok(actions)

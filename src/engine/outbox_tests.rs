@@ -162,7 +162,11 @@ fn the_outbox_survives_roster_toml_and_a_sealed_read() {
     let peers = [(d("montague.lit"), e.clone()), (d("verona.lit"), plain.clone())];
     store.save_roster(peers.iter().map(|(p, e)| (p, e))).unwrap();
     let text = std::fs::read_to_string(t.path().join("capulet.lit/roster.toml")).unwrap();
-    assert!(!text.contains("[peers.\"verona.lit\".outbox") && text.contains("subscribed"), "{text}");
+    assert!(
+        text.contains("[[peers.\"montague.lit\".outbox]]\ntype = \"subscribed\"\nid = 'a\"b'\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[peers.\"verona.lit\".outbox"), "{text}");
     let read = store.load_roster().unwrap();
     assert_eq!(read.peers[&d("montague.lit")], e);
     assert_eq!(read.peers[&d("verona.lit")], plain);

@@ -230,3 +230,150 @@ fn stanzas_left_by_a_killed_sidecar_are_delivered_by_the_next() {
     eprintln!("delivered {:?} after the restart", restarted.elapsed());
     assert_eq!(listed["outbox"], json!([]), "{listed}");
 }
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The closing note's figures (not run by default; sizes from the environment):
+///
+/// ```sh
+/// OUTBOX_PROBES=100000 OUTBOX_OUTAGE_SECS=300 OUTBOX_KILLED_PEERS=100 \
+///   cargo test -p server-trust-sidecar --bin server-trust-sidecar --release \
+///   outbox_tests::measure -- --ignored --nocapture
+/// ```
+///
+/// 1. An approval in the middle of a flood of probes from strangers, ejabberd's API taking
+///    20 ms per call (the presence lane fills at 10,000 and drops the rest): when the peer's
+///    `subscribed` reached the API.
+/// 2. An approval made at the start of an API outage of OUTBOX_OUTAGE_SECS: delivered how long
+///    after the API came back.
+/// 3. OUTBOX_KILLED_PEERS approvals left undelivered by a sidecar killed with SIGKILL: all
+///    delivered by the next one, and how long after its start.
+#[test]
+#[ignore = "measurement: run by hand (see the doc comment)"]
+fn measure() {
+    let probes = env_usize("OUTBOX_PROBES", 100_000);
+    let outage = Duration::from_secs(env_usize("OUTBOX_OUTAGE_SECS", 300) as u64);
+    let killed_peers = env_usize("OUTBOX_KILLED_PEERS", 100);
+
+    // 1. The flood.
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start(true);
+    api.set_delay(Duration::from_millis(20));
+    let sidecar = Running::start(dir.path(), &api.url());
+    let addr = sidecar.addr;
+    let agent = testkit::client(30 * SECOND);
+    assert_eq!(hook(&agent, addr, PEER, "subscribe", Some("s1")), 202);
+    let flood_start = Instant::now();
+    let (approved_at, reply) = std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                let agent = testkit::client(30 * SECOND);
+                for i in (t..probes).step_by(4) {
+                    assert_eq!(hook(&agent, addr, &format!("s{i}.example"), "probe", None), 202);
+                }
+            });
+        }
+        // Halfway through (by time: the flood's pace is measured first).
+        std::thread::sleep(SECOND);
+        let at = Instant::now();
+        let reply =
+            call(&agent, addr, "POST", &format!("/v1/hosts/{HOST}/peers/{PEER}/approve"), ADMIN_TOKEN, None);
+        // While the flood goes on.
+        let got = api.wait_for(1, 60 * SECOND, |c| is_to_peer(c, "subscribed"));
+        (at, (reply, got, at.elapsed()))
+    });
+    let (reply, got, delivered_after) = reply;
+    let flood_time = flood_start.elapsed();
+    let sent_probes = api.calls().iter().filter(|c| c.body["to"] != PEER).count();
+    println!(
+        "flood: {probes} probes in {:.1} s ({:.0}/s); approve answered {} {}; subscribed delivered: {} ({:?} after the approve, during the flood; {sent_probes} probe answers reached the API by the flood's end)",
+        flood_time.as_secs_f64(),
+        probes as f64 / flood_time.as_secs_f64(),
+        reply.0,
+        reply.1["detail"],
+        got.len() == 1,
+        delivered_after,
+    );
+    let _ = approved_at;
+    assert_eq!(got.len(), 1);
+    drop(sidecar);
+
+    // 2. The outage.
+    let dir = tempfile::tempdir().unwrap();
+    let api_addr = free_addr();
+    let sidecar = Running::start(dir.path(), &format!("http://{api_addr}/api"));
+    let approved_at = Instant::now();
+    let (_, reply) = approve(sidecar.addr);
+    std::thread::sleep(outage);
+    let api = FakeApi::start_on(&api_addr, true);
+    let back = Instant::now();
+    let got = api.wait_for(1, 60 * SECOND, |c| is_to_peer(c, "subscribed"));
+    println!(
+        "outage: {} s; approve answered {}; subscribed delivered: {} ({:?} after the API came back, {:?} after the approve)",
+        outage.as_secs(),
+        reply["detail"],
+        got.len() == 1,
+        back.elapsed(),
+        approved_at.elapsed()
+    );
+    assert_eq!(got.len(), 1);
+    drop(sidecar);
+
+    // 3. kill -9 with undelivered stanzas.
+    let dir = tempfile::tempdir().unwrap();
+    let api_addr = free_addr();
+    let listen = free_addr();
+    let config = testkit::write_setup(dir.path(), &listen, &format!("http://{api_addr}/api"), &[HOST], "");
+    let spawn = || {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::child_sidecar", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("SIDECAR_CHILD_CONFIG", &config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = listen.parse().unwrap();
+        while std::net::TcpStream::connect(addr).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, addr)
+    };
+    let (mut child, addr) = spawn();
+    let agent = testkit::client(30 * SECOND);
+    for i in 0..killed_peers {
+        let peer = format!("p{i}.example");
+        assert_eq!(hook(&agent, addr, &peer, "subscribe", Some(&format!("k{i}"))), 202);
+        let (st, _) =
+            call(&agent, addr, "POST", &format!("/v1/hosts/{HOST}/peers/{peer}/approve"), ADMIN_TOKEN, None);
+        assert_eq!(st, 200);
+    }
+    let waiting: usize = outbox(addr)["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["waiting"].as_array().unwrap().len())
+        .sum();
+    std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    let api = FakeApi::start_on(&api_addr, true);
+    let restarted = Instant::now();
+    let (mut child, _) = spawn();
+    let is_sub = |c: &ApiCall| {
+        c.command == "send_stanza"
+            && c.body["stanza"]
+                .as_str()
+                .is_some_and(|s| s.contains("type='subscribed'") || s.contains("type='subscribe'"))
+    };
+    let got = api.wait_for(waiting, 60 * SECOND, is_sub);
+    let took = restarted.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "kill -9: {killed_peers} approvals, {waiting} stanzas waiting when killed; delivered after the restart: {} in {:?}",
+        got.len(),
+        took
+    );
+    assert_eq!(got.len(), waiting);
+}

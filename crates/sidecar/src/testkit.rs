@@ -37,6 +37,8 @@ pub struct FakeApi {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     status: Arc<AtomicU16>,
+    /// Milliseconds each answer takes (0: at once).
+    delay: Arc<AtomicU64>,
     /// Calls answered, kept even when `record` is off.
     pub count: Arc<AtomicU64>,
 }
@@ -55,13 +57,16 @@ impl FakeApi {
             addr,
             calls: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
+            delay: Arc::default(),
             count: Arc::default(),
         };
         let (calls, status, count) = (api.calls.clone(), api.status.clone(), api.count.clone());
+        let delay = api.delay.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (calls, status, count) = (calls.clone(), status.clone(), count.clone());
-                std::thread::spawn(move || serve(conn, &calls, &status, &count, record));
+                let (calls, status, count, delay) =
+                    (calls.clone(), status.clone(), count.clone(), delay.clone());
+                std::thread::spawn(move || serve(conn, &calls, &status, &count, &delay, record));
             }
         });
         api
@@ -75,6 +80,11 @@ impl FakeApi {
     /// Answer every following call with `status` (e.g. 503 for "ejabberd is starting").
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Take `d` to answer each following call (ejabberd under load).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Every call so far.
@@ -95,7 +105,14 @@ impl FakeApi {
     }
 }
 
-fn serve(conn: TcpStream, calls: &Mutex<Vec<ApiCall>>, status: &AtomicU16, count: &AtomicU64, record: bool) {
+fn serve(
+    conn: TcpStream,
+    calls: &Mutex<Vec<ApiCall>>,
+    status: &AtomicU16,
+    count: &AtomicU64,
+    delay: &AtomicU64,
+    record: bool,
+) {
     let mut out = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     loop {
@@ -126,6 +143,10 @@ fn serve(conn: TcpStream, calls: &Mutex<Vec<ApiCall>>, status: &AtomicU16, count
             return;
         }
         let code = status.load(Ordering::SeqCst);
+        let wait = delay.load(Ordering::SeqCst);
+        if wait > 0 {
+            std::thread::sleep(Duration::from_millis(wait));
+        }
         count.fetch_add(1, Ordering::Relaxed);
         if record {
             let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);

@@ -96,6 +96,44 @@ fn outbox(addr: SocketAddr) -> Value {
     v
 }
 
+/// A child sidecar, killed when dropped (also when an assertion fails first).
+struct Child(std::process::Child);
+
+impl Child {
+    fn spawn(config: &Path, listen: &str) -> (Child, SocketAddr) {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::child_sidecar", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("SIDECAR_CHILD_CONFIG", config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Child(child);
+        let addr: SocketAddr = listen.parse().unwrap();
+        let up = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(up.elapsed() < 10 * SECOND, "child did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, addr)
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    fn kill_9(&mut self) {
+        let kill =
+            std::process::Command::new("kill").args(["-KILL", &self.0.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A presence stanza of type `ty` to PEER, as ejabberd's `send_stanza` got it.
 fn is_to_peer(c: &ApiCall, ty: &str) -> bool {
     c.command == "send_stanza"
@@ -194,37 +232,19 @@ fn stanzas_left_by_a_killed_sidecar_are_delivered_by_the_next() {
     let api_addr = free_addr();
     let listen = free_addr();
     let config = testkit::write_setup(dir.path(), &listen, &format!("http://{api_addr}/api"), &[HOST], "");
-    let spawn = || {
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "tests::child_sidecar", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("SIDECAR_CHILD_CONFIG", &config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = listen.parse().unwrap();
-        let up = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(up.elapsed() < 10 * SECOND, "child did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (child, addr)
-    };
+    let spawn = || Child::spawn(&config, &listen);
     let (mut child, addr) = spawn();
     let (st, reply) = approve(addr);
     assert_eq!(st, 200, "{reply}");
     assert!(reply["detail"].as_str().unwrap().contains("wait"), "{reply}");
-    let kill = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    child.wait().unwrap();
+    child.kill_9();
     let api = FakeApi::start_on(&api_addr, true);
     let restarted = Instant::now();
-    let (mut child, addr) = spawn();
+    let (child, addr) = spawn();
     let got = api.wait_for(1, 20 * SECOND, |c| is_to_peer(c, "subscribed"));
     let sub = api.wait_for(1, 5 * SECOND, |c| is_to_peer(c, "subscribe"));
     let listed = outbox(addr);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(got.len(), 1, "the killed sidecar's subscribed was never delivered: {:?}", api.calls());
     assert_eq!(sub.len(), 1);
     eprintln!("delivered {:?} after the restart", restarted.elapsed());
@@ -239,7 +259,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 ///
 /// ```sh
 /// OUTBOX_PROBES=100000 OUTBOX_OUTAGE_SECS=300 OUTBOX_KILLED_PEERS=100 \
-///   cargo test -p server-trust-sidecar --bin server-trust-sidecar --release \
+///   cargo test -p server-trust-sidecar --bin server-trust-sidecar \
 ///   outbox_tests::measure -- --ignored --nocapture
 /// ```
 ///
@@ -326,20 +346,7 @@ fn measure() {
     let api_addr = free_addr();
     let listen = free_addr();
     let config = testkit::write_setup(dir.path(), &listen, &format!("http://{api_addr}/api"), &[HOST], "");
-    let spawn = || {
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "tests::child_sidecar", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("SIDECAR_CHILD_CONFIG", &config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = listen.parse().unwrap();
-        while std::net::TcpStream::connect(addr).is_err() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (child, addr)
-    };
+    let spawn = || Child::spawn(&config, &listen);
     let (mut child, addr) = spawn();
     let agent = testkit::client(30 * SECOND);
     for i in 0..killed_peers {
@@ -355,11 +362,10 @@ fn measure() {
         .iter()
         .map(|p| p["waiting"].as_array().unwrap().len())
         .sum();
-    std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
+    child.kill_9();
     let api = FakeApi::start_on(&api_addr, true);
     let restarted = Instant::now();
-    let (mut child, _) = spawn();
+    let (child, _) = spawn();
     let is_sub = |c: &ApiCall| {
         c.command == "send_stanza"
             && c.body["stanza"]
@@ -368,8 +374,7 @@ fn measure() {
     };
     let got = api.wait_for(waiting, 60 * SECOND, is_sub);
     let took = restarted.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     println!(
         "kill -9: {killed_peers} approvals, {waiting} stanzas waiting when killed; delivered after the restart: {} in {:?}",
         got.len(),

@@ -30,7 +30,7 @@
 //! deliver it), and a repeated `subscribe` or `unsubscribe` is answered or ignored the same
 //! way. A lost *recording* would lose a decision; a lost *confirmation* only repeats one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,9 @@ struct Inner {
     /// What was delivered lately, per peer, with when and how often it had bounced, for
     /// [`Engine::bounced`].
     recent: HashMap<Domain, Vec<(Waiting, Instant, u32)>>,
-    /// The outbox as of a roster generation.
-    cache: Option<(u64, OutboxList)>,
+    /// The outbox as of a roster generation, kept up to date from the peers each change
+    /// touched (O(changes), not O(roster), when the roster moved).
+    cache: Option<(u64, BTreeMap<Domain, Vec<Waiting>>, OutboxList)>,
 }
 
 #[derive(Clone, Copy)]
@@ -165,26 +166,37 @@ pub(super) fn record(working: &mut Map<Option<RosterEntry>>, actions: &[Action])
     }
 }
 
-fn scan(roster: &Roster) -> Vec<(Domain, Vec<Waiting>)> {
-    let mut v: Vec<_> =
-        roster.iter().filter_map(|(p, e)| e.outbox.as_ref().map(|o| (p.clone(), o.clone()))).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+fn scan(roster: &Roster) -> BTreeMap<Domain, Vec<Waiting>> {
+    roster.iter().filter_map(|(p, e)| e.outbox.as_ref().map(|o| (p.clone(), o.clone()))).collect()
 }
 
 impl Engine {
     /// Everything that waits for the XMPP server, per peer, sorted by peer. Memory only
     /// (recomputed when the roster moved).
     pub fn outbox(&self) -> OutboxList {
-        let generation = self.view.generation();
         let mut inner = self.schedule.inner.lock();
-        if let Some((g, list)) = &inner.cache
+        let generation = self.view.generation();
+        if let Some((g, _, list)) = &inner.cache
             && *g == generation
         {
             return list.clone();
         }
-        let list = Arc::new(scan(&self.view.load()));
-        inner.cache = Some((generation, list.clone()));
+        // The peers changed since the cached generation, read from a snapshot at least that
+        // new; or, when those are not known, the whole roster.
+        let updated = inner.cache.take().and_then(|(g, mut map, _)| {
+            let (now, peers) = self.view.changed_since(g)?;
+            let roster = self.view.load();
+            for p in peers {
+                match roster.get(&p).and_then(|e| e.outbox.clone()) {
+                    Some(o) => map.insert(p, o),
+                    None => map.remove(&p),
+                };
+            }
+            Some((now, map))
+        });
+        let (g, map) = updated.unwrap_or_else(|| (generation, scan(&self.view.load())));
+        let list: OutboxList = Arc::new(map.iter().map(|(p, w)| (p.clone(), w.clone())).collect());
+        inner.cache = Some((g, map, list.clone()));
         list
     }
 

@@ -171,3 +171,28 @@ fn the_outbox_survives_roster_toml_and_a_sealed_read() {
     assert_eq!(read.peers[&d("montague.lit")], e);
     assert_eq!(read.peers[&d("verona.lit")], plain);
 }
+
+#[test]
+fn the_outbox_kept_up_to_date_change_by_change_matches_a_full_read() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path());
+    assert!(e.outbox().is_empty());
+    for i in 0..40 {
+        let p = format!("p{i}.example");
+        e.inbound(&p, PresenceKind::Subscribe, Some("x")).unwrap();
+        e.outbox(); // cached at every step
+        e.approve(&p, Actor::Cli).unwrap();
+        if i % 3 == 0 {
+            e.delivered(&d(&p), PresenceKind::Subscribed, Some("x")).unwrap();
+        }
+        if i % 5 == 0 {
+            e.revoke(&p, Actor::Cli).unwrap();
+        }
+        if i % 2 == 0 {
+            e.outbox();
+        }
+    }
+    let fresh = engine(t.path());
+    assert_eq!(*e.outbox(), *fresh.outbox());
+    assert_eq!(e.outbox().len(), 40);
+}

@@ -228,8 +228,12 @@ impl Engine {
         }
         let mut out = Vec::new();
         let mut live = std::collections::HashSet::new();
+        let roster = self.view.load();
         for (peer, items) in list.iter() {
-            for w in items {
+            // Never a stanza the roster contradicts (a hand edit or a restored backup may
+            // carry one): no `subscribed` to a peer we do not trust.
+            let state = roster.get(peer).map_or(Subscription::None, |e| e.state);
+            for w in items.iter().filter(|w| agrees(w.kind, state)) {
                 live.insert((peer.clone(), w.kind));
                 let slot = inner.slots.entry((peer.clone(), w.kind)).or_insert(Slot {
                     tries: 0,
@@ -252,10 +256,14 @@ impl Engine {
         if list.is_empty() {
             return None;
         }
+        let roster = self.view.load();
         let inner = self.schedule.inner.lock();
         let now = Instant::now();
         list.iter()
-            .flat_map(|(p, items)| items.iter().map(move |w| (p, w.kind)))
+            .flat_map(|(p, items)| {
+                let state = roster.get(p).map_or(Subscription::None, |e| e.state);
+                items.iter().filter(move |w| agrees(w.kind, state)).map(move |w| (p, w.kind))
+            })
             .map(|k| {
                 inner.slots.get(&(k.0.clone(), k.1)).map_or(Duration::ZERO, |s| s.next - now.min(s.next))
             })

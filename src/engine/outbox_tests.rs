@@ -196,3 +196,24 @@ fn the_outbox_kept_up_to_date_change_by_change_matches_a_full_read() {
     assert_eq!(*e.outbox(), *fresh.outbox());
     assert_eq!(e.outbox().len(), 40);
 }
+
+#[test]
+fn a_stanza_the_roster_contradicts_is_never_sent() {
+    let t = tempfile::tempdir().unwrap();
+    let store = crate::Store::open(t.path(), &d("capulet.lit")).unwrap();
+    // A store writer adds a `subscribed` (and a probe) for a peer we do not trust.
+    let w = |kind| Waiting { kind, id: None, since: "t".into() };
+    let e = crate::store::RosterEntry {
+        outbox: Some(vec![
+            w(PresenceKind::Subscribed),
+            w(PresenceKind::Probe),
+            w(PresenceKind::Unsubscribed),
+        ]),
+        ..Default::default()
+    };
+    store.save_roster([(&d("montague.lit"), &e)]).unwrap();
+    let e = engine(t.path());
+    assert_eq!(due(&e), [("montague.lit".into(), PresenceKind::Unsubscribed, None)]);
+    // Nothing else is ever due (a driver waiting for it would spin).
+    assert!(e.outbox_next_due().unwrap() > Duration::from_secs(30));
+}

@@ -30,6 +30,8 @@ local options = {};
 for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on_request = "server_trust_preapprove",
 		max_pending = "server_trust_max_pending", max_pending_per_site = "server_trust_max_pending_per_site",
 		notify_burst = "server_trust_notify_burst", repeat_window = "server_trust_repeat_window",
+		site_requests_per_minute = "server_trust_site_requests_per_minute",
+		pending_expiry_days = "server_trust_pending_expiry_days",
 		watch = "server_trust_watch" }) do
 	options[key] = module:get_option(name);
 end
@@ -132,7 +134,8 @@ end
 local metrics = {};
 for name, description in pairs({ requests = "Inbound buddy requests recorded for an admin",
 		approvals = "Peers approved", denials = "Requests denied", revocations = "Peers revoked",
-		cap_drops = "Inbound requests dropped at server_trust_max_pending" }) do
+		cap_drops = "Inbound requests dropped at the pending caps (total, per site, per-site rate)",
+		expired = "Pending requests expired unanswered (server_trust_pending_expiry_days)" }) do
 	metrics[name] = module:metric("counter", name, "", description, {}):with_labels();
 end
 module:hook_global("stats-update", function ()
@@ -340,7 +343,7 @@ end
 
 -- Admin surfaces share one registry of the hosts' engines (the shell is global).
 local registry = module:shared("/*/server_trust/engines");
-registry[host] = { engine = engine; call = call };
+registry[host] = { engine = engine; call = call; drops = store_root.."/"..host.."/drops.toml" };
 
 -- Shell target: (host, peer), or just (peer) when a single host serves buddies.
 local function target(a, b)
@@ -369,6 +372,11 @@ local shell = setmetatable({}, { help = {
 		approve = { desc = "Approve a peer's pending request", args = peer_args };
 		deny = { desc = "Deny a peer's pending request", args = peer_args };
 		revoke = { desc = "Withdraw trust with a peer, both ways", args = peer_args };
+		deny_site = { desc = "Deny every pending request from a domain and its subdomains",
+			args = array({ { name = "host" }, { name = "site" } }) };
+		deny_older = { desc = "Deny every pending request first seen longer ago than an age (7d, 12h, 30m)",
+			args = array({ { name = "host" }, { name = "age" } }) };
+		dropped = { desc = "Requests dropped at the pending caps, since when", args = host_args };
 	};
 } });
 for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
@@ -393,11 +401,72 @@ local function print_each(self, h, method, line)
 	end
 	return n;
 end
+-- "N dropped at the cap since T" from the store's drops.toml (the count the CLI shows), or nil.
+local function dropped_line(r)
+	local f = r.drops and io.open(r.drops);
+	if not f then return nil; end
+	local text = f:read(4096) or "";
+	f:close();
+	local n, since = text:match("\ndropped = (%d+)"), text:match('\nsince = "([^"]*)"');
+	if not n then return nil; end
+	return n.." dropped at the cap since "..tostring(since);
+end
 function shell:pending(h)
 	local n = print_each(self, h, "pending", function (p)
 		return p.peer, p.decision, "first seen "..p.first_seen, p.times_seen.."x";
 	end);
+	for name, r in pairs(registry) do
+		local line = (not h or h == name) and dropped_line(r);
+		if line then self.session.print(name, line); end
+	end
 	return true, n.." pending";
+end
+function shell:dropped(h)
+	local n = 0;
+	for name, r in pairs(registry) do
+		if not h or h == name then
+			self.session.print(name, dropped_line(r) or "none dropped at the cap");
+			n = n + 1;
+		end
+	end
+	return true, n.." host(s)";
+end
+-- Bulk denies: each pending request `pick` takes is denied as `deny` denies one (through
+-- the engine, which answers it at once); prints the peers denied.
+local function deny_each(self, h, pick)
+	local r = registry[h];
+	local n = 0;
+	for _, p in ipairs(r.engine and r.engine:pending() or {}) do
+		if p.decision == "pending" and pick(p) then
+			local ok, err = r.call("deny", p.peer, "shell");
+			if ok then n = n + 1; end
+			self.session.print(h, ok and "deny "..p.peer or "skipped "..p.peer..": "..tostring(err));
+		end
+	end
+	return true, n.." denied on "..h;
+end
+function shell:deny_site(a, b)
+	local h, site = target(a, b);
+	if not h then return false, site; end
+	site = normalise and normalise(site);
+	if not site then return false, "not a server domain: "..tostring(b or a); end
+	return deny_each(self, h, function (p)
+		return p.peer == site or p.peer:sub(-#site - 1) == "."..site;
+	end);
+end
+local age_units = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 };
+function shell:deny_older(a, b)
+	local h, age = target(a, b);
+	if not h then return false, age; end
+	local secs, bad = 0, "not an age such as 7d, 12h, 30m: "..tostring(age);
+	if age == nil or tostring(age) == "" or tostring(age):gsub("%d+%a", "") ~= "" then return false, bad; end
+	for n, unit in tostring(age):gmatch("(%d+)(%a)") do
+		if not age_units[unit] then return false, bad; end
+		secs = secs + tonumber(n) * age_units[unit];
+	end
+	-- RFC 3339 UTC times of one format compare as strings.
+	local cutoff = os_date("!%Y-%m-%dT%H:%M:%SZ", os.time() - secs);
+	return deny_each(self, h, function (p) return p.first_seen < cutoff; end);
 end
 function shell:list(h)
 	local n = print_each(self, h, "roster", function (e)
@@ -453,15 +522,17 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 		return { status = "executing", actions = { "complete" }, form = pending_layout(peers) }, { peers = peers };
 	end
 	local fields = pending_layout(state.peers):data(data.form);
-	local done = {};
+	local done, failed = {}, {};
 	for _, peer in ipairs(state.peers) do
 		local choice = fields[peer];
 		if choice == "approve" or choice == "deny" then
 			local ok, err = call(choice, peer, "adhoc");
-			done[#done+1] = peer..": "..(ok and choice or tostring(err));
+			if ok then done[#done+1] = peer..": "..choice; else failed[#failed+1] = tostring(err); end
 		end
 	end
-	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or "Nothing decided" };
+	-- A decision refused (another admin's came first, ...) is an error note, not news.
+	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or (#failed == 0 and "Nothing decided" or nil),
+		error = #failed > 0 and { message = t_concat(failed, "\n") } or nil };
 end, "admin"));
 
 function module.unload()

@@ -65,7 +65,12 @@ fn main() {
         .unwrap_or_else(|| if std::env::args().any(|a| a == "--bench") { 40 } else { 5 });
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let config = || Config { max_pending: 100_000, max_pending_per_site: 100_000, ..Config::default() };
+    let config = || Config {
+        max_pending: 100_000,
+        max_pending_per_site: 100_000,
+        site_requests_per_minute: 100_000, // each actor's peers are one site
+        ..Config::default()
+    };
     let server = Engine::open(&root, HOST, config()).unwrap();
     artifacts::get(); // build the CLI before the clock starts
     let t0 = Instant::now();

@@ -85,6 +85,7 @@ fn build_pending_1000(root: &Path) {
         peer: domain(peer),
         decision: Decision::Pending,
         decided_by: None,
+        decided_at: None,
         first_seen: now.clone(),
         last_seen: now.clone(),
         times_seen: 1,

@@ -18,6 +18,8 @@ san=()
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 mkdir -p corpus/"$target"
 [ -f corpora/"$target".tar.gz ] && tar xzf corpora/"$target".tar.gz -C corpus/"$target"
-RUSTC_BOOTSTRAP=1 cargo fuzz run -O "${san[@]}" "$target" corpus/"$target" -- -runs="$runs" -max_len=1024 "${limit[@]}"
+dict=()
+[ -f dicts/"$target".dict ] && dict=(-dict=dicts/"$target".dict)   # e.g. TOML table headers
+RUSTC_BOOTSTRAP=1 cargo fuzz run -O "${san[@]}" "$target" corpus/"$target" -- -runs="$runs" -max_len=1024 "${dict[@]}" "${limit[@]}"
 RUSTC_BOOTSTRAP=1 cargo fuzz cmin -O "${san[@]}" "$target" corpus/"$target"
 mkdir -p corpora && tar czf corpora/"$target".tar.gz -C corpus/"$target" .

@@ -70,6 +70,11 @@ enum st_status
    */
   ST_STATUS_UNKNOWN_HOST = 2003,
   /**
+   * Another decision on that request was recorded first; it stands (see `st_last_error`:
+   * which, by whom, when).
+   */
+  ST_STATUS_ALREADY_DECIDED = 2004,
+  /**
    * A store file does not parse; it was left untouched.
    */
   ST_STATUS_STORE_CORRUPT = 3000,

@@ -182,6 +182,7 @@ pub fn queue(store: &Store, peer: &Domain, act: QueuedAct, actor: Actor) -> Resu
     }
     let done = match act {
         QueuedAct::Request => {
+            Domain::peer(peer.as_str())?;
             Done::new(AdminAct::Request, peer, "queued: the server sends `subscribe` at its next poll")
         }
         QueuedAct::Revoke => {
@@ -205,4 +206,171 @@ pub fn decide(store: &Store, peer: &Domain, decision: Decision, actor: Actor) ->
 /// Splits a comma-separated group list (`""` clears).
 pub fn parse_groups(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect()
+}
+
+/// Requests dropped at the pending caps since when (`drops.toml`, kept by the server), or
+/// `None` when none were.
+pub fn dropped(store: &Store) -> Result<Option<crate::store::DropCount>> {
+    store.read_drops()
+}
+
+/// The line `pending` prints under its list: "N dropped at the cap since T (last at T2: a, b)".
+pub fn dropped_line(d: &crate::store::DropCount) -> String {
+    let names: Vec<&str> = d.last_peers.iter().map(Domain::as_str).collect();
+    let last = if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) };
+    format!("{} dropped at the cap since {} (last at {}{last})", d.dropped, d.since, d.last_at)
+}
+
+/// Which pending requests a bulk act takes: those of one site (the domain and its
+/// subdomains), or all of them with `all_pending`; in both cases only those first seen more
+/// than `older_than_secs` ago, if given. Requests that already carry a decision are left as
+/// they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// A domain: the requests from it and from its subdomains (`github.io`: `a1.github.io`…).
+    #[serde(default)]
+    pub site: Option<Domain>,
+    /// Every pending request (refused without it when no site is given, so that an empty
+    /// selection never means "all").
+    #[serde(default)]
+    pub all_pending: bool,
+    /// Only requests first seen more than this many seconds ago.
+    #[serde(default)]
+    pub older_than_secs: Option<u64>,
+}
+
+impl Selection {
+    fn takes(&self, req: &PendingRequest, now: std::time::SystemTime) -> bool {
+        let site_ok = self.site.as_ref().is_none_or(|s| {
+            let p = req.peer.as_str();
+            p == s.as_str() || p.strip_suffix(s.as_str()).is_some_and(|head| head.ends_with('.'))
+        });
+        let age_ok = self.older_than_secs.is_none_or(|secs| {
+            humantime::parse_rfc3339(&req.first_seen)
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(secs))
+        });
+        req.decision == Decision::Pending && site_ok && age_ok
+    }
+
+    /// How the selection reads in answers: "from github.io", "all pending, older than 7d".
+    fn describe(&self) -> String {
+        let mut s = match &self.site {
+            Some(site) => format!("from {site}"),
+            None => "all pending".to_string(),
+        };
+        if let Some(secs) = self.older_than_secs {
+            s += &format!(
+                ", first seen over {} ago",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            );
+        }
+        s
+    }
+}
+
+/// A request a bulk act could not take, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The peer, or the file's name when it could not be read.
+    pub peer: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The answer to a bulk act: the peers it was recorded for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkDone {
+    /// True when nothing was skipped.
+    pub ok: bool,
+    /// The act.
+    pub act: AdminAct,
+    /// The selection, for humans ("from github.io").
+    pub selection: String,
+    /// The peers the act was recorded for, sorted.
+    pub peers: Vec<Domain>,
+    /// Requests selected that could not be taken (decided or removed meanwhile, unreadable).
+    pub skipped: Vec<Skipped>,
+    /// What happens next, for humans.
+    pub detail: String,
+}
+
+/// Records a deny decision for every pending request `sel` takes, one by one through
+/// [`decide`] (as `deny PEER` would): the running server answers each at its next poll.
+pub fn deny_pending(store: &Store, sel: &Selection, actor: Actor) -> Result<BulkDone> {
+    if sel.site.is_none() && !sel.all_pending {
+        return Err(Error::InvalidOption {
+            name: "selection",
+            reason: "give a site, or all pending requests explicitly".into(),
+        });
+    }
+    let (reqs, bad) = store.list_pending();
+    let now = std::time::SystemTime::now();
+    let mut peers = Vec::new();
+    let mut skipped: Vec<Skipped> =
+        bad.iter().map(|e| Skipped { peer: "?".into(), reason: e.to_string() }).collect();
+    for req in reqs.iter().filter(|r| sel.takes(r, now)) {
+        match decide(store, &req.peer, Decision::Deny, actor) {
+            Ok(_) => peers.push(req.peer.clone()),
+            Err(e) => skipped.push(Skipped { peer: req.peer.to_string(), reason: e.to_string() }),
+        }
+    }
+    peers.sort();
+    let detail = format!("{} denial(s) recorded: the server answers at its next poll", peers.len());
+    Ok(BulkDone {
+        ok: skipped.is_empty(),
+        act: AdminAct::Deny,
+        selection: sel.describe(),
+        peers,
+        skipped,
+        detail,
+    })
+}
+
+/// An age such as `7d`, `12h`, `30m`, `90s`, `2w` (or several: `1d12h`), in seconds.
+pub fn parse_age(s: &str) -> Result<u64> {
+    let bad = || Error::InvalidOption {
+        name: "older-than",
+        reason: format!("{s:?} is not an age such as 7d, 12h, 30m, 90s or 2w"),
+    };
+    let (mut total, mut digits) = (0u64, String::new());
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || s.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse() {
+        assert_eq!(parse_age("7d").unwrap(), 7 * 86_400);
+        assert_eq!(parse_age("1d12h").unwrap(), 36 * 3600);
+        assert_eq!(parse_age("90s").unwrap(), 90);
+        assert_eq!(parse_age("2w").unwrap(), 14 * 86_400);
+        for bad in ["", "7", "d", "7x", "-1d", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
+    }
 }

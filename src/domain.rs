@@ -69,6 +69,26 @@ impl Domain {
         Ok(Domain(unicode))
     }
 
+    /// A peer server's name: [`Domain::new`], and at least two labels. A single label
+    /// (`com`, `localhost`) is a top-level domain or a local name, never a server on the
+    /// federation; it may still be a served host (Prosody's `VirtualHost "localhost"`).
+    ///
+    /// ```
+    /// # use server_trust::Domain;
+    /// assert!(Domain::peer("montague.lit").is_ok());
+    /// assert!(Domain::peer("localhost").is_err() && Domain::new("localhost").is_ok());
+    /// ```
+    pub fn peer(input: &str) -> Result<Domain> {
+        let d = Domain::new(input)?;
+        if !d.0.contains('.') {
+            return Err(Error::InvalidDomain {
+                input: truncate(input),
+                reason: "a single label (a top-level domain or a local name) is not a peer server".into(),
+            });
+        }
+        Ok(d)
+    }
+
     /// Returns the domain when `s` is already lowercase LDH ASCII with sane labels.
     fn fast_path(s: &str) -> Option<Domain> {
         Self::is_normal(s).then(|| Domain(s.to_string()))
@@ -193,11 +213,15 @@ impl Domain {
         }
     }
 
-    /// The registrable domain (public suffix + one label, from the Public Suffix List), e.g.
-    /// `attacker.example` for `x1.attacker.example`: the unit one registrant controls.
+    /// The registrable domain under the ICANN section of the Public Suffix List (ICANN
+    /// public suffix + one label), e.g. `attacker.example` for `x1.attacker.example`: the
+    /// unit one registrant controls, which the pending caps count by. Private-section
+    /// suffixes (`github.io`, `blogspot.com`), where anyone gets a subdomain for free, count
+    /// as the registrable domain they are under: `a1.github.io` and `a2.github.io` are both
+    /// `github.io`. Suffixes the list does not know are one label (the PSL's `*` rule).
     pub fn site(&self) -> String {
         let ascii = self.ascii();
-        psl::domain_str(&ascii).unwrap_or(&ascii).to_string()
+        icann_site(&ascii).to_string()
     }
 
     /// The name for people: non-ASCII names carry their A-label, so that `mоntague.lit`
@@ -207,6 +231,24 @@ impl Domain {
             Cow::Borrowed(a) => a.to_string(),
             Cow::Owned(a) => format!("{} ({a})", self.0),
         }
+    }
+}
+
+/// The ICANN registrable domain of `name` (lowercase A-labels): the longest tail of `name`
+/// that the list matches whole as an ICANN (or unlisted, `*`) suffix, plus one label. The
+/// psl crate has no ICANN-only lookup, and its longest match may be a private rule, so each
+/// tail is asked on its own (a name has a handful of labels).
+fn icann_site(name: &str) -> &str {
+    let is_icann_suffix = |tail: &str| {
+        psl::suffix(tail.as_bytes())
+            .is_some_and(|s| s.as_bytes().len() == tail.len() && s.typ() != Some(psl::Type::Private))
+    };
+    // Tails from the shortest (the top-level label) to the whole name, asked from the
+    // whole name down: the first hit is the longest ICANN suffix.
+    let mut tails = name.rmatch_indices('.').map(|(i, _)| i + 1).chain(std::iter::once(0));
+    match tails.rfind(|&from| is_icann_suffix(&name[from..])) {
+        Some(from) if from > 0 => &name[name[..from - 1].rfind('.').map_or(0, |d| d + 1)..],
+        _ => name, // the name is a public suffix itself
     }
 }
 
@@ -350,6 +392,23 @@ mod tests {
                 assert_eq!(Domain::may_change_when_normalised(&s), plain(&s), "{s:?}");
             }
         }
+    }
+
+    /// The caps count by the ICANN registrable domain: free subdomains under a private
+    /// suffix (`github.io`) are one site, not one each.
+    #[test]
+    fn the_site_is_the_icann_registrable_domain() {
+        let site = |s: &str| Domain::new(s).unwrap().site();
+        assert_eq!(site("a1.github.io"), "github.io");
+        assert_eq!(site("a2.github.io"), "github.io");
+        assert_eq!(site("x.y.a3.github.io"), "github.io");
+        assert_eq!(site("github.io"), "github.io");
+        assert_eq!(site("foo.blogspot.com"), "blogspot.com");
+        assert_eq!(site("x1.attacker.example"), "attacker.example");
+        assert_eq!(site("capulet.lit"), "capulet.lit");
+        assert_eq!(site("xmpp.capulet.lit"), "capulet.lit");
+        assert_eq!(site("jabber.bbc.co.uk"), "bbc.co.uk");
+        assert_eq!(site("a.b.münchen.de"), "xn--mnchen-3ya.de");
     }
 
     #[test]

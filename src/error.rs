@@ -40,6 +40,20 @@ pub enum Error {
     NotInRoster(Domain),
     /// Happens when an admin decides on a request that does not exist.
     NoPendingRequest(Domain),
+    /// Happens when an admin's decision conflicts with one recorded before it: the first
+    /// recorded decision stands, and the later act changes nothing.
+    AlreadyDecided {
+        /// The peer whose request it is.
+        peer: Domain,
+        /// The decision recorded first.
+        decision: crate::store::Decision,
+        /// Who recorded it (`None`: an editor of the pending file).
+        by: Option<crate::engine::Actor>,
+        /// When, as recorded (RFC 3339), when known.
+        at: Option<String>,
+        /// It was carried out already (the answer went out), not only recorded.
+        applied: bool,
+    },
     /// Happens when a store folder does not serve the host asked for, or the host is ambiguous.
     UnknownHost {
         /// The store folder.
@@ -114,6 +128,17 @@ impl fmt::Display for Error {
             Error::OwnHost(host) => write!(f, "{host} is this host, not a peer"),
             Error::NotInRoster(peer) => write!(f, "{peer} is not in the roster"),
             Error::NoPendingRequest(peer) => write!(f, "no pending request from {peer}"),
+            Error::AlreadyDecided { peer, decision, by, at, applied } => {
+                let verb = if *decision == crate::store::Decision::Approve { "approve" } else { "deny" };
+                let by = by.map_or("an editor of its pending file", |a| a.as_str());
+                let at = at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
+                let state =
+                    if *applied { "carried out" } else { "recorded, carried out at the server's next poll" };
+                write!(
+                    f,
+                    "{peer}: `{verb}` by {by}{at} came first ({state}); the first decision stands, nothing changed"
+                )
+            }
             Error::UnknownHost { store, detail } => write!(f, "{}: {detail}", store.display()),
             Error::Unreadable { count } => write!(f, "{count} unreadable store file(s), reported above"),
             Error::Permission { path, detail } => write!(f, "{}: {detail}", path.display()),

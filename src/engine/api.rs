@@ -15,13 +15,14 @@ use std::time::{Instant, SystemTime};
 use parking_lot::Mutex;
 
 use super::compact::{Compactor, Files, Job};
+use super::outside::Audited;
 use super::policy::Txn;
 use super::snapshot::{Map, Roster, View};
 use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
 use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Change, Decision, Fingerprint, JournalPos, RosterEntry, Store, now_rfc3339};
+use crate::store::{Change, Decision, Fingerprint, JournalPos, RosterEntry, Store};
 use crate::subscription::{Subscription, SubscriptionType};
 
 /// One served host's roster engine. Thread-safe; share it behind an `Arc`.
@@ -38,6 +39,10 @@ pub struct Engine {
     has_deferred: AtomicBool,
     /// Milliseconds after `born` when held-back prompts are due as a digest (0: none).
     digest_at: AtomicU64,
+    /// Milliseconds after `born` when the next notice about dropped requests is due (0: none).
+    drop_notice_at: AtomicU64,
+    /// Milliseconds after `born` when pending requests are next checked for expiry.
+    expiry_at: AtomicU64,
     born: Instant,
     /// When the outbox's stanzas are tried (see `outbox`).
     pub(super) schedule: super::outbox::Schedule,
@@ -55,9 +60,16 @@ pub(super) struct Ops {
     pub(super) last_repeat: HashMap<Domain, Instant>,
     /// Corrupt files already reported, so a broken file is logged once per change.
     pub(super) reported: HashMap<PathBuf, String>,
-    /// Requests dropped at the pending cap since the last log line about it.
+    /// Requests dropped at the pending caps since the last log line about it, some of the
+    /// peers dropped (named in that line) and why the last one was.
     pub(super) cap_drops: u64,
     pub(super) cap_logged: Option<Instant>,
+    pub(super) cap_dropped: Vec<Domain>,
+    pub(super) cap_why: String,
+    /// Per-site token buckets for new requests (tokens left, when last filled), and when
+    /// full buckets were last pruned.
+    pub(super) site_tokens: HashMap<String, (f64, Instant)>,
+    pub(super) site_tokens_pruned: Option<Instant>,
     pub(super) stats: Stats,
     /// The roster in memory was last read from a file no engine sealed (edited or copied).
     roster_external: bool,
@@ -73,8 +85,16 @@ pub(super) struct Ops {
     /// Peers named by journal lines not yet folded in when the engine opened: their request
     /// files may have been lost in a crash (see `Txn::restore_lost_requests`).
     pub(super) unfolded_at_open: Vec<Domain>,
+    /// The states the audit log gave peers, to tell changes made outside any engine.
+    pub(super) audited: Audited,
+    /// The next scan of the store compares the whole roster with the audit log (the
+    /// server's first poll: a backup restored or a file edited while it was stopped).
+    pub(super) audit_all: bool,
 }
 
+/// Longest stanza id kept in a pending file and echoed in our answer, in bytes (XMPP ids
+/// are short tokens; RFC 6120 sets no limit).
+pub(crate) const MAX_STANZA_ID: usize = 256;
 /// How long the lock-waiting thread waits before leaving it to the driver's timer.
 const LOCK_WAITER_GIVES_UP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Stanzas kept at most while the store lock is held elsewhere.
@@ -116,6 +136,10 @@ impl Engine {
                 reported: HashMap::new(),
                 cap_drops: 0,
                 cap_logged: None,
+                cap_dropped: Vec::new(),
+                cap_why: String::new(),
+                site_tokens: HashMap::new(),
+                site_tokens_pruned: None,
                 stats: Stats::default(),
                 roster_external: false,
                 deferred: VecDeque::new(),
@@ -125,9 +149,13 @@ impl Engine {
                 suppressed: Vec::new(),
                 pending_sites: None,
                 unfolded_at_open: Vec::new(),
+                audited: Audited::default(),
+                audit_all: true,
             }),
             has_deferred: AtomicBool::new(false),
             digest_at: AtomicU64::new(0),
+            drop_notice_at: AtomicU64::new(0),
+            expiry_at: AtomicU64::new(1), // at the first poll
             born: Instant::now(),
             schedule: Default::default(),
             presence: Mutex::new(HashMap::new()),
@@ -235,9 +263,12 @@ impl Engine {
         self.presence.lock().get(&peer).copied()
     }
 
-    /// Applies a presence stanza that `from` sent to our host JID.
+    /// Applies a presence stanza that `from` sent to our host JID. A stanza id longer than
+    /// 256 bytes is not kept nor echoed (a peer's 100 KB id would otherwise
+    /// make a 100 KB pending file); the answer then goes without it.
     pub fn inbound(&self, from: &str, kind: PresenceKind, id: Option<&str>) -> Result<Vec<Action>> {
-        let peer = Domain::new(from)?;
+        let peer = Domain::peer(from)?;
+        let id = id.filter(|i| i.len() <= MAX_STANZA_ID);
         if peer == self.host {
             return Err(Error::OwnHost(peer));
         }
@@ -279,31 +310,31 @@ impl Engine {
 
     /// Admin asks `peer` for a subscription (and pre-approves its reciprocal request).
     pub fn request(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_request(&peer))
     }
 
     /// Admin approves `peer`'s pending request.
     pub fn approve(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_decision(&peer, Decision::Approve))
     }
 
     /// Admin denies `peer`'s pending request.
     pub fn deny(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_decision(&peer, Decision::Deny))
     }
 
     /// Admin withdraws all trust with `peer`, both ways.
     pub fn revoke(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::new(peer)?; // withdrawing trust is always allowed
         self.transact(actor, |txn| txn.on_revoke(&peer))
     }
 
     /// Replaces `peer`'s groups (scopes). The peer must be in the roster.
     pub fn set_groups(&self, peer: &str, groups: Vec<String>, actor: Actor) -> Result<()> {
-        let peer = Domain::new(peer)?;
+        let peer = Domain::peer(peer)?;
         self.transact(actor, |txn| txn.on_set_groups(&peer, groups))?;
         Ok(())
     }
@@ -346,11 +377,15 @@ impl Engine {
             }
             Changed::Unknown => (true, true),
         };
-        if !look && !digest_due && !self.has_deferred.load(Ordering::Acquire) {
+        // Expiry runs with the scan of pending/, which it forces at most once a minute.
+        let scan = scan || due(&self.expiry_at, self.born);
+        let drop_notice_due = due(&self.drop_notice_at, self.born);
+        if !look && !scan && !digest_due && !drop_notice_due && !self.has_deferred.load(Ordering::Acquire) {
             return Ok(Vec::new());
         }
         let r = self.transact(Actor::File, |txn| {
             txn.replay_deferred()?;
+            txn.flush_drop_notice();
             if scan {
                 txn.apply_store_changes()
             } else {
@@ -389,6 +424,20 @@ impl Engine {
     fn digest_due(&self) -> bool {
         let at = self.digest_at.load(Ordering::Acquire);
         at != 0 && self.born.elapsed().as_millis() as u64 >= at
+    }
+
+    /// When the next notice about dropped requests is due (`None`: nothing to tell).
+    pub(super) fn set_drop_notice_at(&self, at: Option<Instant>) {
+        self.drop_notice_at.store(self.ms_after_born(at), Ordering::Release);
+    }
+
+    /// When pending requests are next checked for expiry.
+    pub(super) fn set_expiry_at(&self, at: Instant) {
+        self.expiry_at.store(self.ms_after_born(Some(at)), Ordering::Release);
+    }
+
+    fn ms_after_born(&self, at: Option<Instant>) -> u64 {
+        at.map_or(0, |t| t.saturating_duration_since(self.born).as_millis() as u64 + 1)
     }
 
     /// When held-back prompts are due as a digest (`None`: none held back).
@@ -583,11 +632,13 @@ impl Engine {
                 let after = self.store.apply_change(c, before.as_ref())?;
                 changed.insert(c.peer.clone(), after);
             }
-            let actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
+            let mut actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
             ops.journal = Some(pos);
             ops.files = files;
-            let peers = changed.keys().cloned().collect();
-            self.view.publish(roster.with_changes(changed), Some(peers));
+            let peers: Vec<Domain> = changed.keys().cloned().collect();
+            self.view.publish(roster.with_changes(changed), Some(peers.clone()));
+            // Lines an engine wrote were audited by it; one written by hand was not.
+            actions.extend(self.audit_outside_changes(ops, Some(peers), false)?);
             return Ok(actions);
         }
         // Written moments ago by another program and not whole (cut mid-line, so it does not
@@ -615,27 +666,11 @@ impl Engine {
         }
         let new: Map<RosterEntry> = read.file.peers.into_iter().collect();
         let mut actions = Vec::new();
-        if ops.files.roster.is_some() {
+        let running = ops.files.roster.is_some();
+        if running {
             let gone = roster.iter().filter(|(p, _)| !new.contains_key(*p)).map(|(p, _)| (p, None));
             let all = new.iter().map(|(p, e)| (p, Some(e))).chain(gone);
             actions = trust_changes(&roster, all);
-            // Trust gained or lost by an edit of roster.toml is audited like any other change.
-            for a in &actions {
-                if let Action::TrustChanged { peer, trusted } = a {
-                    let rec = AuditRecord {
-                        time: now_rfc3339(),
-                        peer: peer.to_string(),
-                        actor: Actor::File,
-                        event: format!(
-                            "roster.toml edited by hand: {}",
-                            if *trusted { "trusted" } else { "no longer trusted" }
-                        ),
-                        from: roster.get(peer).map(|e| e.state),
-                        to: Some(new.get(peer).map_or(Subscription::None, |e| e.state)),
-                    };
-                    self.store.audit(&rec)?;
-                }
-            }
         }
         // Not written whole by an engine: a hand edit, or a copy still in progress.
         ops.roster_external = !read.sealed;
@@ -643,8 +678,33 @@ impl Engine {
         ops.journal = read.journal;
         ops.files = files;
         self.view.publish(Roster::from_map(new), None);
+        // A state changed by the edit or restore is audited like any other change (at
+        // open, the server's first poll compares them all: `Txn::apply_store_changes`).
+        if running {
+            actions.extend(self.audit_outside_changes(ops, None, false)?);
+        }
         Ok(actions)
     }
+}
+
+impl Drop for Engine {
+    /// Counts in the store the drops not yet counted (held for the next 10 s notice), so a
+    /// server stopping right after a flood does not lose them from `pending`'s count. Only if
+    /// the store lock is free at once: a closing engine never waits.
+    fn drop(&mut self) {
+        let ops = self.ops.get_mut();
+        if ops.cap_drops > 0
+            && let Ok(_lock) = self.store.lock_within(std::time::Duration::ZERO)
+        {
+            let _ = self.store.add_drops(ops.cap_drops, &ops.cap_dropped);
+        }
+    }
+}
+
+/// A timer kept as milliseconds after `born` (0: not set) has come (one atomic load).
+fn due(at: &AtomicU64, born: Instant) -> bool {
+    let at = at.load(Ordering::Acquire);
+    at != 0 && born.elapsed().as_millis() as u64 >= at
 }
 
 /// The trust changes from `roster` to the entries given (`None`: gone).

@@ -16,8 +16,11 @@
 //! The RFC 6121 tables themselves are in [`crate::subscription`].
 
 mod api;
+#[cfg(test)]
+mod cap_tests;
 mod compact;
 pub mod outbox;
+mod outside;
 mod policy;
 mod snapshot;
 mod types;
@@ -27,7 +30,10 @@ pub use api::Engine;
 pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
 
 #[cfg(test)]
-mod tests;
-
-#[cfg(test)]
 mod outbox_tests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_decisions;
+#[cfg(test)]
+mod tests_outside;

@@ -15,7 +15,9 @@ use super::snapshot::{Map, Roster};
 use super::types::{Action, Actor, LogLevel, PresenceKind};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Decision, Fingerprint, PendingRequest, QueuedAct, RosterEntry, now_rfc3339};
+use crate::store::{
+    AuditRecord, Decision, Fingerprint, FirstDecision, PendingRequest, QueuedAct, RosterEntry, now_rfc3339,
+};
 use crate::subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};
 
 /// Prompts held back in a flood are summed up once per this long.
@@ -23,6 +25,12 @@ pub(super) const DIGEST_EVERY: std::time::Duration = std::time::Duration::from_s
 
 /// At most one log line per this long about requests dropped at the pending cap.
 const CAP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Peers named in one log line about dropped requests (the rest are counted).
+const CAP_LOG_NAMES: usize = 10;
+/// Pending requests are checked for expiry at most once per this long (and at each scan).
+const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Per-site token buckets kept before full ones are pruned (at most once per minute).
+const SITE_BUCKETS: usize = 4096;
 
 /// One operation in progress: the locked state, the actor, and what it produced.
 pub(super) struct Txn<'a> {
@@ -188,22 +196,16 @@ impl<'a> Txn<'a> {
                 "{} requests from {site} already pending (max_pending_per_site)",
                 config.max_pending_per_site
             ))
+        } else if !self.take_site_token(&site) {
+            Some(format!(
+                "more than {} new requests a minute from {site} (site_requests_per_minute)",
+                config.site_requests_per_minute
+            ))
         } else {
             None
         };
         if let Some(why) = limit {
-            // Nothing is written for a dropped request, and a flood gets one log line per
-            // 10 s, not one per stanza.
-            self.ops.cap_drops += 1;
-            self.ops.stats.cap_drops += 1;
-            if self.ops.cap_logged.is_none_or(|t| t.elapsed() >= CAP_LOG_EVERY) {
-                let n = std::mem::take(&mut self.ops.cap_drops);
-                self.ops.cap_logged = Some(Instant::now());
-                self.log(
-                    LogLevel::Warn,
-                    format!("dropped subscribe from {peer} ({n} dropped since the last notice): {why}"),
-                );
-            }
+            self.dropped_at_cap(peer, why);
             return Ok(());
         }
         let now = now_rfc3339();
@@ -211,6 +213,7 @@ impl<'a> Txn<'a> {
             peer: peer.clone(),
             decision: Decision::Pending,
             decided_by: None,
+            decided_at: None,
             first_seen: now.clone(),
             last_seen: now,
             times_seen: 1,
@@ -236,6 +239,120 @@ impl<'a> Txn<'a> {
         );
         self.prompt(peer, text);
         Ok(())
+    }
+
+    /// Takes one token from `site`'s bucket (a minute's worth of `site_requests_per_minute`,
+    /// refilled continuously); false when it is empty.
+    fn take_site_token(&mut self, site: &str) -> bool {
+        let rate = self.engine.config.site_requests_per_minute as f64;
+        let now = Instant::now();
+        let fill = |(tokens, at): (f64, Instant)| {
+            (tokens + now.duration_since(at).as_secs_f64() * rate / 60.0).min(rate)
+        };
+        let ops = &mut *self.ops;
+        if ops.site_tokens.len() >= SITE_BUCKETS
+            && ops.site_tokens_pruned.is_none_or(|t| t.elapsed() >= DIGEST_EVERY)
+        {
+            ops.site_tokens.retain(|_, b| fill(*b) < rate); // a full bucket is a fresh one
+            ops.site_tokens_pruned = Some(now);
+        }
+        let bucket = ops.site_tokens.entry(site.to_string()).or_insert((rate, now));
+        let tokens = fill(*bucket);
+        let ok = tokens >= 1.0;
+        *bucket = (if ok { tokens - 1.0 } else { tokens }, now);
+        ok
+    }
+
+    /// A request dropped at a cap: nothing is written, and a flood gets one log line per
+    /// 10 s naming some of the peers dropped, not one per stanza (the line about the last
+    /// ones comes at a poll once the 10 s are over).
+    fn dropped_at_cap(&mut self, peer: &Domain, why: String) {
+        self.ops.cap_drops += 1;
+        self.ops.stats.cap_drops += 1;
+        if self.ops.cap_dropped.len() < CAP_LOG_NAMES && !self.ops.cap_dropped.contains(peer) {
+            self.ops.cap_dropped.push(peer.clone());
+        }
+        self.ops.cap_why = why;
+        match self.ops.cap_logged {
+            Some(t) if t.elapsed() < CAP_LOG_EVERY => self.engine.set_drop_notice_at(Some(t + CAP_LOG_EVERY)),
+            _ => self.flush_drop_notice(),
+        }
+    }
+
+    /// Logs the requests dropped since the last notice, naming up to ten, and adds them to
+    /// the store's count (`drops.toml`, which `pending` shows); at most once per 10 s.
+    pub(super) fn flush_drop_notice(&mut self) {
+        if self.ops.cap_drops == 0 || self.ops.cap_logged.is_some_and(|t| t.elapsed() < CAP_LOG_EVERY) {
+            return;
+        }
+        let n = std::mem::take(&mut self.ops.cap_drops);
+        let peers = std::mem::take(&mut self.ops.cap_dropped);
+        self.ops.cap_logged = Some(Instant::now());
+        self.engine.set_drop_notice_at(None);
+        let names: Vec<String> = peers.iter().map(Domain::display_name).collect();
+        let more = n.saturating_sub(peers.len() as u64);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let why = self.ops.cap_why.clone();
+        self.log(
+            LogLevel::Warn,
+            format!(
+                "dropped subscribe from {}{more} ({n} dropped since the last notice; last: {why})",
+                names.join(", ")
+            ),
+        );
+        if let Err(e) = self.engine.store.add_drops(n, &peers) {
+            self.log(LogLevel::Error, format!("counting dropped requests: {e}"));
+        }
+    }
+
+    /// Removes the requests nobody decided within `pending_max_age` (from `first_seen`)
+    /// from `pending`: each file is removed and the pending-in state cleared, as when an
+    /// admin deletes the file (RFC 6121: nothing is sent), audited by the engine. Returns
+    /// the others. Runs at each scan, which a server's poll forces at most once a minute.
+    fn expire_pending(&mut self, pending: Vec<PendingRequest>) -> Vec<PendingRequest> {
+        self.engine.set_expiry_at(Instant::now() + EXPIRY_EVERY);
+        let max_age = self.engine.config.pending_max_age;
+        let now = std::time::SystemTime::now();
+        let mut kept = Vec::with_capacity(pending.len());
+        let mut expired = Vec::new();
+        for req in pending {
+            let age = humantime::parse_rfc3339(&req.first_seen).ok().and_then(|t| now.duration_since(t).ok());
+            // A decision recorded is carried out, never expired; a date we cannot read is kept.
+            if req.decision != Decision::Pending
+                || req.peer == self.engine.host
+                || age.is_none_or(|a| a < max_age)
+            {
+                kept.push(req);
+                continue;
+            }
+            self.actor = Actor::Engine;
+            let before = self.current(&req.peer).state;
+            let after = Subscription::from_parts(before.to(), before.from(), before.pending_out(), false);
+            if after != before {
+                self.update(&req.peer, |e| e.state = after);
+            }
+            let days = max_age.as_secs() / 86_400;
+            let event = format!("expired unanswered (pending since {}, over {days} day(s))", req.first_seen);
+            self.audit(&req.peer, &event, Some(before), Some(after));
+            self.drop_pending_file(&req.peer);
+            self.ops.stats.expired += 1;
+            expired.push(req.peer);
+        }
+        if !expired.is_empty() {
+            let shown: Vec<String> = expired.iter().take(CAP_LOG_NAMES).map(Domain::display_name).collect();
+            let more = expired.len() - shown.len();
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "{} pending request(s) expired unanswered after {} day(s): {}{more}",
+                    expired.len(),
+                    max_age.as_secs() / 86_400,
+                    shown.join(", ")
+                ),
+            );
+        }
+        kept
     }
 
     /// Pending requests in all and from `site`: counted from the folder's listing once, then
@@ -356,16 +473,30 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// The admin approves or denies `peer`'s pending request.
+    /// The admin approves or denies `peer`'s pending request. The first recorded decision
+    /// wins: one that disagrees with a decision an admin tool or editor already wrote in the
+    /// pending file (not carried out yet), or with one already carried out, is refused with
+    /// [`Error::AlreadyDecided`] naming it, and nothing changes.
     pub(super) fn on_decision(&mut self, peer: &Domain, decision: Decision) -> Result<()> {
         let before = self.current(peer).state;
         if !before.pending_in() {
-            return Err(Error::NoPendingRequest(peer.clone()));
+            return Err(match self.engine.store.first_decision(peer)? {
+                Some(first) if first.decision != decision => first.refusal(peer),
+                _ => Error::NoPendingRequest(peer.clone()),
+            });
         }
-        let id = match self.engine.store.read_pending(peer) {
-            Ok(r) => r.and_then(|r| r.stanza_id),
-            Err(_) => None, // a broken file must not block the admin's decision
-        };
+        // A broken file must not block the admin's decision.
+        let file = self.engine.store.read_pending(peer).ok().flatten();
+        if let Some(refusal) = file.as_ref().and_then(|r| r.conflict(decision)) {
+            return Err(refusal);
+        }
+        self.carry_out(peer, decision, file.and_then(|r| r.stanza_id));
+        Ok(())
+    }
+
+    /// Answers `peer`'s pending request (the state is pending-in) with `decision`, echoing
+    /// the request's stanza `id`, and removes its file.
+    fn carry_out(&mut self, peer: &Domain, decision: Decision, id: Option<String>) {
         match decision {
             Decision::Approve => {
                 self.apply(peer, Direction::Outbound, SubscriptionType::Subscribed, "approve");
@@ -384,10 +515,9 @@ impl<'a> Txn<'a> {
                 self.ops.stats.denials += 1;
                 self.send(peer, PresenceKind::Unsubscribed, id.as_deref());
             }
-            Decision::Pending => return Ok(()),
+            Decision::Pending => return,
         }
         self.drop_pending_file(peer);
-        Ok(())
     }
 
     /// The admin withdraws all trust with `peer`, both ways.
@@ -436,8 +566,14 @@ impl<'a> Txn<'a> {
     pub(super) fn apply_store_changes(&mut self) -> Result<()> {
         self.flush_digest();
         self.restore_lost_requests()?;
+        if std::mem::take(&mut self.ops.audit_all) {
+            let alert = self.engine.audit_outside_changes(self.ops, None, true)?;
+            self.actions.extend(alert);
+        }
         let (pending, bad) = self.engine.store.list_pending();
+        let pending = self.expire_pending(pending);
         let (queued, bad_q) = self.engine.store.list_queued();
+        let mut audit = None; // read once, when a decided file needs it
         for err in bad.into_iter().chain(bad_q) {
             self.report(err);
         }
@@ -451,9 +587,34 @@ impl<'a> Txn<'a> {
                 });
                 continue;
             }
+            // What the audit log says was decided first on this request, for a decided file:
+            // an editor may have saved over a decision recorded before, or saved a decision
+            // after the request was answered.
+            let first = match req.decision {
+                Decision::Pending => None,
+                _ => FirstDecision::of(
+                    audit.get_or_insert_with(|| self.engine.store.read_audit().unwrap_or_default()),
+                    req.peer.as_str(),
+                ),
+            };
             // A crash between writing the file and saving the roster leaves a request the
-            // roster does not know: recover it rather than lose it.
+            // roster does not know: recover it rather than lose it. But a decided file for
+            // a request answered since it arrived is a late edit: the answer stands.
             let before = self.current(&req.peer).state;
+            if let Some(f) =
+                first.as_ref().filter(|f| !before.pending_in() && f.applied && f.at >= req.first_seen)
+            {
+                let text = format!(
+                    "{}: `{}` saved after {}; the file is removed",
+                    self.engine.store.pending_path(&req.peer).display(),
+                    req.decision.as_str(),
+                    f.refusal(&req.peer)
+                );
+                self.log(LogLevel::Warn, text.clone());
+                self.notify(&req.peer, text);
+                self.drop_pending_file(&req.peer);
+                continue;
+            }
             if !before.pending_in() {
                 self.actor = Actor::Engine;
                 if transition(before, Direction::Inbound, SubscriptionType::Subscribe).1
@@ -478,12 +639,21 @@ impl<'a> Txn<'a> {
                 Some(a @ (Actor::Cli | Actor::Api | Actor::Shell | Actor::Adhoc)) => a,
                 _ => Actor::File,
             };
-            // On success `on_decision` removed the file; a decision that cannot apply is
-            // consumed too.
-            if let Err(e) = self.on_decision(&req.peer, req.decision) {
-                self.not_applied(&req.peer, &e);
-                self.drop_pending_file(&req.peer);
+            // The first decision recorded on this request stands over an edit saved after it.
+            let mut decision = req.decision;
+            if let Some(f) = first.filter(|f| !f.applied && f.decision != decision) {
+                let text = format!(
+                    "{}: `{}` saved over an earlier decision: {}",
+                    self.engine.store.pending_path(&req.peer).display(),
+                    decision.as_str(),
+                    f.refusal(&req.peer)
+                );
+                self.log(LogLevel::Warn, text.clone());
+                self.notify(&req.peer, text);
+                (decision, self.actor) = (f.decision, f.by);
             }
+            // The state is pending-in (recovered above if need be): the decision applies.
+            self.carry_out(&req.peer, decision, req.stanza_id);
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
         let gone = dismissed(&self.engine.view.load(), &self.working, &self.engine.store);
@@ -535,6 +705,7 @@ impl<'a> Txn<'a> {
                 peer: peer.clone(),
                 decision: Decision::Pending,
                 decided_by: None,
+                decided_at: None,
                 first_seen: at.clone(),
                 last_seen: at,
                 times_seen: 1,

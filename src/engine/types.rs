@@ -25,6 +25,13 @@ pub struct Config {
     /// Pending requests kept at most from one registrable domain (`*.attacker.example`), so a
     /// wildcard domain cannot fill the queue. Default 10.
     pub max_pending_per_site: usize,
+    /// New requests recorded per minute from one registrable domain (a token bucket that
+    /// holds a minute's worth), so one site cannot fill `max_pending` quickly either, even
+    /// with a large `max_pending_per_site` or as its requests are denied or expire. Default 20.
+    pub site_requests_per_minute: usize,
+    /// Pending requests nobody decided expire after this long (from `first_seen`): the file
+    /// is removed, no stanza is sent, the change is audited. Default 30 days.
+    pub pending_max_age: Duration,
     /// New-request prompts sent one by one per minute; more are summed up in one digest
     /// prompt. Default 5.
     pub notify_burst: usize,
@@ -45,6 +52,8 @@ impl Default for Config {
             preapprove_on_request: true,
             max_pending: 1000,
             max_pending_per_site: 10,
+            site_requests_per_minute: 20,
+            pending_max_age: Duration::from_secs(30 * 86_400),
             notify_burst: 5,
             repeat_window: Duration::from_secs(60),
             watch: true,
@@ -69,6 +78,16 @@ impl Config {
     /// The `max_pending` option, refusing negative, fractional or absurd values.
     pub fn max_pending_from(n: f64) -> Result<usize> {
         Self::whole_number("max_pending", n, 1, 1_000_000)
+    }
+
+    /// The `pending_expiry_days` option: whole days, 1 to 3650.
+    pub fn pending_expiry_days(n: f64) -> Result<Duration> {
+        Ok(Duration::from_secs(Self::whole_number("pending_expiry_days", n, 1, 3650)? as u64 * 86_400))
+    }
+
+    /// The `site_requests_per_minute` option: 1 to 1000000.
+    pub fn site_requests_per_minute_from(n: f64) -> Result<usize> {
+        Self::whole_number("site_requests_per_minute", n, 1, 1_000_000)
     }
 
     /// A count option `name` from a config file's number: a whole number in `min..=max`.
@@ -255,8 +274,11 @@ pub struct Stats {
     pub denials: u64,
     /// Revocations carried out.
     pub revocations: u64,
-    /// Inbound requests dropped because the pending cap was reached.
+    /// Inbound requests dropped at the pending caps (`max_pending`, `max_pending_per_site`,
+    /// `site_requests_per_minute`).
     pub cap_drops: u64,
+    /// Pending requests that expired unanswered (`pending_max_age`).
+    pub expired: u64,
 }
 
 /// What the engine knows of a peer's own presence.

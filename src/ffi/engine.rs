@@ -90,6 +90,9 @@ fn config(o: &st_options) -> crate::Result<Config> {
         repeat_window: Config::repeat_window_secs(o.repeat_window_secs.into())?,
         watch: o.watch,
         lock_wait: std::time::Duration::from_millis(o.lock_wait_ms.into()),
+        // Not in `st_options` (a field more would change the struct's size, an ABI break):
+        // C hosts get the defaults.
+        ..Config::default()
     })
 }
 

@@ -35,6 +35,9 @@ pub enum st_status {
     NoPendingRequest = 2002,
     /// The store does not serve that host.
     UnknownHost = 2003,
+    /// Another decision on that request was recorded first; it stands (see `st_last_error`:
+    /// which, by whom, when).
+    AlreadyDecided = 2004,
     /// A store file does not parse; it was left untouched.
     StoreCorrupt = 3000,
     /// The file system refused an operation.
@@ -53,7 +56,7 @@ pub enum st_status {
 
 impl st_status {
     /// Every status, for lookups by number.
-    const ALL: [st_status; 18] = [
+    const ALL: [st_status; 19] = [
         Self::Ok,
         Self::NullParameter,
         Self::InvalidUtf8,
@@ -65,6 +68,7 @@ impl st_status {
         Self::NotInRoster,
         Self::NoPendingRequest,
         Self::UnknownHost,
+        Self::AlreadyDecided,
         Self::StoreCorrupt,
         Self::StoreIo,
         Self::StoreUnreadable,
@@ -87,6 +91,9 @@ impl st_status {
             Self::NotInRoster => c"the peer is not in the roster",
             Self::NoPendingRequest => c"no pending request from that peer",
             Self::UnknownHost => c"the store does not serve that host",
+            Self::AlreadyDecided => {
+                c"another decision on that request came first and stands (see st_last_error)"
+            }
             Self::StoreCorrupt => c"a store file is corrupt (see st_last_error)",
             Self::StoreIo => c"the file system refused an operation (see st_last_error)",
             Self::StoreUnreadable => c"some store files could not be read",
@@ -108,6 +115,7 @@ impl From<&Error> for st_status {
             Error::NotInRoster(_) => st_status::NotInRoster,
             Error::NoPendingRequest(_) => st_status::NoPendingRequest,
             Error::UnknownHost { .. } => st_status::UnknownHost,
+            Error::AlreadyDecided { .. } => st_status::AlreadyDecided,
             Error::Corrupt { .. } => st_status::StoreCorrupt,
             Error::Io { .. } => st_status::StoreIo,
             Error::Unreadable { .. } => st_status::StoreUnreadable,

@@ -294,3 +294,30 @@ fn trust_checks_agree_on_every_spelling() {
         st_engine_free(e);
     }
 }
+
+/// A C host's approve after a CLI deny is refused with its own status, and the message names
+/// the deny, who recorded it and when (issue 14, defect 1).
+#[test]
+fn an_approve_after_a_recorded_deny_is_already_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut e = null_mut();
+    let mut out = null_mut();
+    unsafe {
+        assert_eq!(st_engine_open(root.as_ptr(), c"a.lit".as_ptr(), null(), &mut e), st_status::Ok);
+        assert_eq!(
+            st_engine_inbound(e, c"b.lit".as_ptr(), ST_PRESENCE_TYPE_SUBSCRIBE, null(), &mut out),
+            st_status::Ok
+        );
+        st_actions_free(out);
+        let store = crate::admin::open_store(dir.path(), Some("a.lit")).unwrap();
+        let peer = crate::Domain::new("b.lit").unwrap();
+        crate::admin::decide(&store, &peer, crate::store::Decision::Deny, crate::Actor::Cli).unwrap();
+        out = null_mut();
+        assert_eq!(st_engine_approve(e, c"b.lit".as_ptr(), &mut out), st_status::AlreadyDecided);
+        assert!(out.is_null());
+        let msg = last_error();
+        assert!(msg.starts_with("b.lit: `deny` by cli at "), "{msg}");
+        st_engine_free(e);
+    }
+}

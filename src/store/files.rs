@@ -44,13 +44,28 @@ pub(super) fn check_dir(dir: &Path) -> Result<fs::Metadata> {
     Ok(m)
 }
 
-/// Creates `dir` if missing (with the mode of `like`, its parent) and checks it.
+/// Creates `dir` if missing (with the mode of `like`, its parent) and checks it. The mode
+/// (which the umask narrowed) and owner are set through the new folder's own descriptor,
+/// opened without following a symlink: one planted at that name right after `mkdir` makes
+/// this fail rather than change the mode or owner of what it points to.
 pub(super) fn ensure_dir(dir: &Path, like: &fs::Metadata) -> Result<()> {
     match fs::DirBuilder::new().mode(like.mode() & 0o7777).create(dir) {
         Ok(()) => {
-            fs::set_permissions(dir, fs::Permissions::from_mode(like.mode() & 0o7777))
+            #[cfg(test)]
+            tests::AFTER_MKDIR.with(|h| h.take().map(|f| f(dir)));
+            let created = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(dir)
+                // Swapped for a symlink or a file meanwhile: say which, as for any folder.
+                .map_err(|e| check_dir(dir).err().unwrap_or_else(|| Error::io(dir, e)))?;
+            created
+                .set_permissions(fs::Permissions::from_mode(like.mode() & 0o7777))
                 .map_err(|e| Error::io(dir, e))?;
-            chown_like(dir, like).map_err(|e| Error::io(dir, e))?;
+            if unsafe { libc::geteuid() } == 0 {
+                std::os::unix::fs::fchown(&created, Some(like.uid()), Some(like.gid()))
+                    .map_err(|e| Error::io(dir, e))?;
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         // Say whose folder it is and what to run, not just "Permission denied".
@@ -300,5 +315,47 @@ pub(super) fn clean_temp_files(dir: &Path) {
         if writer_gone || stale() {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::cell::Cell;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    type Hook = Box<dyn FnOnce(&Path)>;
+
+    thread_local! {
+        /// Runs once right after `ensure_dir`'s `mkdir`: where a racing writer would act.
+        pub(in crate::store) static AFTER_MKDIR: Cell<Option<Hook>> = Cell::new(None);
+    }
+
+    /// A symlink planted between `mkdir` and the mode change does not lend its target the
+    /// store's mode (the old code set the mode by path, through the symlink).
+    #[test]
+    fn ensure_dir_does_not_follow_a_symlink_planted_after_mkdir() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+        let root = t.path().join("store");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o775)).unwrap();
+        let like = fs::metadata(&root).unwrap();
+        let target = outside.clone();
+        AFTER_MKDIR.with(|h| {
+            h.set(Some(Box::new(move |dir: &Path| {
+                fs::remove_dir(dir).unwrap();
+                std::os::unix::fs::symlink(&target, dir).unwrap();
+            })))
+        });
+        let err = ensure_dir(&root.join("pending"), &like).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::metadata(&outside).unwrap().permissions().mode() & 0o7777, 0o700);
+        // Without the race the folder gets its parent's mode, umask or not.
+        ensure_dir(&root.join("outbound"), &like).unwrap();
+        assert_eq!(fs::metadata(root.join("outbound")).unwrap().permissions().mode() & 0o7777, 0o775);
     }
 }

@@ -122,16 +122,26 @@ pub struct JournalPos {
 /// The whole lines of the journal at `path` from byte `offset` on, its inode, and the offset
 /// where those lines end. A torn last line is left out: it was never acknowledged. `None`
 /// when the journal is missing or, given `ino`, was replaced by another file.
-fn whole_lines(path: &Path, offset: u64, ino: Option<u64>) -> Result<Option<(String, u64, u64)>> {
+pub(super) fn whole_lines(path: &Path, offset: u64, ino: Option<u64>) -> Result<Option<(String, u64, u64)>> {
+    whole_lines_within(path, offset, ino, MAX_ROSTER)
+}
+
+/// [`whole_lines`] of a file that may hold up to `limit` bytes.
+pub(super) fn whole_lines_within(
+    path: &Path,
+    offset: u64,
+    ino: Option<u64>,
+    limit: u64,
+) -> Result<Option<(String, u64, u64)>> {
     use std::os::unix::fs::MetadataExt;
-    let Some(mut f) = open_regular(path, MAX_ROSTER)? else { return Ok(None) };
+    let Some(mut f) = open_regular(path, limit)? else { return Ok(None) };
     let actual = f.metadata().map_err(|e| Error::io(path, e))?.ino();
     if ino.is_some_and(|i| i != actual) {
         return Ok(None);
     }
     f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
-    f.take(MAX_ROSTER).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    f.take(limit).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     bytes.truncate(whole);
     let text = String::from_utf8(bytes).map_err(|_| Error::Corrupt {

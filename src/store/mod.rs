@@ -9,6 +9,7 @@
 //! <root>/<host>/pending/<peer>.toml    one inbound request each; set `decision` to approve/deny
 //! <root>/<host>/outbound/<peer>.toml   admin acts queued for the running server (request, revoke)
 //! <root>/<host>/audit.log              append-only JSON lines, one per transition
+//! <root>/<host>/drops.toml             requests dropped at the pending caps, and since when
 //! <root>/<host>/.lock                  serialises read-modify-write across processes
 //! ```
 //!
@@ -35,6 +36,7 @@ use crate::domain::Domain;
 use crate::engine::Actor;
 use crate::error::{Error, Result};
 
+mod drops;
 mod files;
 mod journal;
 mod records;
@@ -45,9 +47,13 @@ use files::{
     read_named, read_text, remove, toml_text, write_toml,
 };
 
+pub use drops::DropCount;
 pub use journal::{Change, JournalPos};
+
+/// Where a read of the audit log stopped: the log's inode and an offset.
+pub type AuditPos = (u64, u64);
 pub use records::{
-    AuditRecord, Decision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile, Waiting,
+    AuditRecord, Decision, FirstDecision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile, Waiting,
 };
 
 /// The reader of engine-written (sealed) roster.toml files on its own, for the differential
@@ -59,7 +65,12 @@ pub fn read_sealed_roster(text: &str) -> Option<RosterFile> {
 
 /// Current time as RFC 3339 UTC, seconds precision.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    format_rfc3339(SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC, seconds precision (the store's timestamps).
+pub fn format_rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Cheap change detector for a file: changes whenever the file is replaced or edited.
@@ -611,13 +622,43 @@ impl Store {
         self.names_in(PENDING, &mut Vec::new()).len()
     }
 
-    /// Records an admin decision in the pending file, as an editor would.
+    /// Records an admin decision in the pending file, as an editor would, and audits it, for
+    /// the running server to carry out at its next poll. The first decision recorded stands:
+    /// one that disagrees with a decision already in the file, or already carried out, is
+    /// refused with [`Error::AlreadyDecided`] naming it; the same decision again changes
+    /// nothing (and keeps who recorded it first).
     pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: Actor) -> Result<()> {
         let _lock = self.lock()?;
-        let mut req = self.read_pending(peer)?.ok_or_else(|| Error::NoPendingRequest(peer.clone()))?;
+        let Some(mut req) = self.read_pending(peer)? else {
+            return Err(match self.first_decision(peer)? {
+                Some(first) if first.decision != decision => first.refusal(peer),
+                _ => Error::NoPendingRequest(peer.clone()),
+            });
+        };
+        if let Some(refusal) = req.conflict(decision) {
+            return Err(refusal);
+        }
+        if req.decision == decision {
+            return Ok(());
+        }
         req.decision = decision;
         req.decided_by = Some(actor);
-        self.write_pending(&req)
+        req.decided_at = Some(now_rfc3339());
+        self.write_pending(&req)?;
+        self.audit(&AuditRecord {
+            time: req.decided_at.clone().unwrap_or_default(),
+            peer: peer.to_string(),
+            actor,
+            event: FirstDecision::recorded_event(decision),
+            from: None,
+            to: None,
+        })
+    }
+
+    /// The first decision on `peer`'s latest request that the audit log holds. Reads the
+    /// whole log: for refusals and editors' files, not for every act.
+    pub fn first_decision(&self, peer: &Domain) -> Result<Option<FirstDecision>> {
+        Ok(FirstDecision::of(&self.read_audit()?, peer.as_str()))
     }
 
     /// Queues an act for the running server, under the store lock, in a file of its own:
@@ -679,6 +720,31 @@ impl Store {
         let mut line = serde_json::to_string(rec).expect("audit record serialises");
         line.push('\n');
         append(&self.dir.join(AUDIT), line.as_bytes())
+    }
+
+    /// The audit records appended since `from` (the log's inode and an offset, as this
+    /// returned last; `None`: from the start), and where the next read starts. A log
+    /// replaced since (rotated) is read from its start. Lines that do not parse are skipped:
+    /// this reads for comparison, [`Store::read_audit`] reports them.
+    pub fn audit_since(&self, from: Option<AuditPos>) -> Result<(Vec<AuditRecord>, Option<AuditPos>)> {
+        let path = self.dir.join(AUDIT);
+        // Emptied in place (`: > audit.log`): read from the start again.
+        let len = fs::symlink_metadata(&path).map_or(0, |m| m.len());
+        let from = from.filter(|&(_, offset)| offset <= len);
+        let read = |from: Option<AuditPos>| {
+            let (ino, offset) = from.map_or((None, 0), |(i, o)| (Some(i), o));
+            journal::whole_lines_within(&path, offset, ino, MAX_AUDIT)
+        };
+        let read = match read(from)? {
+            None if from.is_some() => read(None)?,
+            r => r,
+        };
+        Ok(match read {
+            Some((text, ino, end)) => {
+                (text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(), Some((ino, end)))
+            }
+            None => (Vec::new(), None),
+        })
     }
 
     /// The whole audit log, oldest first. A torn or foreign line is an error naming its line.

@@ -136,6 +136,9 @@ pub struct PendingRequest {
     /// Who set the decision (`cli`, `api`, ...); absent means an editor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Actor>,
+    /// When an admin tool recorded the decision (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
     /// First time the request arrived.
     pub first_seen: String,
     /// Latest repeat.
@@ -145,6 +148,21 @@ pub struct PendingRequest {
     /// The `id` of the first stanza, echoed in our answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stanza_id: Option<String>,
+}
+
+impl PendingRequest {
+    /// The refusal of `decision` when the file records a different one already.
+    pub fn conflict(&self, decision: Decision) -> Option<crate::error::Error> {
+        (self.decision != Decision::Pending && self.decision != decision).then(|| {
+            crate::error::Error::AlreadyDecided {
+                peer: self.peer.clone(),
+                decision: self.decision,
+                by: self.decided_by,
+                at: self.decided_at.clone(),
+                applied: false,
+            }
+        })
+    }
 }
 
 /// An admin act queued for the running server.
@@ -188,4 +206,59 @@ pub struct AuditRecord {
     /// State after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Subscription>,
+}
+
+/// The first decision on a peer's current request, as the audit log tells it: what an admin
+/// tool recorded for the server's next poll (`approve recorded`), or what was carried out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstDecision {
+    /// Approve or deny.
+    pub decision: Decision,
+    /// Who made it.
+    pub by: Actor,
+    /// When (RFC 3339).
+    pub at: String,
+    /// It was carried out (the answer went out), not only recorded.
+    pub applied: bool,
+}
+
+impl FirstDecision {
+    /// The audit event an admin tool writes when it records `decision` in a pending file.
+    pub fn recorded_event(decision: Decision) -> String {
+        format!("{} recorded", decision.as_str())
+    }
+
+    /// The first decision taken on `peer`'s latest request in `records` (oldest first): a
+    /// new request (`inbound subscribe`, or one recovered from its file) starts afresh.
+    pub fn of(records: &[AuditRecord], peer: &str) -> Option<FirstDecision> {
+        let mut first = None;
+        for r in records.iter().filter(|r| r.peer == peer) {
+            let (decision, applied) = match r.event.as_str() {
+                "inbound subscribe" | "recovered pending request" => {
+                    first = None;
+                    continue;
+                }
+                "approve recorded" => (Decision::Approve, false),
+                "deny recorded" => (Decision::Deny, false),
+                "approve" | "approve (pre-approved by request)" => (Decision::Approve, true),
+                "deny" | "revoke: unsubscribed" => (Decision::Deny, true),
+                _ => continue,
+            };
+            if first.is_none() {
+                first = Some(FirstDecision { decision, by: r.actor, at: r.time.clone(), applied });
+            }
+        }
+        first
+    }
+
+    /// The refusal of a later act that disagrees with this decision.
+    pub fn refusal(&self, peer: &Domain) -> crate::error::Error {
+        crate::error::Error::AlreadyDecided {
+            peer: peer.clone(),
+            decision: self.decision,
+            by: Some(self.by),
+            at: Some(self.at.clone()),
+            applied: self.applied,
+        }
+    }
 }

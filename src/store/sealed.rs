@@ -21,10 +21,18 @@ use crate::domain::Domain;
 pub(super) fn parse(text: &str) -> Option<RosterFile> {
     let mut peers = BTreeMap::new();
     let mut current: Option<Section> = None;
+    let mut peers_header = false;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        // (`[peers]` alone is how an empty roster is written.)
-        if line.is_empty() || (line == "[peers]" && current.is_none()) {
+        if line.is_empty() {
+            continue;
+        }
+        // `[peers]` alone is how an empty roster is written: once, before any section. A
+        // second one is a table defined twice, which the TOML parser refuses: its error to give.
+        if line == "[peers]" {
+            if current.is_some() || std::mem::replace(&mut peers_header, true) {
+                return None;
+            }
             continue;
         }
         if line.starts_with('#') {

@@ -15,6 +15,7 @@ fn req(peer: &str) -> PendingRequest {
         peer: Domain::new(peer).unwrap(),
         decision: Decision::Pending,
         decided_by: None,
+        decided_at: None,
         first_seen: now_rfc3339(),
         last_seen: now_rfc3339(),
         times_seen: 1,
@@ -297,8 +298,15 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         "[peers.a.lit]\nstate = \"both\"\n", // a nested table in TOML, not the domain a.lit
         "[peers.\"a.lit\"]\n  state = \"both\"\n",
         "state = \"both\"\n",
-        "#\u{7f}\n", // found by fuzzing: a control character in a comment
+        "#\u{7f}\n",          // found by fuzzing: a control character in a comment
+        "[peers]\n[peers]\n", // a table defined twice (the TOML parser refuses it)
+        "[peers]\n\n[peers]\n[peers.\"a.lit\"]\nstate = \"both\"\n",
     ] {
         assert!(sealed::parse(odd).is_none(), "{odd}");
+    }
+    // What the fast reader does take, the TOML parser takes the same way.
+    for fine in ["[peers]\n", "[peers]\n\n[peers.\"a.lit\"]\nstate = \"both\"\n"] {
+        let by_toml: RosterFile = toml::from_str(fine).unwrap();
+        assert_eq!(sealed::parse(fine), Some(by_toml), "{fine}");
     }
 }

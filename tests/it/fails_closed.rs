@@ -90,6 +90,8 @@ fn bad_options_fail_closed_in_prosody() {
         ("server_trust_repeat_window = -5", "repeat_window"),
         ("server_trust_max_pending_per_site = 0", "max_pending_per_site"),
         ("server_trust_notify_burst = 0.5", "notify_burst"),
+        ("server_trust_site_requests_per_minute = 0", "site_requests_per_minute"),
+        ("server_trust_pending_expiry_days = 1.5", "pending_expiry_days"),
     ];
     for (line, option) in cases {
         let lab = Lab::with_server_trust(server_trust_lab::LabOptions {

@@ -4,6 +4,7 @@
 //! must not happen while other test threads hold locks.
 
 mod admin_surfaces;
+mod bulk_acts;
 mod c_abi;
 mod cli;
 mod crash_safety;

@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Show the server roster.
     List,
-    /// Show requests waiting for a decision.
+    /// Show requests waiting for a decision, and how many the server dropped at the caps.
     Pending,
     /// Show everything known about one peer.
     Show {
@@ -46,11 +46,24 @@ pub enum Command {
         /// Peer domain.
         peer: String,
     },
-    /// Deny PEER's pending request.
+    /// Deny PEER's pending request, or many at once: `--site github.io` (its subdomains
+    /// too), `--all-pending`, either with `--older-than 7d`. Lists the peers denied.
     Deny {
         /// Peer domain.
-        peer: String,
+        #[arg(required_unless_present_any = ["site", "all_pending"])]
+        peer: Option<String>,
+        /// Deny every pending request from this domain and its subdomains.
+        #[arg(long, value_name = "DOMAIN", conflicts_with = "peer")]
+        site: Option<String>,
+        /// Deny every pending request.
+        #[arg(long, conflicts_with_all = ["peer", "site"])]
+        all_pending: bool,
+        /// Only requests first seen longer ago than AGE (`7d`, `12h`, `30m`, `2w`).
+        #[arg(long, value_name = "AGE", conflicts_with = "peer")]
+        older_than: Option<String>,
     },
+    /// Show how many inbound requests the server dropped at the pending caps, since when.
+    Dropped,
     /// Withdraw trust with PEER, both ways.
     Revoke {
         /// Peer domain.

@@ -54,8 +54,23 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Approve { peer } => {
             out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Approve, Actor::Cli)?)
         }
-        Command::Deny { peer } => {
+        Command::Deny { peer: Some(peer), .. } => {
             out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Deny, Actor::Cli)?)
+        }
+        Command::Deny { peer: None, site, all_pending, older_than } => {
+            let sel = admin::Selection {
+                site: site.as_deref().map(Domain::new).transpose()?,
+                all_pending: *all_pending,
+                older_than_secs: older_than.as_deref().map(admin::parse_age).transpose()?,
+            };
+            out.bulk(&admin::deny_pending(&store, &sel, Actor::Cli)?)
+        }
+        Command::Dropped => {
+            let d = admin::dropped(&store)?;
+            if !out.json(&d) {
+                println!("{}", d.as_ref().map_or("none dropped at the cap".into(), admin::dropped_line));
+            }
+            Ok(())
         }
         Command::Revoke { peer } => {
             out.done(&admin::queue(&store, &peer_of(peer)?, QueuedAct::Revoke, Actor::Cli)?)
@@ -87,6 +102,23 @@ impl Out {
         if !self.json(d) {
             println!("{} {}: {}", server_trust::vocab::name(&d.act), d.peer, d.detail);
         }
+        Ok(())
+    }
+
+    /// A bulk act: the peers it was recorded for, one a line, then those skipped.
+    fn bulk(self, d: &admin::BulkDone) -> Result<()> {
+        if !self.json(d) {
+            let act = server_trust::vocab::name(&d.act);
+            println!("{act} ({}): {}", d.selection, d.detail);
+            for p in &d.peers {
+                println!("  {act} {p}");
+            }
+            for s in &d.skipped {
+                println!("  skipped {}: {}", s.peer, s.reason);
+            }
+        }
+        // Skipped requests (decided or removed meanwhile, unreadable) are listed, not an error:
+        // the others were recorded.
         Ok(())
     }
 
@@ -132,6 +164,9 @@ fn pending(store: &Store, out: Out) -> Result<()> {
                 r.first_seen,
                 r.times_seen
             );
+        }
+        if let Ok(Some(d)) = admin::dropped(store) {
+            println!("{}", admin::dropped_line(&d));
         }
     }
     if bad.is_empty() { Ok(()) } else { Err(Error::Unreadable { count: bad.len() }) }

@@ -340,6 +340,12 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     if let Some(v) = opt::<f64>(&o, "repeat_window")? {
         c.repeat_window = Config::repeat_window_secs(v)?;
     }
+    if let Some(v) = opt::<f64>(&o, "site_requests_per_minute")? {
+        c.site_requests_per_minute = Config::site_requests_per_minute_from(v)?;
+    }
+    if let Some(v) = opt::<f64>(&o, "pending_expiry_days")? {
+        c.pending_max_age = Config::pending_expiry_days(v)?;
+    }
     if let Some(v) = opt(&o, "watch")? {
         c.watch = v;
     }
@@ -348,7 +354,7 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
 
 /// `open(store_root, host, options)`; options (each optional): reciprocate,
 /// preapprove_on_request, max_pending, max_pending_per_site, notify_burst, repeat_window
-/// (seconds), watch. Returns the engine or
+/// (seconds), site_requests_per_minute, pending_expiry_days, watch. Returns the engine or
 /// `nil, message` (bad options included: the caller fails closed, it never raises).
 fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
     let engine = config(opts).and_then(|c| Engine::open(Path::new(&root), &host, c));

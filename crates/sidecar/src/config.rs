@@ -97,6 +97,8 @@ struct RawHost {
     max_pending: Option<f64>,
     /// Seconds.
     repeat_window: Option<f64>,
+    site_requests_per_minute: Option<f64>,
+    pending_expiry_days: Option<f64>,
 }
 
 impl Config {
@@ -170,6 +172,14 @@ fn parse_host(h: RawHost, base: &Path, allow_non_loopback: bool) -> Result<HostC
     if let Some(v) = h.repeat_window {
         engine.repeat_window =
             server_trust::Config::repeat_window_secs(v).map_err(|e| ctx(&e.to_string()))?;
+    }
+    if let Some(v) = h.site_requests_per_minute {
+        engine.site_requests_per_minute =
+            server_trust::Config::site_requests_per_minute_from(v).map_err(|e| ctx(&e.to_string()))?;
+    }
+    if let Some(v) = h.pending_expiry_days {
+        engine.pending_max_age =
+            server_trust::Config::pending_expiry_days(v).map_err(|e| ctx(&e.to_string()))?;
     }
     Ok(HostConfig { name, api_url, api_token, admins: h.admins, engine })
 }

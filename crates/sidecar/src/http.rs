@@ -156,7 +156,9 @@ fn engine_error(e: &Error) -> Reply {
         | Error::UnknownName { .. }
         | Error::InvalidOption { .. }
         | Error::OwnHost(_) => StatusCode::BAD_REQUEST,
-        Error::NotInRoster(_) | Error::NoPendingRequest(_) => StatusCode::CONFLICT,
+        Error::NotInRoster(_) | Error::NoPendingRequest(_) | Error::AlreadyDecided { .. } => {
+            StatusCode::CONFLICT
+        }
         Error::UnknownHost { .. } => StatusCode::NOT_FOUND,
         // Another process (the CLI, an editor's tool) holds the store lock right now.
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -206,6 +208,9 @@ enum Route {
     Peer(String, String),
     Groups(String, String),
     Act(String, String, AdminAct),
+    /// Bulk acts on pending requests (issue 14): `POST …/pending/deny`, `GET …/dropped`.
+    BulkDeny(String),
+    Dropped(String),
 }
 
 impl Route {
@@ -240,6 +245,8 @@ fn route(method: &Method, path: &str) -> Result<Route, Reply> {
         ["v1", "hosts", h, "pending"] => (Route::Pending(own(h)), "GET"),
         ["v1", "hosts", h, "outbox"] => (Route::Outbox(own(h)), "GET"),
         ["v1", "hosts", h, "log"] => (Route::Log(own(h)), "GET"),
+        ["v1", "hosts", h, "pending", "deny"] => (Route::BulkDeny(own(h)), "POST"),
+        ["v1", "hosts", h, "dropped"] => (Route::Dropped(own(h)), "GET"),
         ["v1", "hosts", h, "peers", p] => (Route::Peer(own(h), own(p)), "GET"),
         ["v1", "hosts", h, "peers", p, "groups"] => (Route::Groups(own(h), own(p)), "GET, PUT"),
         ["v1", "hosts", h, "peers", p, act] => match parse_act(act) {
@@ -346,7 +353,38 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
         }
         Route::Groups(h, p) => groups(app, req, &h, &p).await,
         Route::Act(h, p, act) => admin_act(app, &h, p, act).await,
+        Route::BulkDeny(h) => bulk_deny(app, req, &h).await,
+        Route::Dropped(h) => {
+            let host = app.host(&h)?;
+            let v = blocking(move || server_trust::admin::dropped(host.engine.store())).await?;
+            v.map(|v| Reply::ok(StatusCode::OK, json!(v))).map_err(|e| engine_error(&e))
+        }
     }
+}
+
+/// `POST /v1/hosts/{host}/pending/deny` with a selection (`{"site": "github.io"}`,
+/// `{"all_pending": true, "older_than_secs": 604800}`): records a deny decision for each
+/// request taken, as the CLI's `deny --site` does; the engine answers them at its next poll.
+async fn bulk_deny(app: &App, req: Request<Incoming>, h: &str) -> Result<Reply, Reply> {
+    let host = app.host(h)?;
+    let sel: server_trust::admin::Selection = read_json(req).await?;
+    let h2 = host.clone();
+    let done = blocking(move || {
+        // A store of its own, as the CLI's: the engine's would take these writes for its own
+        // and its watcher would not wake the poll that answers them.
+        let own = h2.engine.store();
+        let store = server_trust::Store::open(own.dir().parent().unwrap_or(own.dir()), own.host())?;
+        server_trust::admin::deny_pending(&store, &sel, Actor::Api)
+    })
+    .await?;
+    let done = done.map_err(|e| engine_error(&e))?;
+    log::info!(
+        "{}: deny ({}) through the admin API: {} peer(s) recorded",
+        host.name,
+        done.selection,
+        done.peers.len()
+    );
+    Ok(Reply::ok(StatusCode::OK, json!(done)))
 }
 
 async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {

@@ -13,6 +13,8 @@ use server_trust::{Actor, Config as EngineConfig, Domain, Engine, Store};
 
 use crate::testkit::{self, ADMIN_TOKEN, API_TOKEN, ApiCall, FakeApi, HOOK_TOKEN};
 
+mod bulk; // issue 14's bulk acts: tests/bulk.rs
+
 const HOST: &str = "verona.lit";
 const PEER: &str = "capulet.lit";
 const SECOND: Duration = Duration::from_secs(1);

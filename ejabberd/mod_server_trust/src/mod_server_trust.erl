@@ -113,7 +113,8 @@ mod_doc() ->
 	       {token_file, #{value => "Path", desc => <<"File holding the sidecar's hook bearer token.">>}},
 	       {timeout, #{value => "timeout()", desc => <<"Timeout of one request.">>}},
 	       {connect_timeout, #{value => "timeout()", desc => <<"TCP connect timeout.">>}},
-	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down.">>}},
+	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down, in each lane: "
+						 "subscription presence, and probes and availability.">>}},
 	       {federation, #{value => "all | buddies",
 			      desc => <<"buddies: s2s only with trusted peers and peers "
 					"this host is in a handshake with.">>}}],
@@ -207,8 +208,19 @@ on_s2s_allow_host(Acc, _Host, _Peer) ->
 
 %% @doc True when Host's admin approved Peer (Peer is in Host's server roster
 %% with a subscription from Peer). Reads the local ETS copy; false when the
-%% module is not running on Host or the copy is not loaded yet.
+%% module is not running on Host or the copy is not loaded yet. Peer may be
+%% spelt any way the server-trust engine accepts (case, a trailing dot,
+%% ideographic full stops, A-labels for U-labels): the answer is the same.
 -spec is_trusted(binary(), peer() | jid()) -> boolean().
+is_trusted(Host, Peer) when is_binary(Host), is_binary(Peer) ->
+	%% The common case first, with nothing but the table lookup: Peer as given
+	%% (routed JIDs are in normal form already).
+	case mod_server_trust_sidecar:member(Host, Peer) of
+		true -> true;
+		false -> not normal(Peer) andalso lookup_normalised(Host, Peer) /= error;
+		no_table -> not (normal(Host) andalso normal(Peer))
+				andalso lookup_normalised(Host, Peer) /= error
+	end;
 is_trusted(Host, Peer) ->
 	lookup(Host, Peer) /= error.
 
@@ -230,46 +242,98 @@ lookup(Host, #jid{luser = <<>>, lresource = <<>>, lserver = Peer}) ->
 lookup(_Host, #jid{}) ->
 	error;
 lookup(Host, Peer) when is_binary(Host), is_binary(Peer) ->
-	%% Names in normal form (the common case: routed JIDs are nameprepped) are looked up as
-	%% they are; nameprep (~0.2 us a name) runs only for names it could change.
 	case mod_server_trust_sidecar:lookup(Host, Peer) of
 		{ok, _} = Found -> Found;
 		error ->  % Host named a table, so it is in normal form already
-			case prepped(Peer) of
+			case normal(Peer) of
 				true -> error;
-				false -> lookup_prepped(Host, jid:nameprep(Peer))
+				false -> lookup_normalised(Host, Peer)
 			end;
 		no_table ->
-			case prepped(Host) andalso prepped(Peer) of
+			case normal(Host) andalso normal(Peer) of
 				true -> error;
-				false -> lookup_prepped(jid:nameprep(Host), jid:nameprep(Peer))
+				false -> lookup_normalised(Host, Peer)
 			end
 	end;
 lookup(_Host, _Peer) ->
 	error.
 
-lookup_prepped(error, _) -> error;
-lookup_prepped(_, error) -> error;
-lookup_prepped(LHost, LPeer) ->
-	case mod_server_trust_sidecar:lookup(LHost, LPeer) of
-		{ok, _} = Found -> Found;
-		_ -> error
+lookup_normalised(Host, Peer) ->
+	case {normalise(Host), normalise(Peer)} of
+		{error, _} -> error;
+		{_, error} -> error;
+		{LHost, LPeer} ->
+			case mod_server_trust_sidecar:lookup(LHost, LPeer) of
+				{ok, _} = Found -> Found;
+				_ -> error
+			end
 	end.
 
-%% True when nameprep would return Name unchanged (or refuse it): no uppercase ASCII letter
-%% and no byte above 127, since nameprep maps nothing else in ASCII (its case folding is
-%% A-Z only; every character it maps to nothing, and every NFKC change, is outside ASCII).
-%% A stranger's name is scanned on every miss, and that scan was most of what a miss cost
-%% beyond the table lookup (~2.4x a bare ets:lookup, against ~1.25x for a hit): hence eight
-%% bytes a clause, and a test of two ranges instead of four.
+%% False when normalise/1 may change Name (so a lookup that missed must try
+%% again): a byte above 127, an uppercase ASCII letter, a "--" (A-labels
+%% become U-labels) or a trailing dot. The same test as the engine's
+%% Domain::may_change_when_normalised. Every miss (a stranger) runs it, so it takes four
+%% bytes a step, each test on all four at once: no byte above 127 (then
+%% the sums below never carry from one byte into the next), none in A..Z
+%% (+63 sets bit 7 from $A up, +37 from $Z + 1 up), none a hyphen (xor
+%% makes it a zero byte, and +127 sets bit 7 of every other one). A word
+%% holding a hyphen goes a byte at a time, where "--" is seen. Only four
+%% bytes left ending in a dot stop the word step, so the last byte is
+%% always looked at.
+-define(HIGH, 16#80808080).
 -define(KEEPS(C), (C < $A orelse (C > $Z andalso C < 128))).
-prepped(<<A, B, C, D, E, F, G, H, Rest/binary>>)
-  when ?KEEPS(A), ?KEEPS(B), ?KEEPS(C), ?KEEPS(D), ?KEEPS(E), ?KEEPS(F), ?KEEPS(G), ?KEEPS(H) ->
-	prepped(Rest);
-prepped(<<C, Rest/binary>>) when ?KEEPS(C) ->
-	prepped(Rest);
-prepped(<<>>) -> true;
-prepped(_) -> false.
+normal(<<_:24, $.>>) -> false;
+normal(<<W:32, Rest/binary>>)
+  when W band ?HIGH =:= 0,
+       (W + 16#3f3f3f3f) band bnot (W + 16#25252525) band ?HIGH =:= 0,
+       (((W bxor 16#2d2d2d2d) + 16#7f7f7f7f) bor (W bxor 16#2d2d2d2d)) band ?HIGH =:= ?HIGH ->
+	normal(Rest);
+normal(<<$-, $-, _/binary>>) -> false;
+normal(<<$.>>) -> false;
+normal(<<C, Rest/binary>>) when ?KEEPS(C) -> normal(Rest);
+normal(<<>>) -> true;
+normal(_) -> false.
+
+%% Name as the engine spells it (RFC 7622 3.2): one trailing dot dropped,
+%% the ideographic full stops read as dots, nameprep (case, NFKC), A-labels
+%% as U-labels; error for what the engine refuses as a name (an empty
+%% label, a failed nameprep or A-label).
+normalise(Name) ->
+	N = byte_size(Name) - 1,
+	Bare = case Name of
+		       <<B:N/binary, $.>> -> B;
+		       _ -> Name
+	       end,
+	Dots = binary:replace(Bare, [<<16#3002/utf8>>, <<16#ff0e/utf8>>, <<16#ff61/utf8>>], <<".">>,
+			      [global]),
+	case jid:nameprep(Dots) of
+		error ->
+			error;
+		Prepped ->
+			Labels = binary:split(Prepped, <<".">>, [global]),
+			case lists:member(<<>>, Labels) of
+				true -> error;
+				false -> ulabels(Labels, [])
+			end
+	end.
+
+ulabels([], Acc) ->
+	iolist_to_binary(lists:join(<<".">>, lists:reverse(Acc)));
+ulabels([<<"xn--", Puny/binary>> | Rest], Acc) ->
+	%% punycode comes with the idna application (erlang-idna); without it an
+	%% A-label stays as it is, which a trusted U-label never matches.
+	try unicode:characters_to_binary(punycode:decode(binary_to_list(Puny))) of
+		U when is_binary(U) ->
+			case jid:nameprep(U) of
+				U -> ulabels(Rest, [U | Acc]);
+				_ -> error   % not what an A-label of a valid U-label decodes to
+			end;
+		_ -> error
+	catch _:_ ->
+		ulabels(Rest, [<<"xn--", Puny/binary>> | Acc])
+	end;
+ulabels([L | Rest], Acc) ->
+	ulabels(Rest, [L | Acc]).
 
 %%%===================================================================
 %%% ejabberd_commands
@@ -300,8 +364,10 @@ cmd_status(Host) ->
 		true ->
 			S = mod_server_trust_sidecar:status(Host),
 			lists:flatten(
-			  io_lib:format("sidecar=~ts generation=~p queued=~p delivered=~p lost=~p trusted=~ts",
+			  io_lib:format("sidecar=~ts generation=~p queued=~p delivered=~p lost=~p "
+					"dropped=~p superseded=~p trusted=~ts",
 					[maps:get(sidecar, S), maps:get(generation, S),
 					 maps:get(queued, S), maps:get(delivered, S), maps:get(lost, S),
+					 maps:get(dropped, S), maps:get(superseded, S),
 					 lists:join(",", [P || {P, _} <- trusted_peers(Host)])]))
 	end.

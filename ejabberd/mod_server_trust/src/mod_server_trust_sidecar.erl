@@ -9,11 +9,16 @@
 %%%
 %%% One gen_server per host (under ejabberd_gen_mod_sup), three jobs, all
 %%% asynchronous httpc requests so the worker never blocks:
-%%%  * presence: POST /v1/hook/presence, one at a time in arrival order from
-%%%    a bounded queue; kept and retried with backoff while the sidecar is
-%%%    unreachable (or answers 429/5xx); when the queue is full the oldest is
-%%%    dropped and logged as lost. The stanza itself was dropped by the hook
-%%%    already, so a lost one is simply never answered: never approved.
+%%%  * presence: POST /v1/hook/presence, one at a time, each peer's in
+%%%    arrival order, peers served round-robin; kept and retried with backoff
+%%%    while the sidecar is unreachable (or answers 429/5xx). Two bounded
+%%%    lanes: subscription presence (subscribe, subscribed, unsubscribe,
+%%%    unsubscribed), where a newer one replaces what it supersedes for the
+%%%    same peer, and which nothing else can displace; and probes and
+%%%    availability, which may be dropped (counted; the hello after an outage
+%%%    exchanges them again), the busiest peer's first. The stanza itself was
+%%%    dropped by the hook already, so a lost one is simply never answered:
+%%%    never approved.
 %%%  * trusted set: long poll GET /v1/hook/trusted?host=H&since=G&wait=25,
 %%%    mirrored into a public ETS table (read_concurrency) that
 %%%    mod_server_trust:is_trusted/2,3 read without any message passing.
@@ -29,7 +34,7 @@
 
 %% API (called by mod_server_trust and its hooks).
 -export([start/2, stop/1, reload/2, presence/4, host_sent/3, in_handshake/2,
-	 lookup/2, trusted/1, status/1]).
+	 member/2, lookup/2, trusted/1, status/1]).
 %% gen_server callbacks.
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
 	 code_change/3]).
@@ -57,8 +62,21 @@
 	 timeout                 :: pos_integer(),
 	 connect_timeout         :: pos_integer(),
 	 queue_max               :: pos_integer(),
-	 queue = queue:new()     :: queue:queue(map()),
-	 qlen = 0                :: non_neg_integer(),
+	 %% The retry queue: per peer its subscription items (at most a few, a
+	 %% list) and its droppable ones (a queue, and how many), each in arrival
+	 %% order; an item's `seq` orders the two lanes of a peer against each
+	 %% other. `ring`: the peers with items in round-robin order (a peer is in
+	 %% `peers` iff it is in `ring`); `nsub`/`ndrop`: the items in each lane;
+	 %% `subs`: the queued subscription items by age (Seq => Peer); `drops`:
+	 %% {N, Peer} for the peers with N > 0 droppable items (the busiest is the
+	 %% largest).
+	 peers = #{}             :: #{binary() => {[map()], queue:queue(map()), non_neg_integer()}},
+	 ring = queue:new()      :: queue:queue(binary()),
+	 nsub = 0                :: non_neg_integer(),
+	 ndrop = 0               :: non_neg_integer(),
+	 subs = gb_trees:empty() :: gb_trees:tree(non_neg_integer(), binary()),
+	 drops = gb_sets:new()   :: gb_sets:set({pos_integer(), binary()}),
+	 seq = 0                 :: non_neg_integer(),
 	 inflight                :: undefined | {reference(), map()},
 	 retry_timer             :: undefined | reference(),
 	 retry_delay = ?MIN_DELAY :: pos_integer(),
@@ -73,6 +91,8 @@
 	 hello_delay = ?MIN_DELAY :: pos_integer(),
 	 delivered = 0           :: non_neg_integer(),
 	 lost = 0                :: non_neg_integer(),
+	 dropped = 0             :: non_neg_integer(),
+	 superseded = 0          :: non_neg_integer(),
 	 warned = #{}            :: #{atom() => {integer(), non_neg_integer()}}}).
 
 %%%===================================================================
@@ -85,7 +105,7 @@ start(Host, Opts) ->
 -spec stop(binary()) -> ok.
 stop(Host) ->
 	_ = gen_mod:stop_child(?MODULE, Host),
-	persistent_term:erase({?MODULE, Host}),
+	set_table(Host, undefined),
 	ok.
 
 -spec reload(binary(), gen_mod:opts()) -> ok.
@@ -139,6 +159,19 @@ in_handshake(Host, Peer) ->
 			end
 	end.
 
+%% mod_server_trust:is_trusted/2: is Peer (as given) in Host's table?
+-spec member(binary(), binary()) -> boolean() | no_table.
+member(Host, Peer) ->
+	case table(Host) of
+		undefined ->
+			no_table;
+		Tab ->
+			try ets:member(Tab, Peer)
+			catch error:badarg ->   %% worker restarting: fail closed
+				false
+			end
+	end.
+
 %% Trust lookup for mod_server_trust:is_trusted/2,3 (Host and Peer nameprepped):
 %% no_table when Host has no table (not served here, or not in normal form).
 -spec lookup(binary(), binary()) -> {ok, [binary()]} | error | no_table.
@@ -171,7 +204,8 @@ status(Host) ->
 	try gen_server:call(proc(Host), status, 5000)
 	catch exit:_ ->
 		#{sidecar => <<"worker not running">>, generation => null,
-		  queued => 0, delivered => 0, lost => 0, peers => 0}
+		  queued => 0, delivered => 0, lost => 0, dropped => 0, superseded => 0,
+		  peers => 0}
 	end.
 
 %%%===================================================================
@@ -181,7 +215,7 @@ init([Host, Opts]) ->
 	process_flag(trap_exit, true),
 	Tab = gen_mod:get_module_proc(Host, mod_server_trust_peers),
 	ets:new(Tab, [named_table, public, set, {read_concurrency, true}]),
-	persistent_term:put({?MODULE, Host}, Tab),
+	set_table(Host, Tab),
 	Profile = gen_mod:get_module_proc(Host, mod_server_trust_httpc),
 	{ok, _} = start_profile(Profile),
 	State = configure(#state{host = Host, tab = Tab, profile = Profile}, Opts),
@@ -191,15 +225,17 @@ init([Host, Opts]) ->
 handle_call(status, _From, #state{} = S) ->
 	{reply, #{sidecar => atom_to_binary(S#state.sidecar, utf8),
 		  generation => S#state.generation,
-		  queued => S#state.qlen + case S#state.inflight of undefined -> 0; _ -> 1 end,
+		  queued => queued(S),
 		  delivered => S#state.delivered,
 		  lost => S#state.lost,
+		  dropped => S#state.dropped,
+		  superseded => S#state.superseded,
 		  peers => length(trusted(S#state.host))}, S};
 handle_call(_Request, _From, State) ->
 	{reply, {error, badarg}, State}.
 
 handle_cast({presence, Peer, Type, Id}, State) ->
-	Item = #{peer => Peer, type => Type,
+	Item = #{peer => Peer, type => Type, lane => lane(Type),
 		 body => json(#{<<"host">> => State#state.host, <<"from">> => Peer,
 				<<"type">> => atom_to_binary(Type, utf8),
 				<<"id">> => case Id of <<>> -> null; _ -> Id end})},
@@ -230,7 +266,7 @@ handle_info(_Info, State) ->
 	{noreply, State}.
 
 terminate(_Reason, #state{host = Host, profile = Profile} = State) ->
-	case State#state.qlen + case State#state.inflight of undefined -> 0; _ -> 1 end of
+	case queued(State) of
 		0 -> ok;
 		N -> ?WARNING_MSG("mod_server_trust (~ts): stopping with ~p presence(s) not yet "
 				  "delivered to the sidecar: lost (never approved)", [Host, N])
@@ -247,8 +283,29 @@ code_change(_OldVsn, State, _Extra) ->
 proc(Host) ->
 	gen_mod:get_module_proc(Host, ?MODULE).
 
+%% The hosts' tables, for readers in any process: one persistent term (an
+%% atom key and a small map: ~10 ns less per trust check than a key per
+%% host, which hashed the host name on every lookup), written only when a
+%% host starts or stops.
 table(Host) ->
-	persistent_term:get({?MODULE, Host}, undefined).
+	case persistent_term:get(?MODULE, #{}) of
+		#{Host := Tab} -> Tab;
+		_ -> undefined
+	end.
+
+set_table(Host, Tab) ->
+	global:trans({{?MODULE, tables}, self()},
+		     fun() ->
+			     Old = persistent_term:get(?MODULE, #{}),
+			     New = case Tab of
+					   undefined -> maps:remove(Host, Old);
+					   _ -> Old#{Host => Tab}
+				   end,
+			     case New == Old of
+				     true -> ok;
+				     false -> persistent_term:put(?MODULE, New)
+			     end
+		     end, [node()]).
 
 start_profile(Profile) ->
 	R = case inets:start(httpc, [{profile, Profile}]) of
@@ -321,34 +378,187 @@ classify({error, Why}) ->
 	{retry, io_lib:format("~p", [Why])}.
 
 %% --- presence queue ----------------------------------------------------
-queued(#state{qlen = N, inflight = undefined}) -> N;
-queued(#state{qlen = N}) -> N + 1.
+%% Subscription presence is kept for the peer's subscription state; a newer
+%% one replaces what it supersedes (see superseded/2). Probes and
+%% availability may be dropped: the hello after an outage exchanges them
+%% again.
+lane(T) when T == subscribe; T == unsubscribe -> {sub, from};
+lane(T) when T == subscribed; T == unsubscribed -> {sub, to};
+lane(_) -> drop.
 
-enqueue(Item, #state{queue_max = Max} = State) ->
-	case queued(State) >= Max of
+%% Old, queued before New for the same peer, can go: same direction (from:
+%% the peer's subscription to us, to: its answer about ours), and New is a
+%% cancel (unsubscribe/unsubscribed: the end state is New's whatever Old
+%% did) or both are the same (a repeat). A grant after a cancel stays
+%% behind it: `unsubscribe` then `subscribe` is a new request the admin
+%% decides, not the old subscription carried on. Never across directions:
+%% a peer's `subscribed` (it approved us) is not replaced by its
+%% reciprocal `subscribe`.
+superseded(#{lane := {sub, Dir}, type := Old}, #{lane := {sub, Dir}, type := New}) ->
+	Old == New orelse New == unsubscribe orelse New == unsubscribed;
+superseded(_, _) ->
+	false.
+
+queued(#state{nsub = S, ndrop = D, inflight = undefined}) -> S + D;
+queued(#state{nsub = S, ndrop = D}) -> S + D + 1.
+
+enqueue(#{lane := drop} = Item, #state{ndrop = N, queue_max = Max} = State) when N >= Max ->
+	%% Full: the busiest peer loses its oldest probe or availability, so one
+	%% peer's flood cannot push out another's; when the newcomer's peer is
+	%% (about) as busy, its own oldest goes, or the newcomer itself.
+	Peer = maps:get(peer, Item),
+	Own = ndrop(Peer, State),
+	{Top, Busiest} = gb_sets:largest(State#state.drops),
+	{Victim, State1} =
+		if Own >= Top -> take(Peer, drop, State);
+		   Top > Own + 1 -> take(Busiest, drop, State);
+		   true -> {Item, State}
+		end,
+	State2 = dropped(Victim, Max, State1),
+	case Victim of
+		Item -> State2;
+		_ -> append(Item, State2)
+	end;
+enqueue(#{lane := drop} = Item, State) ->
+	append(Item, State);
+enqueue(#{peer := Peer} = Item, State) ->
+	State1 = supersede(Peer, Item, State),
+	case State1#state.nsub >= State1#state.queue_max of
 		false ->
-			State#state{queue = queue:in(Item, State#state.queue), qlen = State#state.qlen + 1};
+			append(Item, State1);
 		true ->
-			%% Full. Something is lost; its stanza was dropped already, so it is
-			%% simply never answered. Availability and probes go first (the hello
-			%% after an outage exchanges them again), subscription requests last;
-			%% the oldest of a kind first (the one in flight may be arriving now).
-			{Lost, Q} = evict(Item, State#state.queue),
-			lost(Lost, io_lib:format("retry queue full (queue_max ~p)", [Max]),
-			     State#state{queue = Q}, lost)
+			%% Full of other peers' subscription presence (one peer holds at most
+			%% four): the oldest is lost, and logged.
+			{_Seq, Old} = gb_trees:smallest(State1#state.subs),
+			{Lost, State2} = take(Old, sub, State1),
+			append(Item, lost(Lost, io_lib:format("retry queue full (queue_max ~p subscription "
+							      "presences)", [State1#state.queue_max]),
+					  State2, lost))
 	end.
 
-evict(Item, Q) ->
-	IsStatus = fun(#{type := T}) -> lists:member(T, [available, unavailable, probe]) end,
-	L = queue:to_list(Q),
-	case lists:search(IsStatus, L) of
-		{value, Old} ->
-			{Old, queue:from_list(lists:delete(Old, L) ++ [Item])};
+ndrop(Peer, #state{peers = Ps}) ->
+	case maps:find(Peer, Ps) of
+		{ok, {_, _, N}} -> N;
+		error -> 0
+	end.
+
+dropped(#{peer := Peer, type := Type}, Max, #state{host = Host} = State) ->
+	State1 = State#state{dropped = State#state.dropped + 1},
+	warn(dropped, "mod_server_trust (~ts): probe and availability queue full (queue_max ~p): "
+	     "dropped ~ts presence from ~ts (~p dropped so far; exchanged again after the outage)",
+	     [Host, Max, Type, Peer, State1#state.dropped], State1).
+
+%% Removes the subscription items of Peer that Item supersedes (a short list).
+supersede(Peer, Item, #state{peers = Ps} = State) ->
+	case maps:find(Peer, Ps) of
+		{ok, {Subs, Drops, N}} ->
+			case lists:partition(fun(Old) -> superseded(Old, Item) end, Subs) of
+				{[], _} ->
+					State;
+				{Gone, Keep} ->
+					Tree = lists:foldl(fun(#{seq := Seq}, T) -> gb_trees:delete(Seq, T) end,
+							   State#state.subs, Gone),
+					State#state{peers = Ps#{Peer => {Keep, Drops, N}}, subs = Tree,
+						    nsub = State#state.nsub - length(Gone),
+						    superseded = State#state.superseded + length(Gone)}
+			end;
+		error ->
+			State
+	end.
+
+%% A new item at the end of its peer's lane; a new peer joins the ring last.
+append(#{peer := Peer} = Item0, #state{seq = Seq} = State) ->
+	Item = Item0#{seq => Seq},
+	push(Peer, Item, back, State#state{seq = Seq + 1}).
+
+%% An item that was in flight, back at the head of its peer's lane (its seq
+%% is still the peer's oldest); the peer first in the ring if it had left it.
+%% An item the peer has since sent a superseding one for is not needed any
+%% more.
+put_back(#{peer := Peer, lane := Lane} = Item, #state{peers = Ps} = State) ->
+	Subs = case maps:find(Peer, Ps) of
+		       {ok, {S, _, _}} -> S;
+		       error -> []
+	       end,
+	case lists:any(fun(Later) -> superseded(Item, Later) end, Subs) of
+		true ->
+			State#state{superseded = State#state.superseded + 1};
+		false when Lane == drop, State#state.ndrop >= State#state.queue_max ->
+			%% The lane filled up meanwhile: this one is its peer's oldest.
+			dropped(Item, State#state.queue_max, State);
 		false ->
-			case IsStatus(Item) orelse L == [] of
-				true -> {Item, Q};
-				false -> {hd(L), queue:from_list(tl(L) ++ [Item])}
-			end
+			push(Peer, Item, front, State)
+	end.
+
+push(Peer, #{lane := Lane, seq := Seq} = Item, End, #state{peers = Ps} = State) ->
+	{{Subs, Drops, N}, Ring} =
+		case maps:find(Peer, Ps) of
+			{ok, P} -> {P, State#state.ring};
+			error when End == back -> {{[], queue:new(), 0}, queue:in(Peer, State#state.ring)};
+			error -> {{[], queue:new(), 0}, queue:in_r(Peer, State#state.ring)}
+		end,
+	case Lane of
+		drop ->
+			Drops1 = case End of back -> queue:in(Item, Drops); front -> queue:in_r(Item, Drops) end,
+			drops_count(Peer, N, N + 1, State#state{peers = Ps#{Peer => {Subs, Drops1, N + 1}},
+							       ring = Ring, ndrop = State#state.ndrop + 1});
+		_ ->
+			Subs1 = case End of back -> Subs ++ [Item]; front -> [Item | Subs] end,
+			State#state{peers = Ps#{Peer => {Subs1, Drops, N}}, ring = Ring,
+				    nsub = State#state.nsub + 1,
+				    subs = gb_trees:insert(Seq, Peer, State#state.subs)}
+	end.
+
+%% Peer's count of droppable items goes from N to M: keep `drops` in step.
+drops_count(Peer, N, M, #state{drops = Ds} = State) ->
+	Ds1 = case N of 0 -> Ds; _ -> gb_sets:delete({N, Peer}, Ds) end,
+	State#state{drops = case M of 0 -> Ds1; _ -> gb_sets:insert({M, Peer}, Ds1) end}.
+
+%% Takes the oldest item of Peer's lane (sub | drop) out of the queue (it has
+%% one); a peer left with nothing leaves the ring.
+take(Peer, Lane, State) ->
+	case take_item(Peer, Lane, State) of
+		{Item, State1, true} -> {Item, State1#state{ring = queue:delete(Peer, State1#state.ring)}};
+		{Item, State1, false} -> {Item, State1}
+	end.
+
+%% The same, leaving the ring alone; true when Peer has nothing left (then it
+%% is out of `peers`).
+take_item(Peer, Lane, #state{peers = Ps} = State) ->
+	{Subs, Drops, N} = maps:get(Peer, Ps),
+	{Item, P, State1} =
+		case Lane of
+			drop ->
+				{{value, X}, Drops1} = queue:out(Drops),
+				{X, {Subs, Drops1, N - 1},
+				 drops_count(Peer, N, N - 1, State#state{ndrop = State#state.ndrop - 1})};
+			sub ->
+				[X = #{seq := Seq} | Subs1] = Subs,
+				{X, {Subs1, Drops, N},
+				 State#state{nsub = State#state.nsub - 1,
+					     subs = gb_trees:delete(Seq, State#state.subs)}}
+		end,
+	case P of
+		{[], _, 0} -> {Item, State1#state{peers = maps:remove(Peer, Ps)}, true};
+		_ -> {Item, State1#state{peers = Ps#{Peer => P}}, false}
+	end.
+
+%% The next item: the oldest of the first peer in the ring, which then goes to
+%% the back of the ring (or leaves it, when that was its last item).
+next_item(#state{ring = Ring, peers = Ps} = State) ->
+	{{value, Peer}, Ring1} = queue:out(Ring),
+	Lane = case maps:get(Peer, Ps) of
+		       {[#{seq := S} | _], Drops, _} ->
+			       case queue:peek(Drops) of
+				       {value, #{seq := D}} when D < S -> drop;
+				       _ -> sub
+			       end;
+		       {[], _, _} ->
+			       drop
+	       end,
+	case take_item(Peer, Lane, State#state{ring = Ring1}) of
+		{Item, State1, true} -> {Item, State1};
+		{Item, State1, false} -> {Item, State1#state{ring = queue:in(Peer, Ring1)}}
 	end.
 
 %% Kind: the rate-limit bucket (a full queue and refusals are reported apart).
@@ -357,9 +567,9 @@ lost(#{peer := Peer, type := Type}, Why, #state{host = Host} = State, Kind) ->
 	warn(Kind, "mod_server_trust (~ts): ~ts: lost ~ts presence from ~ts (never approved; "
 	     "~p lost so far)", [Host, Why, Type, Peer, State1#state.lost], State1).
 
-send_next(#state{inflight = undefined, retry_timer = undefined, qlen = N} = State) when N > 0 ->
-	{{value, Item}, Q} = queue:out(State#state.queue),
-	State1 = State#state{queue = Q, qlen = N - 1},
+send_next(#state{inflight = undefined, retry_timer = undefined, nsub = S, ndrop = D} = State)
+  when S + D > 0 ->
+	{Item, State1} = next_item(State),
 	case post("/v1/hook/presence", maps:get(body, Item), State1) of
 		{ok, Ref} ->
 			State1#state{inflight = {Ref, Item}};
@@ -372,8 +582,8 @@ send_next(State) ->
 presence_result({ok, _}, _Item, State) ->
 	State#state{retry_delay = ?MIN_DELAY, delivered = State#state.delivered + 1};
 presence_result({retry, Why}, Item, #state{host = Host} = State) ->
-	%% Back to the front: order is kept, nothing is skipped.
-	State1 = State#state{queue = queue:in_r(Item, State#state.queue), qlen = State#state.qlen + 1},
+	%% Back to the front of its peer's queue: each peer's order is kept.
+	State1 = put_back(Item, State),
 	State2 = warn(presence_retry, "mod_server_trust (~ts): sidecar did not take ~ts presence "
 		      "from ~ts (~ts); ~p queued, retrying", [Host, maps:get(type, Item),
 							      maps:get(peer, Item), Why, queued(State1)], State1),

@@ -203,3 +203,29 @@ fn request_and_revoke_fire_events() {
     std::thread::sleep(QUIET);
     assert_eq!(count(c, event("server-trust/removed", MONTAGUE)), 1, "no second removed event");
 }
+
+/// Two admins at once: one opens "Pending server buddies", the other denies with the CLI,
+/// then the form comes back with approve. The deny, recorded first, stands: the form gets
+/// an error note naming it, and the peer gets `unsubscribed`, never `subscribed`.
+#[test]
+fn a_form_submitted_after_another_admin_decided_is_refused_with_an_error_note() {
+    let lab = two_pending();
+    let (m, c) = (&lab.montague, &lab.capulet);
+    let r = adhoc(c, ADMIN, NODE_PENDING, None, &[], None);
+    assert_eq!(r["status"], "executing", "{r}");
+    let sid = r["sessionid"].as_str().unwrap().to_string();
+    c.cli(&["deny", MONTAGUE]);
+    let r = adhoc(c, ADMIN, NODE_PENDING, Some("complete"), &[(MONTAGUE, "approve")], Some(&sid));
+    assert_eq!(r["status"], "completed", "{r}");
+    let errors: Vec<Value> = list(&r["notes"]).into_iter().filter(|n| n["type"] == "error").collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    let text = errors[0]["text"].as_str().unwrap();
+    assert!(text.contains("`deny` by cli at ") && text.contains("first decision stands"), "{text}");
+    m.wait_for("unsubscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "unsubscribed"));
+    m.assert_none_for(QUIET, presence(CAPULET, MONTAGUE, "subscribed"), "the later approve must not win");
+    c.wait_state(MONTAGUE, "absent", WAIT);
+    assert_eq!(is_trusted(c, MONTAGUE, None), "false");
+    let log = String::from_utf8(c.cli(&["log", "--peer", MONTAGUE]).stdout).unwrap();
+    assert!(log.lines().any(|l| l.contains(" cli ") && l.contains("deny recorded")), "{log}");
+    assert!(!log.lines().any(|l| l.contains("approve")), "{log}");
+}

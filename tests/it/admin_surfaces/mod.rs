@@ -6,6 +6,7 @@
 
 mod adhoc;
 mod module_api;
+mod pending_cap;
 mod shell;
 
 use std::process::Output;

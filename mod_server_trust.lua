@@ -158,6 +158,9 @@ local function fire_isolated(name, data)
 	end
 end
 
+-- Subscription stanzas: recorded in the engine's outbox with the change that caused them.
+local subscription_types = { subscribe = true, subscribed = true, unsubscribe = true, unsubscribed = true };
+
 -- Carries out what the engine decided; `log` is the session's logger when there is one.
 local function perform(actions, err, log)
 	log = log or module._log;
@@ -171,6 +174,12 @@ local function perform(actions, err, log)
 		if a.kind == "send" then
 			local ptype = a.type ~= "available" and a.type or nil;
 			module:send(st.presence({ from = host, to = a.peer, type = ptype, id = a.id or new_id() }));
+			if subscription_types[a.type] then
+				-- Prosody accepted it (it does at once): it leaves the engine's outbox. A bounce
+				-- puts it back (the error hook below).
+				local ok, _, derr = pcall(engine.delivered, engine, a.peer, a.type, a.id);
+				if not ok or derr then log("debug", "Outbox: %s to %s not noted as sent: %s", a.type, a.peer, tostring(derr or _)); end
+			end
 		end
 	end
 	for _, a in ipairs(actions) do
@@ -220,9 +229,11 @@ module:hook("presence/host", function (event)
 		return true;
 	end
 	if ptype == "error" then
-		-- e.g. our subscribe bounced: remote-server-not-found, the admin should know.
+		-- e.g. our subscribed bounced: remote-server-not-found. What we delivered to that peer
+		-- lately goes back in the engine's outbox, sent again with backoff (not forgotten).
 		local _, condition, text = stanza:get_error();
 		log("warn", "Presence error from %s: %s %s", from_host, condition, text or "");
+		call_logged(log, "bounced", from_host, condition);
 	else
 		call_logged(log, "inbound", from_host, ptype, stanza.attr.id);
 	end
@@ -324,6 +335,8 @@ if is_server and engine then
 	end
 	module:add_timer(poll_interval, function ()
 		call("poll");
+		-- The outbox: what a bounce put back or a crash left unsent, when its backoff is over.
+		call("outbox_due");
 		return poll_interval;
 	end);
 end

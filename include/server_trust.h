@@ -564,6 +564,55 @@ st_status st_engine_startup(const struct st_engine *engine, struct st_actions **
 const char *st_version(void);
 
 /**
+ * Your server accepted this subscription stanza (one an `ST_ACTION_SEND` gave, with the
+ * same `id`, NULL for none): it leaves the outbox. Any other stanza (a probe answer) is
+ * ignored. `*out` receives actions, as every change returns (usually none).
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; strings NUL-terminated (`id` may be NULL); `out` writable.
+ */
+st_status st_engine_delivered(const struct st_engine *engine,
+                              const char *peer,
+                              st_presence_type type,
+                              const char *id,
+                              struct st_actions **out);
+
+/**
+ * Your server did not accept this subscription stanza: it is given again by
+ * `st_engine_outbox_due` after a backoff (1 s doubling to 8 s).
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `peer` NUL-terminated.
+ */
+st_status st_engine_undelivered(const struct st_engine *engine,
+                                const char *peer,
+                                st_presence_type type);
+
+/**
+ * The subscription stanzas due for a (re)send now, as `ST_ACTION_SEND` actions: those a
+ * crash left unsent, failed tries and bounces past their backoff. Call it from a timer;
+ * confirm each with `st_engine_delivered` or `st_engine_undelivered`.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `out` writable.
+ */
+st_status st_engine_outbox_due(const struct st_engine *engine, struct st_actions **out);
+
+/**
+ * An error presence from `peer` to the host JID (a bounce; `condition` such as
+ * `remote-server-not-found`, may be NULL): what was delivered to it in the last 5 minutes
+ * goes back in the outbox, sent again with backoff. `*out` receives a log action.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; strings NUL-terminated (`condition` may be NULL); `out`
+ * writable.
+ */
+st_status st_engine_bounced(const struct st_engine *engine,
+                            const char *peer,
+                            const char *condition,
+                            struct st_actions **out);
+
+/**
  * A static, NUL-terminated description of a status value (unknown values included).
  */
 const char *st_status_str(uint32_t status);

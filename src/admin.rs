@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Domain;
 use crate::engine::Actor;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, Store};
+use crate::store::{AuditRecord, Decision, PendingRequest, QueuedAct, RosterEntry, Store, Waiting};
 use crate::subscription::Subscription;
 
 /// Opens the store of `host` under `root`; without a host, the one host the store serves.
@@ -102,6 +102,10 @@ pub struct PeerReport {
     pub pending: Option<PendingRequest>,
     /// Its audit records, oldest first.
     pub history: Vec<AuditRecord>,
+    /// Subscription stanzas recorded for it that the XMPP server has not accepted yet
+    /// (its entry's outbox), oldest first.
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
 }
 
 /// The report on `peer`.
@@ -109,7 +113,8 @@ pub fn show(store: &Store, peer: &Domain) -> Result<PeerReport> {
     let entry = store.load_roster()?.peers.remove(peer);
     let pending = store.read_pending(peer)?;
     let history = log(store, Some(peer), usize::MAX)?;
-    Ok(PeerReport { peer: peer.clone(), entry, pending, history })
+    let waiting = entry.as_ref().and_then(|e| e.outbox.clone()).unwrap_or_default();
+    Ok(PeerReport { peer: peer.clone(), entry, pending, history, waiting })
 }
 
 /// The last `limit` audit records, of `peer` only if given, oldest first.

@@ -44,6 +44,8 @@ pub struct Engine {
     /// Milliseconds after `born` when pending requests are next checked for expiry.
     expiry_at: AtomicU64,
     born: Instant,
+    /// When the outbox's stanzas are tried (see `outbox`).
+    pub(super) schedule: super::outbox::Schedule,
 }
 
 /// State only touched with the ops lock held.
@@ -155,6 +157,7 @@ impl Engine {
             drop_notice_at: AtomicU64::new(0),
             expiry_at: AtomicU64::new(1), // at the first poll
             born: Instant::now(),
+            schedule: Default::default(),
             presence: Mutex::new(HashMap::new()),
             watcher,
             compactor: Compactor::new(store_clone),
@@ -494,6 +497,17 @@ impl Engine {
     /// transition and must not be lost): one journal line per changed peer, O(1) in the
     /// roster's size. roster.toml itself is rewritten by the compactor, off this thread.
     fn transact(&self, actor: Actor, f: impl FnOnce(&mut Txn) -> Result<()>) -> Result<Vec<Action>> {
+        self.transact_as(actor, true, f)
+    }
+
+    /// [`Engine::transact`], whose journal line is synced only if `sync` (a delivery's
+    /// confirmation need not be: see `outbox`).
+    pub(super) fn transact_as(
+        &self,
+        actor: Actor,
+        sync: bool,
+        f: impl FnOnce(&mut Txn) -> Result<()>,
+    ) -> Result<Vec<Action>> {
         let mut ops = self.ops.lock();
         let _gate = self.compactor.gate();
         let _lock = self.store.lock_within(self.config.lock_wait)?;
@@ -502,7 +516,7 @@ impl Engine {
         let result = f(&mut txn);
         let (changes, txn_actions) = txn.finish();
         if !changes.is_empty() {
-            self.save(&mut ops, changes)?;
+            self.save(&mut ops, changes, sync)?;
         }
         result?;
         actions.extend(txn_actions);
@@ -510,7 +524,7 @@ impl Engine {
     }
 
     /// Makes `changes` durable and what readers see.
-    fn save(&self, ops: &mut Ops, changes: Map<Option<RosterEntry>>) -> Result<()> {
+    fn save(&self, ops: &mut Ops, changes: Map<Option<RosterEntry>>, sync: bool) -> Result<()> {
         self.check_unchanged(ops)?;
         let old = self.view.load();
         let lines: Vec<Change> = changes
@@ -523,7 +537,7 @@ impl Engine {
         // Lines go on the journal in use: the one read with roster.toml (which, for a file
         // edited before the last compaction, extends the roster after it).
         match ops.journal.map(|p| p.base).or(ops.base) {
-            Some(base) => ops.journal = Some(self.store.append_changes(base, &lines, ops.journal)?),
+            Some(base) => ops.journal = Some(self.store.append_changes(base, &lines, ops.journal, sync)?),
             None => {
                 // No seal to journal against (a new store, or a roster.toml written from
                 // scratch by hand): write it whole, once.

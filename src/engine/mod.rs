@@ -19,6 +19,7 @@ mod api;
 #[cfg(test)]
 mod cap_tests;
 mod compact;
+pub mod outbox;
 mod outside;
 mod policy;
 mod snapshot;
@@ -28,6 +29,8 @@ mod watch;
 pub use api::Engine;
 pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
 
+#[cfg(test)]
+mod outbox_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

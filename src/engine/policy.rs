@@ -48,12 +48,14 @@ impl<'a> Txn<'a> {
     }
 
     /// The changed entries (if any) to save and publish, and the actions to return.
-    pub(super) fn finish(self) -> (Map<Option<RosterEntry>>, Vec<Action>) {
+    pub(super) fn finish(mut self) -> (Map<Option<RosterEntry>>, Vec<Action>) {
+        // Subscription stanzas are recorded with the change that caused them.
+        super::outbox::record(&mut self.working, &self.actions);
         (self.working, self.actions)
     }
 
     /// `peer`'s entry as this operation sees it: its own changes, else the published one.
-    fn current(&self, peer: &Domain) -> RosterEntry {
+    pub(super) fn current(&self, peer: &Domain) -> RosterEntry {
         let found = match self.working.get(peer) {
             Some(changed) => changed.clone(),
             None => self.engine.view.load().get(peer).cloned(),
@@ -63,13 +65,19 @@ impl<'a> Txn<'a> {
 
     /// Changes one entry among the operation's own changes (readers keep the old snapshot
     /// until the operation publishes its result).
-    fn update(&mut self, peer: &Domain, f: impl FnOnce(&mut RosterEntry)) {
+    pub(super) fn update(&mut self, peer: &Domain, f: impl FnOnce(&mut RosterEntry)) {
         let mut e = self.current(peer);
         f(&mut e);
         self.working.insert(peer.clone(), (!e.is_empty()).then_some(e));
     }
 
-    fn audit(&mut self, peer: &Domain, event: &str, from: Option<Subscription>, to: Option<Subscription>) {
+    pub(super) fn audit(
+        &mut self,
+        peer: &Domain,
+        event: &str,
+        from: Option<Subscription>,
+        to: Option<Subscription>,
+    ) {
         let rec = AuditRecord {
             time: now_rfc3339(),
             peer: peer.to_string(),

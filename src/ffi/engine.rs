@@ -42,7 +42,7 @@ pub struct st_engine {
 }
 
 impl st_engine {
-    fn run(
+    pub(super) fn run(
         &self,
         out: *mut *mut st_actions,
         f: impl FnOnce(&Engine) -> crate::Result<Vec<Action>>,

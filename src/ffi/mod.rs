@@ -19,11 +19,13 @@
 pub(crate) mod boundary;
 mod actions;
 mod engine;
+mod outbox;
 pub(crate) mod status;
 mod transition;
 
 pub use actions::*;
 pub use engine::*;
+pub use outbox::*;
 pub use status::*;
 pub use transition::*;
 

@@ -96,7 +96,12 @@ impl Change {
 
 fn fields(e: &RosterEntry) -> Map<String, Value> {
     match serde_json::to_value(e).expect("roster entries serialise") {
-        Value::Object(m) => m,
+        Value::Object(mut m) => {
+            // Left out of roster.toml when empty, but a field like the others here: a line
+            // can set it, and an emptied outbox is journalled as `"outbox":null`.
+            m.entry("outbox").or_insert(Value::Null);
+            m
+        }
         _ => unreachable!("a roster entry is a struct"),
     }
 }
@@ -228,7 +233,7 @@ pub(super) fn read_previous(prev: &Path) -> Result<Option<(u64, u64, Vec<Change>
 /// durable (fdatasync). A journal that is missing or extends another roster is started
 /// afresh; a torn last line left by a killed writer is cut off first. Caller holds the
 /// store lock.
-pub(super) fn append(path: &Path, base: u64, changes: &[Change]) -> Result<()> {
+pub(super) fn append(path: &Path, base: u64, changes: &[Change], sync: bool) -> Result<()> {
     check_dir(path.parent().unwrap_or(Path::new(".")))?;
     let mut out = String::new();
     for c in changes {
@@ -254,6 +259,9 @@ pub(super) fn append(path: &Path, base: u64, changes: &[Change]) -> Result<()> {
     }
     f.seek(SeekFrom::Start(end)).map_err(|e| Error::io(path, e))?;
     f.write_all(out.as_bytes()).map_err(|e| Error::io(path, e))?;
+    if !sync {
+        return Ok(());
+    }
     f.sync_data().map_err(|e| Error::io(path, e))
 }
 

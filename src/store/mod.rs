@@ -53,7 +53,7 @@ pub use journal::{Change, JournalPos};
 /// Where a read of the audit log stopped: the log's inode and an offset.
 pub type AuditPos = (u64, u64);
 pub use records::{
-    AuditRecord, Decision, FirstDecision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile,
+    AuditRecord, Decision, FirstDecision, PendingRequest, Queued, QueuedAct, RosterEntry, RosterFile, Waiting,
 };
 
 /// The reader of engine-written (sealed) roster.toml files on its own, for the differential
@@ -412,18 +412,19 @@ impl Store {
         })
     }
 
-    /// Appends `changes` to the journal of the roster.toml sealed `base`, durably, and
-    /// returns where the journal now ends. O(changes), whatever the roster's size. Caller
-    /// holds the store lock.
+    /// Appends `changes` to the journal of the roster.toml sealed `base`, durably unless
+    /// `sync` is false, and returns where the journal now ends. O(changes), whatever the
+    /// roster's size. Caller holds the store lock.
     pub fn append_changes(
         &self,
         base: u64,
         changes: &[Change],
         prev: Option<JournalPos>,
+        sync: bool,
     ) -> Result<JournalPos> {
         use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(JOURNAL);
-        journal::append(&path, base, changes)?;
+        journal::append(&path, base, changes, sync)?;
         self.wrote(path.clone());
         let m = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         let n = changes.len() as u64;
@@ -447,7 +448,7 @@ impl Store {
         prepared.0.commit()?;
         self.wrote(self.dir.join(ROSTER));
         // A crash here leaves a journal naming the old seal: void, and already folded in.
-        self.append_changes(seal, &[], None)
+        self.append_changes(seal, &[], None, true)
     }
 
     /// The slow half of rewriting roster.toml, which needs no lock: the text of `peers`,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
-use crate::engine::Actor;
+use crate::engine::{Actor, PresenceKind};
 use crate::subscription::Subscription;
 use crate::vocab;
 
@@ -42,6 +42,26 @@ pub struct RosterEntry {
     /// Last state change.
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// Subscription stanzas recorded with the change that caused them and not yet accepted
+    /// by the XMPP server, oldest first: at most one per direction (`subscribed` or
+    /// `unsubscribed`; `subscribe` or `unsubscribe`), the latest act's. Absent when nothing
+    /// waits (see `engine::outbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<Vec<Waiting>>,
+}
+
+/// A subscription stanza waiting in a peer's outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waiting {
+    /// `subscribe`, `subscribed`, `unsubscribe` or `unsubscribed`.
+    #[serde(rename = "type")]
+    pub kind: PresenceKind,
+    /// The stanza id to use (the peer's, when answering its request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// When the change that caused it was recorded.
+    pub since: String,
 }
 
 impl RosterEntry {
@@ -57,6 +77,7 @@ impl RosterEntry {
             approved_at: None,
             approved_by: None,
             updated_at: None,
+            outbox: None,
         }
     }
 
@@ -66,6 +87,7 @@ impl RosterEntry {
             && !self.pre_approved
             && self.groups.is_empty()
             && self.note.is_empty()
+            && self.outbox.is_none()
     }
 }
 

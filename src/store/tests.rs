@@ -244,6 +244,7 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
                     approved_at: appr_at,
                     approved_by: appr_by.map(|i| actors[i]),
                     updated_at: upd,
+                    outbox: None,
                 };
                 (Domain::new(peer).unwrap(), e)
             })

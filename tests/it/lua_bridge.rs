@@ -96,3 +96,22 @@ fn prosody_mirror_follows_approve_groups_hand_edits_and_revoke() {
     });
     mirror_reaches(c, "", "");
 }
+
+/// The outbox through the real native module, as mod_server_trust drives it: subscription
+/// stanzas confirmed as Prosody sends them, put back by a bounce, resent after the backoff
+/// and after a restart.
+#[test]
+fn lua_outbox_resends_a_bounced_subscribed() {
+    let lib = artifacts::lua_module();
+    assert!(lib.exists(), "{} missing", lib.display());
+    let store = tempfile::tempdir().unwrap();
+    let out = Command::new("lua5.4")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua/outbox.lua"))
+        .arg(lib)
+        .arg(store.path())
+        .output()
+        .expect("lua5.4 is needed (scripts/setup.sh installs it)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("lua outbox OK"), "{text}");
+}

@@ -15,5 +15,6 @@ mod fails_closed;
 mod floods;
 mod handshake_over_s2s;
 mod lua_bridge;
+mod outbox;
 mod store_decisions;
 mod support;

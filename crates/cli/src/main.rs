@@ -188,6 +188,9 @@ fn show(store: &Store, peer: &Domain, out: Out) -> Result<()> {
         println!("pending request: {}", store.pending_path(peer).display());
         print!("{}", toml::to_string_pretty(p).expect("serialisable"));
     }
+    for w in &report.waiting {
+        println!("waiting for the XMPP server to accept it: {} (recorded {})", w.kind.as_str(), w.since);
+    }
     for r in report.history.iter().rev().take(10).rev() {
         println!("  {} {:<8} {}", r.time, r.actor.as_str(), r.event);
     }

@@ -87,6 +87,33 @@ impl LuaUserData for LuaEngine {
         act!("deny", deny);
         act!("revoke", revoke);
         m.add_method("poll", |lua, this, ()| lua_result(lua, this.0.poll(), actions_table));
+        // The outbox (see `server_trust::engine::outbox`): Prosody accepts a stanza at once,
+        // so the module confirms each subscription stanza as it sends it, sends what
+        // `outbox_due` gives on its timer, and reports bounces.
+        m.add_method("delivered", |lua, this, (peer, ty, id): (String, String, Option<String>)| {
+            let r = Domain::new(&peer).and_then(|p| {
+                let kind = ty.parse()?;
+                this.0.delivered(&p, kind, id.as_deref())
+            });
+            lua_result(lua, r, actions_table)
+        });
+        m.add_method("bounced", |lua, this, (peer, condition): (String, Option<String>)| {
+            lua_result(lua, this.0.bounced(&peer, condition.as_deref().unwrap_or("")), actions_table)
+        });
+        m.add_method("outbox_due", |lua, this, ()| actions_table(lua, this.0.outbox_due()));
+        m.add_method("outbox", |lua, this, ()| {
+            let list = lua.create_table()?;
+            for (peer, waiting) in this.0.outbox().iter() {
+                let t = lua.create_table()?;
+                t.set("peer", peer.as_str())?;
+                t.set(
+                    "waiting",
+                    lua.to_value_with(waiting, LuaSerializeOptions::new().serialize_none_to_null(false))?,
+                )?;
+                list.push(t)?;
+            }
+            Ok(list)
+        });
         m.add_method("startup", |lua, this, ()| actions_table(lua, this.0.startup_actions()));
         m.add_method(
             "set_groups",

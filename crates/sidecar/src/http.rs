@@ -247,6 +247,8 @@ enum Route {
     HookTrusted,
     Roster(String),
     Pending(String),
+    /// What waits in a host's outbox.
+    Outbox(String),
     Log(String),
     Peer(String, String),
     Groups(String, String),
@@ -286,6 +288,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Reply> {
         ["v1", "hook", "trusted"] => (Route::HookTrusted, "GET"),
         ["v1", "hosts", h, "roster"] => (Route::Roster(own(h)), "GET"),
         ["v1", "hosts", h, "pending"] => (Route::Pending(own(h)), "GET"),
+        ["v1", "hosts", h, "outbox"] => (Route::Outbox(own(h)), "GET"),
         ["v1", "hosts", h, "log"] => (Route::Log(own(h)), "GET"),
         ["v1", "hosts", h, "pending", "deny"] => (Route::BulkDeny(own(h)), "POST"),
         ["v1", "hosts", h, "dropped"] => (Route::Dropped(own(h)), "GET"),
@@ -381,6 +384,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
             let host = app.host(&h)?;
             Ok(Reply::ok(StatusCode::OK, blocking(move || views::pending(&host.engine)).await?))
         }
+        Route::Outbox(h) => Ok(Reply::ok(StatusCode::OK, views::outbox(&app.host(&h)?.engine))),
         Route::Peer(h, p) => {
             let host = app.host(&h)?;
             let peer = Domain::new(&p).map_err(|e| engine_error(&e))?;
@@ -519,9 +523,10 @@ async fn admin_act(app: &App, h: &str, p: String, act: AdminAct) -> Result<Reply
     })
     .await?;
     let actions = result.map_err(|e| engine_error(&e))?;
-    let sent = actions.iter().filter(|a| matches!(a, server_trust::Action::Send { .. })).count();
+    // What became of the stanzas: accepted by the XMPP server, or waiting in the outbox.
+    let detail = host.act_outcome(&peer, &actions).await;
     let state = host.engine.state(peer.as_str()).map_err(|e| engine_error(&e))?;
-    let done = Done::new(act, &peer, format!("done: {sent} presence stanza(s) handed to the XMPP server"));
+    let done = Done::new(act, &peer, detail);
     log::info!(
         "{}: {} {peer} through the admin API (now {state})",
         host.name,

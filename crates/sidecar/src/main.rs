@@ -35,6 +35,8 @@ mod service;
 mod views;
 
 #[cfg(test)]
+mod outbox_tests;
+#[cfg(test)]
 mod strangers;
 #[cfg(test)]
 mod testkit;

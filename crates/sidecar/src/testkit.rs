@@ -37,6 +37,8 @@ pub struct FakeApi {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     status: Arc<AtomicU16>,
+    /// Milliseconds each answer takes (0: at once).
+    delay: Arc<AtomicU64>,
     /// Calls answered, kept even when `record` is off.
     pub count: Arc<AtomicU64>,
 }
@@ -44,19 +46,27 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts the listener (a thread per connection, keep-alive); it lives as long as the process.
     pub fn start(record: bool) -> FakeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake API");
+        FakeApi::start_on("127.0.0.1:0", record)
+    }
+
+    /// [`FakeApi::start`] on a given address (an API that comes back where it was).
+    pub fn start_on(addr: &str, record: bool) -> FakeApi {
+        let listener = TcpListener::bind(addr).expect("bind the fake API");
         let addr = listener.local_addr().unwrap();
         let api = FakeApi {
             addr,
             calls: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
+            delay: Arc::default(),
             count: Arc::default(),
         };
         let (calls, status, count) = (api.calls.clone(), api.status.clone(), api.count.clone());
+        let delay = api.delay.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (calls, status, count) = (calls.clone(), status.clone(), count.clone());
-                std::thread::spawn(move || serve(conn, &calls, &status, &count, record));
+                let (calls, status, count, delay) =
+                    (calls.clone(), status.clone(), count.clone(), delay.clone());
+                std::thread::spawn(move || serve(conn, &calls, &status, &count, &delay, record));
             }
         });
         api
@@ -70,6 +80,11 @@ impl FakeApi {
     /// Answer every following call with `status` (e.g. 503 for "ejabberd is starting").
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Take `d` to answer each following call (ejabberd under load).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Every call so far.
@@ -90,7 +105,14 @@ impl FakeApi {
     }
 }
 
-fn serve(conn: TcpStream, calls: &Mutex<Vec<ApiCall>>, status: &AtomicU16, count: &AtomicU64, record: bool) {
+fn serve(
+    conn: TcpStream,
+    calls: &Mutex<Vec<ApiCall>>,
+    status: &AtomicU16,
+    count: &AtomicU64,
+    delay: &AtomicU64,
+    record: bool,
+) {
     let mut out = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     loop {
@@ -121,6 +143,10 @@ fn serve(conn: TcpStream, calls: &Mutex<Vec<ApiCall>>, status: &AtomicU16, count
             return;
         }
         let code = status.load(Ordering::SeqCst);
+        let wait = delay.load(Ordering::SeqCst);
+        if wait > 0 {
+            std::thread::sleep(Duration::from_millis(wait));
+        }
         count.fetch_add(1, Ordering::Relaxed);
         if record {
             let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);

@@ -36,3 +36,14 @@ pub fn log(engine: &Engine, peer: Option<&Domain>, limit: usize) -> Result<Value
 pub fn groups(peer: &Domain, groups: &[String]) -> Value {
     value(admin::GroupsView { peer: peer.clone(), groups: groups.to_vec() })
 }
+
+/// `GET /v1/hosts/{host}/outbox`: the subscription stanzas that wait for the XMPP server to
+/// accept them, per peer (memory only: no disk read).
+pub fn outbox(engine: &Engine) -> Value {
+    let list: Vec<Value> = engine
+        .outbox()
+        .iter()
+        .map(|(peer, waiting)| serde_json::json!({"peer": peer, "waiting": waiting}))
+        .collect();
+    serde_json::json!({"host": engine.host(), "outbox": list})
+}

@@ -271,7 +271,9 @@ fn main() {
     let trust: Vec<(String, String)> = [trusted_peer.as_str(), "stranger.example"]
         .iter()
         .map(|peer| {
-            let line = lab.ejabberd.eval(&format!("st_bench:trust(<<\"{VERONA}\">>, <<\"{peer}\">>, {n}, {rounds})."));
+            let line = lab
+                .ejabberd
+                .eval(&format!("st_bench:trust(<<\"{VERONA}\">>, <<\"{peer}\">>, {n}, {rounds})."));
             (peer.to_string(), line)
         })
         .collect();

@@ -2,7 +2,8 @@
 //!
 //! At 100k peers the `toml` crate took about 470 ms of an engine's 560 ms start. This reader
 //! runs only on a sealed file (its checksum line matches the text: nobody edited it), so it
-//! needs only the shapes our own writer produces: `[peers."<domain>"]` sections, one
+//! needs only the shapes our own writer produces: `[peers."<domain>"]` sections (and their
+//! `[[peers."<domain>".outbox]]` items, the stanzas waiting for delivery), one
 //! `field = value` per line, single-line strings, booleans and string arrays (one line, or one
 //! item per line). Anything else, such as a multi-line note or an unknown field, gives `None`,
 //! and the caller parses the file with `toml` as before: same result, or the same error.
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::de::IntoDeserializer;
 use serde::de::value::Error as ValueError;
 
-use super::records::{RosterEntry, RosterFile};
+use super::records::{RosterEntry, RosterFile, Waiting};
 use crate::domain::Domain;
 
 /// The roster in `text` (a sealed roster.toml), or `None` to leave it to the TOML parser.
@@ -42,10 +43,19 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
             }
             continue;
         }
+        // A stanza waiting in the current peer's outbox (`[[peers."<d>".outbox]]`, written
+        // right after the peer's own fields, its key spelled as in the peer's header).
+        if let Some(key) = line.strip_prefix("[[peers.").and_then(|r| r.strip_suffix(".outbox]]")) {
+            let section = current.as_mut().filter(|s| s.key == key)?;
+            section.finish_waiting()?;
+            section.waiting = Some(Item::default());
+            continue;
+        }
         if let Some(key) = line.strip_prefix("[peers.").and_then(|r| r.strip_suffix(']')) {
             if let Some(done) = current.take() {
                 done.insert_into(&mut peers)?;
             }
+            let raw = key;
             let key = match key.strip_prefix('"') {
                 Some(_) => string(key).and_then(whole)?,
                 // A bare key; with a dot it would be a nested table, not a domain.
@@ -55,11 +65,15 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
                 None => return None,
             };
             let peer = Domain::new(&key).ok()?; // as `Domain`'s Deserialize does
-            current = Some(Section { peer, entry: RosterEntry::new(), seen: 0 });
+            current = Some(Section { peer, key: raw, entry: RosterEntry::new(), seen: 0, waiting: None });
             continue;
         }
         let (name, value) = line.split_once(' ').and_then(|(n, v)| Some((n, v.strip_prefix("= ")?)))?;
         let section = current.as_mut()?;
+        if let Some(item) = section.waiting.as_mut() {
+            item.set(name, value)?;
+            continue;
+        }
         let bit = FIELDS.iter().position(|f| *f == name)?;
         if section.seen & (1 << bit) != 0 {
             return None; // a field twice: the TOML parser's error to give
@@ -106,19 +120,54 @@ const FIELDS: [&str; 9] = [
     "updated_at",
 ];
 
-struct Section {
+struct Section<'t> {
     peer: Domain,
+    /// The key as its header spells it: its outbox headers spell it the same.
+    key: &'t str,
     entry: RosterEntry,
     /// Fields met so far, one bit each (by their index in [`FIELDS`]).
     seen: u16,
+    /// The outbox item being read, once its header was met.
+    waiting: Option<Item>,
 }
 
-impl Section {
-    fn insert_into(self, peers: &mut BTreeMap<Domain, RosterEntry>) -> Option<()> {
+/// One `[[peers."<d>".outbox]]` item being read: `type`, `since` and an optional `id`.
+#[derive(Default)]
+struct Item {
+    kind: Option<crate::engine::PresenceKind>,
+    id: Option<String>,
+    since: Option<String>,
+}
+
+impl Item {
+    fn set(&mut self, name: &str, value: &str) -> Option<()> {
+        let text = || string(value).and_then(whole).map(Cow::into_owned);
+        let slot = match name {
+            "type" => return self.kind.replace(named(&text()?)?).is_none().then_some(()),
+            "id" => &mut self.id,
+            "since" => &mut self.since,
+            _ => return None,
+        };
+        slot.replace(text()?).is_none().then_some(()) // a field twice: the parser's error
+    }
+}
+
+impl Section<'_> {
+    /// Adds the outbox item being read, if any, once whole.
+    fn finish_waiting(&mut self) -> Option<()> {
+        if let Some(item) = self.waiting.take() {
+            let w = Waiting { kind: item.kind?, id: item.id, since: item.since? };
+            self.entry.outbox.get_or_insert_with(Vec::new).push(w);
+        }
+        Some(())
+    }
+
+    fn insert_into(mut self, peers: &mut BTreeMap<Domain, RosterEntry>) -> Option<()> {
         // `state` has no default: without it, the TOML parser reports the missing field.
         if self.seen & 1 == 0 {
             return None;
         }
+        self.finish_waiting()?;
         // Two sections for one domain (two spellings of it): the TOML parser's call.
         if peers.insert(self.peer, self.entry).is_some() {
             return None;

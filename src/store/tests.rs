@@ -226,14 +226,20 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         proptest::option::of("[0-9TZ:-]{0,20}"),
         proptest::option::of(0..7usize),
         proptest::option::of(text),
+        proptest::option::of(proptest::collection::vec(
+            (0..4usize, proptest::option::of(text), "[0-9TZ:-]{0,20}"),
+            1..3,
+        )),
     );
+    use crate::engine::PresenceKind as K;
+    let kinds = [K::Subscribe, K::Subscribed, K::Unsubscribe, K::Unsubscribed];
     let (_t, store) = store();
     let fast = std::cell::Cell::new(0);
     proptest!(ProptestConfig::with_cases(3000), |(entries in proptest::collection::vec(entry, 0..6))| {
         let roster: BTreeMap<Domain, RosterEntry> = entries
             .into_iter()
             .zip(peers)
-            .map(|((s, groups, note, pre, req_at, req_by, appr_at, appr_by, upd), peer)| {
+            .map(|((s, groups, note, pre, req_at, req_by, appr_at, appr_by, upd, outbox), peer)| {
                 let e = RosterEntry {
                     state: Subscription::ALL[s],
                     groups,
@@ -244,7 +250,12 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
                     approved_at: appr_at,
                     approved_by: appr_by.map(|i| actors[i]),
                     updated_at: upd,
-                    outbox: None,
+                    outbox: outbox.map(|items| {
+                        items
+                            .into_iter()
+                            .map(|(k, id, since)| crate::store::Waiting { kind: kinds[k], id, since })
+                            .collect()
+                    }),
                 };
                 (Domain::new(peer).unwrap(), e)
             })
@@ -266,6 +277,11 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
     e.note = "Montague's \"ops\" team, ticket 4711, café".into();
     e.approved_by = Some(Actor::Cli);
     e.approved_at = Some(now_rfc3339());
+    // Stanzas waiting in the outbox (an approval while the XMPP server's API was down).
+    e.outbox = Some(vec![
+        crate::store::Waiting { kind: K::Subscribed, id: Some("x'1\"".into()), since: now_rfc3339() },
+        crate::store::Waiting { kind: K::Subscribe, id: None, since: now_rfc3339() },
+    ]);
     let typical: BTreeMap<Domain, RosterEntry> =
         peers.iter().map(|p| (Domain::new(p).unwrap(), e.clone())).collect();
     let (text, _) = store.roster_text(&typical);
@@ -300,6 +316,15 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         "state = \"both\"\n",
         "#\u{7f}\n",          // found by fuzzing: a control character in a comment
         "[peers]\n[peers]\n", // a table defined twice (the TOML parser refuses it)
+        // Outbox items: under another peer's header, another spelling, a field twice, no
+        // `since`, an unknown field, a field of the peer after its outbox.
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.\"b.lit\".outbox]]\ntype = \"subscribed\"\nsince = \"t\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.a.lit.outbox]]\ntype = \"subscribed\"\nsince = \"t\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.\"a.lit\".outbox]]\ntype = \"subscribed\"\ntype = \"subscribe\"\nsince = \"t\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.\"a.lit\".outbox]]\ntype = \"subscribed\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.\"a.lit\".outbox]]\ntype = \"subscribed\"\nsince = \"t\"\nx = \"y\"\n",
+        "[peers.\"a.lit\"]\nstate = \"both\"\n[[peers.\"a.lit\".outbox]]\ntype = \"subscribed\"\nsince = \"t\"\nnote = \"n\"\n",
+        "[[peers.\"a.lit\".outbox]]\ntype = \"subscribed\"\nsince = \"t\"\n",
         "[peers]\n\n[peers]\n[peers.\"a.lit\"]\nstate = \"both\"\n",
     ] {
         assert!(sealed::parse(odd).is_none(), "{odd}");

@@ -13,20 +13,26 @@ use server_trust_lab::{CAPULET, MONTAGUE, Server, TrustAdmin, artifacts};
 
 use crate::support::{WAIT, requested};
 
-#[test]
-fn lua_bridge_behaves_as_prosody_expects() {
+/// Runs `tests/lua/<script>` with plain Lua 5.4 on the real native module and a fresh
+/// store; it must succeed and print `done`.
+fn run_lua_script(script: &str, done: &str) {
     let lib = artifacts::lua_module();
     assert!(lib.exists(), "{} missing", lib.display());
     let store = tempfile::tempdir().unwrap();
     let out = Command::new("lua5.4")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua/bridge.lua"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua").join(script))
         .arg(lib)
         .arg(store.path())
         .output()
         .expect("lua5.4 is needed (scripts/setup.sh installs it)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("lua bridge OK"), "{text}");
+    assert!(text.contains(done), "{text}");
+}
+
+#[test]
+fn lua_bridge_behaves_as_prosody_expects() {
+    run_lua_script("bridge.lua", "lua bridge OK");
 }
 
 /// Spellings the mirror check asks about: normal, uppercase, fully qualified, A-label, strangers.
@@ -102,16 +108,5 @@ fn prosody_mirror_follows_approve_groups_hand_edits_and_revoke() {
 /// and after a restart.
 #[test]
 fn lua_outbox_resends_a_bounced_subscribed() {
-    let lib = artifacts::lua_module();
-    assert!(lib.exists(), "{} missing", lib.display());
-    let store = tempfile::tempdir().unwrap();
-    let out = Command::new("lua5.4")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua/outbox.lua"))
-        .arg(lib)
-        .arg(store.path())
-        .output()
-        .expect("lua5.4 is needed (scripts/setup.sh installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("lua outbox OK"), "{text}");
+    run_lua_script("outbox.lua", "lua outbox OK");
 }

@@ -26,21 +26,7 @@ impl Running {
         crate::logger::init();
         let path = testkit::write_setup(dir, "127.0.0.1:0", api_url, &[HOST], "");
         let cfg = crate::config::Config::load(&path).unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let r = rt.block_on(crate::service::run(
-                cfg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move |a| ready_tx.send(a).unwrap(),
-            ));
-            rt.shutdown_timeout(Duration::from_secs(5));
-            r
-        });
-        let addr = ready_rx.recv_timeout(10 * SECOND).expect("sidecar ready");
+        let (addr, stop_tx, thread) = crate::tests::run_service(cfg);
         Running { addr, stop: Some(stop_tx), thread: Some(thread) }
     }
 }

@@ -29,6 +29,29 @@ struct Sidecar {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
+/// Runs the service on `cfg` in a thread of its own until the sender is used or dropped;
+/// returns once it listens, with its address.
+pub(crate) fn run_service(
+    cfg: crate::config::Config,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, JoinHandle<Result<(), String>>) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(crate::service::run(
+            cfg,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |a| ready_tx.send(a).unwrap(),
+        ));
+        rt.shutdown_timeout(Duration::from_secs(5));
+        r
+    });
+    let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("sidecar ready");
+    (addr, stop_tx, thread)
+}
+
 impl Sidecar {
     fn start(extra: &str) -> Sidecar {
         Sidecar::start_with(tempfile::tempdir().unwrap(), extra, |_| {})
@@ -54,21 +77,7 @@ impl Sidecar {
         let path = testkit::write_setup(dir.path(), "127.0.0.1:0", &api.url(), hosts, extra);
         prepare(&dir.path().join("store"));
         let cfg = crate::config::Config::load(&path).unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let r = rt.block_on(crate::service::run(
-                cfg,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move |a| ready_tx.send(a).unwrap(),
-            ));
-            rt.shutdown_timeout(Duration::from_secs(5));
-            r
-        });
-        let addr = ready_rx.recv_timeout(10 * SECOND).expect("sidecar ready");
+        let (addr, stop_tx, thread) = run_service(cfg);
         Sidecar { addr, dir, api, stop: Some(stop_tx), thread: Some(thread) }
     }
 

@@ -422,8 +422,7 @@ impl Engine {
 
     /// A digest of held-back prompts is waiting for its minute to end (one atomic load).
     fn digest_due(&self) -> bool {
-        let at = self.digest_at.load(Ordering::Acquire);
-        at != 0 && self.born.elapsed().as_millis() as u64 >= at
+        due(&self.digest_at, self.born)
     }
 
     /// When the next notice about dropped requests is due (`None`: nothing to tell).
@@ -442,8 +441,7 @@ impl Engine {
 
     /// When held-back prompts are due as a digest (`None`: none held back).
     pub(super) fn set_digest_at(&self, at: Option<Instant>) {
-        let ms = at.map_or(0, |t| t.saturating_duration_since(self.born).as_millis() as u64 + 1);
-        self.digest_at.store(ms, Ordering::Release);
+        self.digest_at.store(self.ms_after_born(at), Ordering::Release);
     }
 
     /// Keeps a subscription stanza that arrived while another process held the store lock,

@@ -335,3 +335,29 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         assert_eq!(sealed::parse(fine), Some(by_toml), "{fine}");
     }
 }
+
+/// A roster large enough to be checksummed on a second thread reads as one read on a single
+/// thread does: sealed when whole, not sealed once edited, with every peer.
+#[test]
+fn a_large_roster_is_checksummed_beside_the_read_with_the_same_result() {
+    let (_t, store) = store();
+    let mut e = RosterEntry::new();
+    e.state = Subscription::Both;
+    e.note = "a note long enough to make the file large quickly, as admins write them".into();
+    let peers: BTreeMap<Domain, RosterEntry> =
+        (0..8000).map(|i| (Domain::new(&format!("p{i}.example")).unwrap(), e.clone())).collect();
+    store.save_roster(peers.iter()).unwrap();
+    let path = store.dir().join("roster.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.len() >= super::PARALLEL_READ, "{} bytes", text.len());
+    let read = store.read_roster().unwrap();
+    assert!(read.sealed && read.base.is_some());
+    assert_eq!(read.file.peers, peers);
+    // Edited by hand (one state changed): no longer sealed, read by the TOML parser.
+    let edited = text.replacen("state = \"both\"", "state = \"to\"", 1);
+    fs::write(&path, &edited).unwrap();
+    let read = store.read_roster().unwrap();
+    assert!(!read.sealed && read.base.is_some());
+    assert_eq!(read.file.peers.len(), 8000);
+    assert_eq!(read.file.peers.values().filter(|e| e.state == Subscription::To).count(), 1);
+}

@@ -9,7 +9,7 @@ use super::api::{Engine, Ops};
 use super::types::{Action, Actor, LogLevel};
 use crate::domain::Domain;
 use crate::error::Result;
-use crate::store::{AuditRecord, now_rfc3339};
+use crate::store::AuditRecord;
 use crate::subscription::Subscription;
 
 /// The audit event of a state the server found changed outside any engine.
@@ -57,7 +57,7 @@ impl Engine {
             // No log to compare with: a new store, or a log rotated away. What is there now
             // is the baseline, said once rather than as a change per peer.
             if roster.iter().next().is_some() {
-                let rec = record(
+                let rec = AuditRecord::now(
                     self.host.as_str(),
                     Actor::Engine,
                     &format!("audit log begun with {} peer(s) in the roster, taken as they are", peers.len()),
@@ -79,7 +79,13 @@ impl Engine {
             if now == was {
                 continue;
             }
-            self.store.audit(&record(peer.as_str(), Actor::File, OUTSIDE_EVENT, Some(was), Some(now)))?;
+            self.store.audit(&AuditRecord::now(
+                peer.as_str(),
+                Actor::File,
+                OUTSIDE_EVENT,
+                Some(was),
+                Some(now),
+            ))?;
             audited.states.insert(peer.clone(), now);
             changed.push((peer, was, now));
         }
@@ -101,14 +107,4 @@ impl Engine {
             Action::Notify { peer: first.clone(), text },
         ])
     }
-}
-
-fn record(
-    peer: &str,
-    actor: Actor,
-    event: &str,
-    from: Option<Subscription>,
-    to: Option<Subscription>,
-) -> AuditRecord {
-    AuditRecord { time: now_rfc3339(), peer: peer.to_string(), actor, event: event.to_string(), from, to }
 }

@@ -78,14 +78,7 @@ impl<'a> Txn<'a> {
         from: Option<Subscription>,
         to: Option<Subscription>,
     ) {
-        let rec = AuditRecord {
-            time: now_rfc3339(),
-            peer: peer.to_string(),
-            actor: self.actor,
-            event: event.to_string(),
-            from,
-            to,
-        };
+        let rec = AuditRecord::now(peer.as_str(), self.actor, event, from, to);
         if let Err(e) = self.engine.store.audit(&rec) {
             self.log(LogLevel::Error, format!("audit log: {e}"));
         }
@@ -604,14 +597,7 @@ impl<'a> Txn<'a> {
             if let Some(f) =
                 first.as_ref().filter(|f| !before.pending_in() && f.applied && f.at >= req.first_seen)
             {
-                let text = format!(
-                    "{}: `{}` saved after {}; the file is removed",
-                    self.engine.store.pending_path(&req.peer).display(),
-                    req.decision.as_str(),
-                    f.refusal(&req.peer)
-                );
-                self.log(LogLevel::Warn, text.clone());
-                self.notify(&req.peer, text);
+                self.late_edit(&req, "saved after", f, "; the file is removed");
                 self.drop_pending_file(&req.peer);
                 continue;
             }
@@ -642,14 +628,7 @@ impl<'a> Txn<'a> {
             // The first decision recorded on this request stands over an edit saved after it.
             let mut decision = req.decision;
             if let Some(f) = first.filter(|f| !f.applied && f.decision != decision) {
-                let text = format!(
-                    "{}: `{}` saved over an earlier decision: {}",
-                    self.engine.store.pending_path(&req.peer).display(),
-                    decision.as_str(),
-                    f.refusal(&req.peer)
-                );
-                self.log(LogLevel::Warn, text.clone());
-                self.notify(&req.peer, text);
+                self.late_edit(&req, "saved over an earlier decision:", &f, "");
                 (decision, self.actor) = (f.decision, f.by);
             }
             // The state is pending-in (recovered above if need be): the decision applies.
@@ -721,6 +700,19 @@ impl<'a> Txn<'a> {
             );
         }
         Ok(())
+    }
+
+    /// Tells the log and the admins that `req`'s file was saved (`how`) after the decision
+    /// `first`, which stands.
+    fn late_edit(&mut self, req: &PendingRequest, how: &str, first: &FirstDecision, then: &str) {
+        let text = format!(
+            "{}: `{}` {how} {}{then}",
+            self.engine.store.pending_path(&req.peer).display(),
+            req.decision.as_str(),
+            first.refusal(&req.peer)
+        );
+        self.log(LogLevel::Warn, text.clone());
+        self.notify(&req.peer, text);
     }
 
     fn not_applied(&mut self, peer: &Domain, e: &Error) {

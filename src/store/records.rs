@@ -208,6 +208,26 @@ pub struct AuditRecord {
     pub to: Option<Subscription>,
 }
 
+impl AuditRecord {
+    /// A record of `event` on `peer` by `actor`, stamped now.
+    pub fn now(
+        peer: &str,
+        actor: Actor,
+        event: &str,
+        from: Option<Subscription>,
+        to: Option<Subscription>,
+    ) -> Self {
+        AuditRecord {
+            time: super::now_rfc3339(),
+            peer: peer.to_string(),
+            actor,
+            event: event.to_string(),
+            from,
+            to,
+        }
+    }
+}
+
 /// The first decision on a peer's current request, as the audit log tells it: what an admin
 /// tool recorded for the server's next poll (`approve recorded`), or what was carried out.
 #[derive(Clone, Debug, PartialEq)]

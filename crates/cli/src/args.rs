@@ -5,9 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// XEP-0267 server buddies: inspect and decide server trust requests.
+/// Inspect and decide XEP-0267 server buddy requests.
+///
+/// server-trust shows the server roster and the pending requests of an XMPP server that runs
+/// server-trust (Prosody's mod_server_trust, the sidecar for ejabberd, or a C host), and
+/// records the admin's decisions in the store where the running server picks them up within
+/// moments. It never talks XMPP itself, so it works the same with every server, while it runs.
+///
+/// Run as root, it first switches to the owner of the store (as prosodyctl does), so nothing
+/// it writes is left unwritable by the server. It waits up to 10 s for the store's lock, then
+/// says which process holds it.
 #[derive(Parser, Debug)]
-#[command(name = "server-trust", version, about, long_about = None)]
+#[command(name = "server-trust", version)]
 pub struct Cli {
     /// Store directory (holds one folder per served host).
     #[arg(long, env = "SERVER_TRUST_STORE", value_name = "DIR")]

@@ -41,6 +41,21 @@ fn main() {
     show("montague admin", &format!("request {CAPULET}"), &cli(m, &["request", CAPULET]));
     let pending = c.pending_file(MONTAGUE);
     wait_until("capulet received montague's subscribe and prompted its admin", || has(&pending));
+    // The prompt, as capulet's admin sees it: a chat message to each of the host's `admins`
+    // (from the host JID) and a warn line in Prosody's log.
+    let to_admin =
+        |s: &server_trust_lab::Stanza| s.name == "message" && s.to.as_deref() == Some("admin@capulet.lit");
+    wait_until("capulet's admin got the prompt", || c.received().iter().any(to_admin));
+    let chat = c.received().into_iter().find(to_admin).and_then(|s| s.body).unwrap_or_default();
+    println!("\nThe chat message admin@capulet.lit (in capulet's `admins`) received from capulet.lit:");
+    for line in chat.lines() {
+        println!("    {line}");
+    }
+    println!("\nThe warn line in capulet's log:");
+    let console = std::fs::read_to_string(&c.console_log).unwrap_or_default();
+    for line in console.lines().filter(|l| l.contains("warn") && l.contains("approve")).take(1) {
+        println!("    {}", line.trim());
+    }
     println!("\ncapulet's pending request file {}:", pending.display());
     for line in std::fs::read_to_string(&pending).unwrap().lines() {
         println!("    {line}");

@@ -130,6 +130,16 @@ local function admins()
 	return module:get_option_inherited_set("admins", set.new()) / jid_prep;
 end
 
+-- What an admin looks for in the log after enabling the module (README, Troubleshooting).
+if engine and is_server then
+	module:log("info", "Server buddies on: store %s/%s; requests wait for an admin", store_root, host);
+	if notify_admins and admins():empty() then
+		-- Debian's prosody.cfg.lua ships `admins = { }`.
+		module:log("warn", "No admins set for %s: buddy requests are announced in this log only; "
+			.."set admins = { \"you@%s\" } to get them as chat messages", host, host);
+	end
+end
+
 -- Outcomes for Prosody's metrics (counted by the engine, copied at each collection).
 local metrics = {};
 for name, description in pairs({ requests = "Inbound buddy requests recorded for an admin",

@@ -6,7 +6,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use server_trust_lab::{CAPULET, Lab, MONTAGUE, TrustAdmin, presence_from};
+use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, TrustAdmin, presence_from};
 
 use crate::support::{QUIET, WAIT, buddies, requested};
 
@@ -35,6 +35,7 @@ fn subscribe_only_on_request_prompt_then_approve_by_cli() {
         console.contains(&format!("--host {CAPULET} approve {MONTAGUE}")),
         "warn line with the approve command missing:\n{console}"
     );
+    assert!(console.contains("Server buddies on: store") && !console.contains("No admins set"), "{console}");
     assert_eq!(c.state(MONTAGUE), "none+pending-in");
     assert_eq!(m.state(CAPULET), "none+pending-out");
 
@@ -99,4 +100,27 @@ fn restart_keeps_roster_and_state() {
         assert!(t0.elapsed() < WAIT, "capulet never shown available: {out}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Debian's prosody.cfg.lua ships `admins = { }`. The module then says at start that requests
+/// reach the log only, and a request is announced there (never approved, no chat message).
+#[test]
+fn without_admins_the_log_says_where_requests_go() {
+    let opts = LabOptions { extra_global: "admins = { }\n".into(), ..LabOptions::default() };
+    let lab = Lab::with_server_trust(opts);
+    let (m, c) = (&lab.montague, &lab.capulet);
+    let console = fs::read_to_string(&c.console_log).unwrap();
+    assert!(console.contains("Server buddies on: store"), "no start line:\n{console}");
+    assert!(console.contains("No admins set for capulet.lit"), "no warning about admins:\n{console}");
+
+    m.cli(&["request", CAPULET]);
+    c.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    c.assert_none_for(QUIET, |s| s.name == "message", "a chat message with no admins to send it to");
+    m.assert_none_for(QUIET, presence_from(CAPULET, "subscribed"), "capulet must not auto-approve");
+    let console = fs::read_to_string(&c.console_log).unwrap();
+    assert!(
+        console.contains(&format!("--host {CAPULET} approve {MONTAGUE}")),
+        "no prompt in the log:\n{console}"
+    );
 }

@@ -636,7 +636,7 @@ impl Engine {
             let peers: Vec<Domain> = changed.keys().cloned().collect();
             self.view.publish(roster.with_changes(changed), Some(peers.clone()));
             // Lines an engine wrote were audited by it; one written by hand was not.
-            actions.extend(self.audit_outside_changes(ops, Some(peers), false)?);
+            actions.extend(self.audit_outside_changes(ops, Some(peers), false, None)?);
             return Ok(actions);
         }
         // Written moments ago by another program and not whole (cut mid-line, so it does not
@@ -679,7 +679,7 @@ impl Engine {
         // A state changed by the edit or restore is audited like any other change (at
         // open, the server's first poll compares them all: `Txn::apply_store_changes`).
         if running {
-            actions.extend(self.audit_outside_changes(ops, None, false)?);
+            actions.extend(self.audit_outside_changes(ops, None, false, Some(&roster))?);
         }
         Ok(actions)
     }

@@ -1,11 +1,12 @@
 //! Trust changed outside the server: a roster.toml or journal line written by hand, a backup
-//! restored while the server was stopped. Every engine audits its own transitions; whatever
+//! restored while the server was stopped or while it runs. Every engine audits its own transitions; whatever
 //! differs from the state the audit log last gave a peer was changed by someone else, and
 //! is audited as such, naming the peer, with one alert to the admins.
 
 use std::collections::HashMap;
 
 use super::api::{Engine, Ops};
+use super::snapshot::Roster;
 use super::types::{Action, Actor, LogLevel};
 use crate::domain::Domain;
 use crate::error::Result;
@@ -23,6 +24,9 @@ pub(super) struct Audited {
     states: HashMap<Domain, Subscription>,
     /// Records read in all: none means no log to compare with (new, or rotated away).
     records: usize,
+    /// (time, peer, event) of the log's first record when first read: a log that replaces
+    /// it and starts the same is a copy of it (a backup restored while we run).
+    first: Option<(String, String, String)>,
 }
 
 impl Engine {
@@ -31,20 +35,42 @@ impl Engine {
     /// changed outside the server, and returns one alert naming them. Reads only the audit
     /// lines appended since the last call. `at_start`: the server's first look, where an
     /// empty or missing log (a new store, or one rotated away) makes the roster as it is the
-    /// baseline, said in one record, rather than a change for every peer.
+    /// baseline, said in one record, rather than a change for every peer. `previous`: the
+    /// roster in use before roster.toml was read whole, which is what we knew when the audit
+    /// log turns out to be a restored copy.
     pub(super) fn audit_outside_changes(
         &self,
         ops: &mut Ops,
         peers: Option<Vec<Domain>>,
         at_start: bool,
+        previous: Option<&Roster>,
     ) -> Result<Vec<Action>> {
         let audited = &mut ops.audited;
-        let (records, pos) = self.store.audit_since(audited.pos)?;
+        let before = audited.pos;
+        let (records, pos) = self.store.audit_since(before)?;
+        let key = |r: &AuditRecord| (r.time.clone(), r.peer.clone(), r.event.clone());
+        if before.is_none() {
+            audited.first = records.first().map(key);
+        }
+        // Another audit.log than the one read so far that starts as ours did: a copy of it
+        // put back (a backup restored while we run). Its lines are older history, and ours
+        // since are gone with the log they were in, so the roster in use until now is what we
+        // knew: the restore shows as changed outside the server. (A log rotated away starts
+        // afresh, and is read.)
+        let replaced = matches!((before, pos), (Some((a, _)), Some((b, _))) if a != b);
+        let restored_copy = replaced && audited.first.is_some() && records.first().map(key) == audited.first;
         audited.pos = pos;
         audited.records += records.len();
-        for r in records {
-            if let (Some(to), Ok(peer)) = (r.to, Domain::new(&r.peer)) {
-                audited.states.insert(peer, to);
+        match previous.filter(|_| restored_copy) {
+            Some(previous) => {
+                audited.states = previous.iter().map(|(p, e)| (p.clone(), e.state)).collect();
+            }
+            None => {
+                for r in records {
+                    if let (Some(to), Ok(peer)) = (r.to, Domain::new(&r.peer)) {
+                        audited.states.insert(peer, to);
+                    }
+                }
             }
         }
         let roster = self.view.load();

@@ -560,7 +560,7 @@ impl<'a> Txn<'a> {
         self.flush_digest();
         self.restore_lost_requests()?;
         if std::mem::take(&mut self.ops.audit_all) {
-            let alert = self.engine.audit_outside_changes(self.ops, None, true)?;
+            let alert = self.engine.audit_outside_changes(self.ops, None, true, None)?;
             self.actions.extend(alert);
         }
         let (pending, bad) = self.engine.store.list_pending();

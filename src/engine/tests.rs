@@ -611,3 +611,43 @@ fn a_request_file_lost_in_a_crash_is_written_again_from_the_journal() {
 fn d(s: &str) -> Domain {
     Domain::new(s).unwrap()
 }
+
+/// A backup (the whole folder, audit log included) put back while the server runs: the states
+/// it brings back are audited as changed outside the server, with an alert, although the
+/// restored audit log agrees with the restored roster (it is the one of the backup).
+#[test]
+fn a_backup_restored_while_running_is_audited() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    approved(&e);
+    e.poll().unwrap();
+    let dir = e.store().dir().to_path_buf();
+    let backup = t.path().join("backup");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        assert!(std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
+    };
+    cp(&dir, &backup);
+    e.revoke("montague.lit", Actor::Cli).unwrap();
+    e.poll().unwrap();
+    assert!(!e.is_trusted("montague.lit", None));
+    fs::rename(&dir, t.path().join("old")).unwrap();
+    cp(&backup, &dir);
+    let mut acts = Vec::new();
+    for _ in 0..100 {
+        acts.extend(e.poll().unwrap());
+        if acts.iter().any(|a| matches!(a, Action::Notify { .. })) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(e.is_trusted("montague.lit", None), "the restored roster was not adopted");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Notify { text, .. } if text.contains("montague.lit (none -> from"))),
+        "{acts:?}"
+    );
+    let log = e.store().read_audit().unwrap();
+    assert!(
+        log.iter().any(|r| r.event.starts_with("changed outside the server") && r.peer == "montague.lit")
+    );
+}

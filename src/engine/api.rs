@@ -90,6 +90,15 @@ pub(super) struct Ops {
     /// The next scan of the store compares the whole roster with the audit log (the
     /// server's first poll: a backup restored or a file edited while it was stopped).
     pub(super) audit_all: bool,
+    /// The inode of the store's host folder as last seen: another one means the folder was
+    /// put back from a backup while we run.
+    pub(super) folder: Option<u64>,
+}
+
+/// The inode of `dir`, if it is there.
+fn folder_inode(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).ok().map(|m| m.ino())
 }
 
 /// Longest stanza id kept in a pending file and echoed in our answer, in bytes (XMPP ids
@@ -151,6 +160,7 @@ impl Engine {
                 unfolded_at_open: Vec::new(),
                 audited: Audited::default(),
                 audit_all: true,
+                folder: folder_inode(store_clone.dir()),
             }),
             has_deferred: AtomicBool::new(false),
             digest_at: AtomicU64::new(0),
@@ -678,8 +688,10 @@ impl Engine {
         self.view.publish(Roster::from_map(new), None);
         // A state changed by the edit or restore is audited like any other change (at
         // open, the server's first poll compares them all: `Txn::apply_store_changes`).
+        let folder = folder_inode(self.store.dir());
+        let put_back = std::mem::replace(&mut ops.folder, folder) != folder;
         if running {
-            actions.extend(self.audit_outside_changes(ops, None, false, Some(&roster))?);
+            actions.extend(self.audit_outside_changes(ops, None, false, put_back.then_some(&*roster))?);
         }
         Ok(actions)
     }

@@ -24,9 +24,6 @@ pub(super) struct Audited {
     states: HashMap<Domain, Subscription>,
     /// Records read in all: none means no log to compare with (new, or rotated away).
     records: usize,
-    /// (time, peer, event) of the log's first record when first read: a log that replaces
-    /// it and starts the same is a copy of it (a backup restored while we run).
-    first: Option<(String, String, String)>,
 }
 
 impl Engine {
@@ -36,8 +33,8 @@ impl Engine {
     /// lines appended since the last call. `at_start`: the server's first look, where an
     /// empty or missing log (a new store, or one rotated away) makes the roster as it is the
     /// baseline, said in one record, rather than a change for every peer. `previous`: the
-    /// roster in use before roster.toml was read whole, which is what we knew when the audit
-    /// log turns out to be a restored copy.
+    /// roster in use until the store's folder was found replaced (a backup put back while we
+    /// run), which is then what the roster is compared with.
     pub(super) fn audit_outside_changes(
         &self,
         ops: &mut Ops,
@@ -46,22 +43,13 @@ impl Engine {
         previous: Option<&Roster>,
     ) -> Result<Vec<Action>> {
         let audited = &mut ops.audited;
-        let before = audited.pos;
-        let (records, pos) = self.store.audit_since(before)?;
-        let key = |r: &AuditRecord| (r.time.clone(), r.peer.clone(), r.event.clone());
-        if before.is_none() {
-            audited.first = records.first().map(key);
-        }
-        // Another audit.log than the one read so far that starts as ours did: a copy of it
-        // put back (a backup restored while we run). Its lines are older history, and ours
-        // since are gone with the log they were in, so the roster in use until now is what we
-        // knew: the restore shows as changed outside the server. (A log rotated away starts
-        // afresh, and is read.)
-        let replaced = matches!((before, pos), (Some((a, _)), Some((b, _))) if a != b);
-        let restored_copy = replaced && audited.first.is_some() && records.first().map(key) == audited.first;
+        let (records, pos) = self.store.audit_since(audited.pos)?;
         audited.pos = pos;
         audited.records += records.len();
-        match previous.filter(|_| restored_copy) {
+        match previous {
+            // The folder was put back from a backup, audit log included: its lines are the
+            // backup's history, and ours since went with the folder they were in. What we
+            // knew is the roster in use until now, so the restore shows as changed outside.
             Some(previous) => {
                 audited.states = previous.iter().map(|(p, e)| (p.clone(), e.state)).collect();
             }

@@ -651,3 +651,48 @@ fn a_backup_restored_while_running_is_audited() {
         log.iter().any(|r| r.event.starts_with("changed outside the server") && r.peer == "montague.lit")
     );
 }
+
+/// The same when the store was new at start (no audit log to read then): the first record
+/// the server reads later is what tells a copy of its log.
+#[test]
+fn a_backup_restored_in_a_store_new_at_start_is_audited() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    e.poll().unwrap();
+    approved(&e);
+    e.poll().unwrap();
+    // Another process's change makes the server read the log (as the CLI's acts do).
+    let other = engine(t.path(), false);
+    other.inbound("verona.lit", PresenceKind::Subscribe, None).unwrap();
+    drop(other);
+    for _ in 0..50 {
+        e.poll().unwrap();
+        if e.state("verona.lit").is_ok_and(|s| s == Subscription::NonePendingIn) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = e.store().dir().to_path_buf();
+    let backup = t.path().join("backup");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        assert!(std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
+    };
+    cp(&dir, &backup);
+    e.revoke("montague.lit", Actor::Cli).unwrap();
+    e.poll().unwrap();
+    fs::rename(&dir, t.path().join("old")).unwrap();
+    cp(&backup, &dir);
+    let mut acts = Vec::new();
+    for _ in 0..100 {
+        acts.extend(e.poll().unwrap());
+        if acts.iter().any(|a| matches!(a, Action::Notify { .. })) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Notify { text, .. } if text.contains("montague.lit (none -> from"))),
+        "{acts:?}"
+    );
+}

@@ -10,6 +10,7 @@ mod cli;
 mod crash_safety;
 mod deny_and_revoke;
 mod deployment;
+mod docs;
 mod engine_pairs;
 mod fails_closed;
 mod floods;

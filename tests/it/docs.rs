@@ -1,0 +1,139 @@
+//! The README's commands, run as the README shows them (server paths replaced by the lab's),
+//! and a check that every command the README shows is run by some test or script, so the docs
+//! cannot drift from what is tested.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use server_trust_lab::{CAPULET, Lab, MONTAGUE, Server, TrustAdmin, artifacts, presence_from};
+
+use crate::support::WAIT;
+
+const BACKUP: &str = "cp -a /var/lib/prosody/server_trust /var/backups/server_trust.backup";
+const RESTORE: &str = "rm -rf /var/lib/prosody/server_trust.old && mv /var/lib/prosody/server_trust /var/lib/prosody/server_trust.old && cp -a /var/backups/server_trust.backup /var/lib/prosody/server_trust";
+const LOG_LINES: &str = r#"grep -E "Server buddies|Server buddy|No admins set" /var/log/prosody/prosody.log"#;
+
+/// Commands the README shows that no test here can run, and why.
+const NOT_RUN: &[(&str, &str)] = &[
+    ("systemctl restart prosody", "needs systemd as PID 1 (the unit is checked with systemd-analyze)"),
+    ("systemctl restart server-trust-sidecar", "needs systemd as PID 1"),
+    ("apt remove server-trust", "would remove an admin's copy; the package test installs and purges its own"),
+    ("apt purge server-trust", "as above"),
+];
+
+/// `command` with Debian's paths replaced by the lab server's.
+fn run_as_readme_says(command: &str, srv: &Server, backups: &Path) -> std::process::Output {
+    let data = srv.store.parent().expect("the store is <data>/server_trust");
+    let command = command
+        .replace("/var/lib/prosody", &data.display().to_string())
+        .replace("/var/backups", &backups.display().to_string())
+        .replace("/var/log/prosody/prosody.log", &srv.console_log.display().to_string());
+    Command::new("sh").arg("-c").arg(&command).output().unwrap()
+}
+
+#[test]
+fn backup_and_restore_while_the_server_runs() {
+    let lab = Lab::server_trust();
+    let (m, c) = (&lab.montague, &lab.capulet);
+    m.cli(&["request", CAPULET]);
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    c.cli(&["approve", MONTAGUE]);
+    c.wait_state(MONTAGUE, "both", WAIT);
+
+    let backups = tempfile::tempdir().unwrap();
+    let out = run_as_readme_says(BACKUP, c, backups.path());
+    assert!(out.status.success(), "{out:?}");
+
+    // After the backup: capulet revokes, then restores the backup while running.
+    c.cli(&["revoke", MONTAGUE]);
+    c.wait_state(MONTAGUE, "absent", WAIT);
+    m.wait_for("unsubscribed from capulet", WAIT, presence_from(CAPULET, "unsubscribed"));
+    let out = run_as_readme_says(RESTORE, c, backups.path());
+    assert!(out.status.success(), "{out:?}");
+
+    // The running server adopts the restored roster, audits it and tells its admins.
+    c.wait_state(MONTAGUE, "both", WAIT);
+    let chat = c.wait_for("the admins are told", WAIT, |s| {
+        s.name == "message" && s.body.as_deref().is_some_and(|b| b.contains("changed outside the server"))
+    });
+    assert!(chat.body.unwrap().contains(MONTAGUE));
+    let log = c.cli_text(&["log", "--peer", MONTAGUE]);
+    assert!(log.contains("changed outside the server"), "{log}");
+    // The decisions after the backup are still readable in the old folder.
+    let old = c.store.with_extension("old");
+    let out = Command::new(artifacts::cli())
+        .arg("--store")
+        .arg(&old)
+        .args(["log", "--peer", MONTAGUE])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoke"), "{out:?}");
+}
+
+#[test]
+fn troubleshooting_grep_finds_the_module_lines() {
+    let lab = Lab::server_trust();
+    let backups = tempfile::tempdir().unwrap();
+    let out = run_as_readme_says(LOG_LINES, &lab.capulet, backups.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("Server buddies on: store"), "{out:?}");
+}
+
+/// The shell commands in README.md's ```sh blocks, without comments.
+fn readme_commands() -> Vec<String> {
+    let readme = fs::read_to_string(artifacts::workspace_dir().join("README.md")).unwrap();
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        let command = line.split(" #").next().unwrap().trim();
+        if in_sh && !command.is_empty() && !command.starts_with('#') {
+            out.push(command.to_string());
+        }
+    }
+    out
+}
+
+/// Every file a test or the test command runs: tests, scripts, examples, CI.
+fn test_sources(dir: &Path, out: &mut String) {
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !["target", ".git", "fuzz", "node_modules"].contains(&name.as_str()) {
+                test_sources(&path, out);
+            }
+        } else if ["rs", "sh", "py", "lua", "erl"].iter().any(|e| name.ends_with(&format!(".{e}")))
+            && path
+                .components()
+                .any(|c| ["tests", "scripts", "examples", ".ci"].contains(&c.as_os_str().to_str().unwrap()))
+            && !path.ends_with("tests/it/docs.rs")
+        {
+            out.push_str(&fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn every_readme_command_is_run_by_a_test() {
+    let root = artifacts::workspace_dir();
+    let mut sources = String::new();
+    test_sources(root, &mut sources);
+    sources.push_str(&fs::read_to_string(root.join(".ci/run")).unwrap());
+    let ours = [BACKUP, RESTORE, LOG_LINES];
+    let commands = readme_commands();
+    assert!(commands.len() >= 5, "{commands:?}");
+    let untested: Vec<&String> = commands
+        .iter()
+        .filter(|c| !ours.contains(&c.as_str()) && !sources.contains(c.as_str()))
+        .filter(|c| !NOT_RUN.iter().any(|(n, _)| c.as_str() == *n))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "README commands no test runs (run them in a test, verbatim): {untested:#?}"
+    );
+}

@@ -21,6 +21,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo bench --workspace --no-run --quiet          # benches must build; they run via benches/run.sh
 cargo test --workspace --lib --bins --tests --examples --no-fail-fast
 cargo test -p server-trust --doc --quiet
+# The README's main job, and its ejabberd twin, as a newcomer runs them.
+bash scripts/demo.sh
+bash scripts/demo-ejabberd.sh
 if [ -n "${SERVER_TRUST_PROSODY13:-}" ]; then
   # Every Prosody scenario again, with both lab servers on Prosody 13 (the deployment tests
   # above already ran 13-13 and 0.12-13 pairs). Not the ad-hoc tests: they drive commands

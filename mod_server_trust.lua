@@ -489,8 +489,10 @@ local function peer_command(title, node, act)
 		{ name = "peer", type = "text-single", label = "Server domain", required = true } });
 	module:provides("adhoc", adhoc_new(title, node, function (_, data, state)
 		if data.action == "cancel" then return { status = "canceled" }; end
-		if not state or not data.form then
-			return { status = "executing", actions = { "complete" }, form = layout }, "executing";
+		-- mod_adhoc keeps sessions by id alone: only a session this command opened (its
+		-- state is the node) takes a form, not another command's id sent with this node.
+		if state ~= node or not data.form then
+			return { status = "executing", actions = { "complete" }, form = layout }, node;
 		end
 		local fields = layout:data(data.form);
 		local ok, err = call(act, fields.peer or "", "adhoc");
@@ -515,7 +517,8 @@ end
 module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-trust#pending", function (_, data, state)
 	if data.action == "cancel" then return { status = "canceled" }; end
 	if not engine then return { status = "completed", error = { message = engine_err } }; end
-	if not state or not data.form then
+	-- Only a session this command opened (see peer_command) takes a form.
+	if type(state) ~= "table" or not state.peers or not data.form then
 		local peers = {};
 		for _, p in ipairs(engine:pending()) do peers[#peers+1] = p.peer; end
 		if #peers == 0 then return { status = "completed", info = "No pending requests" }; end

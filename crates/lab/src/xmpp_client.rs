@@ -122,13 +122,13 @@ impl XmppClient {
         let v: Value =
             serde_json::from_str(&line).map_err(|e| format!("bad JSON from the client ({e}): {line}"))?;
         if v["ok"] != true {
-            return Err(format!("{}", v["error"].as_str().unwrap_or(&line)));
+            return Err(v["error"].as_str().unwrap_or(&line).to_string());
         }
         Ok(v)
     }
 
     fn step(&mut self, msg: Value) -> Value {
-        self.request(&msg).unwrap_or_else(|e| panic!("{} : {e}", self.jid))
+        self.request(&msg).unwrap_or_else(|e| panic!("{}: {e}\n(step: {msg})", self.jid))
     }
 
     /// disco#items of `node` at `to`: `{type, items: [{jid, node, name}]}` or an error

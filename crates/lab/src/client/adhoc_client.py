@@ -190,4 +190,6 @@ async def main():
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # Not "Task was destroyed but it is pending" for slixmpp's filter task at exit.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.exit(asyncio.get_event_loop().run_until_complete(main()))

@@ -116,7 +116,10 @@ impl XmppClient {
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                return Err(format!("the XMPP client exited ({status}) without answering {msg}"));
+                return Err(format!(
+                    "the XMPP client exited ({status}) without answering {msg} (its stderr is above; \
+                     slixmpp comes from Debian's python3-slixmpp, which scripts/setup.sh installs)"
+                ));
             }
         };
         let v: Value =
@@ -207,4 +210,28 @@ pub fn create_user(srv: &Server, user: &str, password: &str, role: Option<&str>)
     let role = role.map_or(String::new(), |r| format!(", {}", lua_str(r)));
     let out = srv.shell_ok(&format!("user:create({}, {}{role})", lua_str(&jid), lua_str(password)));
     assert!(out.contains("OK") || out.contains("Created"), "user:create {jid}: {out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts and never speaks: the login fails within its bound, with a reason,
+    /// and the process is gone.
+    #[test]
+    fn a_silent_server_fails_the_login_in_bounded_time() {
+        if !Path::new(PYTHON).exists() {
+            panic!("{PYTHON} missing (scripts/setup.sh installs python3-slixmpp)");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let t0 = std::time::Instant::now();
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let r = XmppClient::connect("a@b.lit", "pw", "127.0.0.1", port, ca.path(), Duration::from_secs(1));
+        let err = r.err().expect("a silent server must not log anyone in");
+        assert!(err.contains("login as a@b.lit"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(8), "took {:?}", t0.elapsed());
+        drop(hold.join());
+    }
 }

@@ -165,6 +165,16 @@ fn a_plain_user_is_refused(v: Prosody) {
 
     create_user(c, "mia", "mia-secret", None); // 13: prosody:member (default_provisioned_role)
     let eve = eve_client(&lab);
+    // The client logs in only with the password, and only to the server whose certificate it
+    // was given (montague's is not capulet's: TLS verification is on, not switched off).
+    let certs = lab.dir.join("certs");
+    let e = XmppClient::login(c, &certs, EVE_USER, "not-eve-secret").err().expect("a wrong password");
+    assert!(e.contains("authentication failed"), "{e}");
+    let wrong_ca = certs.join(format!("{MONTAGUE}.crt"));
+    let e = XmppClient::connect(EVE, EVE_PASSWORD, &c.ip, 5222, &wrong_ca, WAIT)
+        .err()
+        .expect("an unknown certificate");
+    assert!(e.contains("certificate is not trusted"), "{e}");
     let mia = XmppClient::login(c, &lab.dir.join("certs"), "mia", "mia-secret").unwrap();
     for mut user in [eve, mia] {
         let who = user.jid.clone();

@@ -92,6 +92,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_auth", lambda _: self._fail("SASL authentication failed"))
         self.add_event_handler("connection_failed", lambda e: self._fail("connection failed: %s" % e))
         self.add_event_handler("disconnected", lambda _: self._fail("disconnected before the session started"))
+        # Handled, so slixmpp does not just drop the stream: the reason reaches the test.
+        self.add_event_handler("ssl_invalid_chain", lambda e: self._fail("TLS: the server's certificate is not trusted: %s" % e))
         self.add_event_handler("sasl_success", self._on_sasl)
         self.add_event_handler("tls_success", self._on_tls)
         self.mechanism, self.tls = None, False

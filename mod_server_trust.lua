@@ -13,6 +13,7 @@ local set = require "util.set";
 local array = require "util.array";
 local new_id = require "util.id".medium;
 local server = require "net.server";
+local get_jids_with_role = require "core.usermanager".get_jids_with_role;
 local ipairs, pairs, next, pcall, type, tostring = ipairs, pairs, next, pcall, type, tostring;
 local setmetatable, error = setmetatable, error;
 local os_date, floor, t_concat = os.date, math.floor, table.concat;
@@ -126,8 +127,19 @@ local function mirror_sync()
 end
 mirror_sync();
 
+-- Who is told of a request: the config's `admins` and whoever holds a role that may run the
+-- ad-hoc commands (prosody:admin, prosody:operator), such as an admin made with Prosody 13's
+-- `user:set_role`, who could decide but was never told. A failing roles lookup (another
+-- authz module) still leaves the config's admins.
 local function admins()
-	return module:get_option_inherited_set("admins", set.new()) / jid_prep;
+	local all = module:get_option_inherited_set("admins", set.new()) / jid_prep;
+	for _, role in ipairs({ "prosody:admin", "prosody:operator" }) do
+		local ok, jids = pcall(get_jids_with_role, role, host);
+		for _, j in ipairs(ok and type(jids) == "table" and jids or {}) do
+			all:add(jid_prep(j) or j);
+		end
+	end
+	return all;
 end
 
 -- Outcomes for Prosody's metrics (counted by the engine, copied at each collection).

@@ -452,3 +452,39 @@ fn a_form_submitted_after_another_admin_decided_is_refused_with_an_error_note() 
 fn a_form_submitted_after_another_admin_decided_is_refused_on_prosody_13() {
     a_form_submitted_after_another_admin_decided_is_refused(Prosody::V13);
 }
+
+/// Prosody 13 keeps roles besides the config's `admins`: a user given prosody:admin with
+/// `user:set_role` runs the commands like a configured admin, and is told of a new request
+/// (on the old code only the config's admins were told: the role's admin could decide on a
+/// request nobody told them of).
+#[test]
+fn an_admin_by_role_runs_the_commands_and_is_told_of_requests_on_prosody_13() {
+    let Some(prefixes) = prefixes(Prosody::Only13) else { return };
+    let lab = Lab::with_server_trust(LabOptions { prefixes, ..LabOptions::default() });
+    let (m, c) = (&lab.montague, &lab.capulet);
+    create_user(c, "nurse", "nurse-secret", None);
+    let nurse_jid = format!("nurse@{CAPULET}");
+    let out =
+        c.shell_ok(&format!("user:set_role({}, {}, 'prosody:admin')", lua_str(&nurse_jid), lua_str(CAPULET)));
+    assert!(!out.contains("Error"), "{out}");
+    let mut nurse = XmppClient::login(c, &lab.dir.join("certs"), "nurse", "nurse-secret").unwrap();
+    assert_eq!(nurse.command_nodes(CAPULET).len(), 3, "the role's admin sees the commands");
+
+    m.cli(&["request", CAPULET]);
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    for admin in [ADMIN, nurse_jid.as_str()] {
+        c.wait_for(&format!("the prompt to {admin}"), WAIT, |s| {
+            s.name == "message"
+                && s.to.as_deref() == Some(admin)
+                && s.body.as_deref().is_some_and(|b| b.contains(MONTAGUE))
+        });
+    }
+    let r = adhoc(&mut nurse, NODE_PENDING, None, &[], None);
+    assert_eq!(form_peers(&r), [MONTAGUE], "{r}");
+    let sid = sessionid(&r);
+    let r = adhoc(&mut nurse, NODE_PENDING, Some("complete"), &[(MONTAGUE, "approve")], Some(&sid));
+    assert!(notes(&r).contains(&format!("{MONTAGUE}: approve")), "{r}");
+    m.wait_for("subscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribed"));
+    c.wait_state(MONTAGUE, "both", WAIT);
+    nurse.close();
+}

@@ -91,6 +91,8 @@ enum Prosody {
     Default,
     /// The Prosody 13 build, whatever the run's default.
     V13,
+    /// The Prosody 13 build, also in a run on 13 (a test with no `Default` twin).
+    Only13,
 }
 
 /// The servers' prefixes for `v`, or None when the test is not run: 13 is missing and
@@ -103,7 +105,10 @@ fn prefixes(v: Prosody) -> Option<[Option<std::path::PathBuf>; 2]> {
             eprintln!("(Prosody 13 covered by the same test with the run's default, which is 13)");
             None
         }
-        Prosody::V13 => match server_trust_lab::prosody13() {
+        Prosody::Only13 if std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|p| p == "13") => {
+            Some([None, None])
+        }
+        Prosody::V13 | Prosody::Only13 => match server_trust_lab::prosody13() {
             Some(p) => Some([Some(p.clone()), Some(p)]),
             None if std::env::var_os("SERVER_TRUST_SKIP_PROSODY13").is_some() => {
                 eprintln!(

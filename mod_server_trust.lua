@@ -13,6 +13,7 @@ local set = require "util.set";
 local array = require "util.array";
 local new_id = require "util.id".medium;
 local server = require "net.server";
+local get_jids_with_role = require "core.usermanager".get_jids_with_role;
 local ipairs, pairs, next, pcall, type, tostring = ipairs, pairs, next, pcall, type, tostring;
 local setmetatable, error = setmetatable, error;
 local os_date, floor, t_concat = os.date, math.floor, table.concat;
@@ -126,8 +127,19 @@ local function mirror_sync()
 end
 mirror_sync();
 
+-- Who is told of a request: the config's `admins` and whoever holds a role that may run the
+-- ad-hoc commands (prosody:admin, prosody:operator), such as an admin made with Prosody 13's
+-- `user:set_role`, who could decide but was never told. A failing roles lookup (another
+-- authz module) still leaves the config's admins.
 local function admins()
-	return module:get_option_inherited_set("admins", set.new()) / jid_prep;
+	local all = module:get_option_inherited_set("admins", set.new()) / jid_prep;
+	for _, role in ipairs({ "prosody:admin", "prosody:operator" }) do
+		local ok, jids = pcall(get_jids_with_role, role, host);
+		for _, j in ipairs(ok and type(jids) == "table" and jids or {}) do
+			all:add(jid_prep(j) or j);
+		end
+	end
+	return all;
 end
 
 -- What an admin looks for in the log after enabling the module (README, Troubleshooting).
@@ -499,8 +511,10 @@ local function peer_command(title, node, act)
 		{ name = "peer", type = "text-single", label = "Server domain", required = true } });
 	module:provides("adhoc", adhoc_new(title, node, function (_, data, state)
 		if data.action == "cancel" then return { status = "canceled" }; end
-		if not state or not data.form then
-			return { status = "executing", actions = { "complete" }, form = layout }, "executing";
+		-- mod_adhoc keeps sessions by id alone: only a session this command opened (its
+		-- state is the node) takes a form, not another command's id sent with this node.
+		if state ~= node or not data.form then
+			return { status = "executing", actions = { "complete" }, form = layout }, node;
 		end
 		local fields = layout:data(data.form);
 		local ok, err = call(act, fields.peer or "", "adhoc");
@@ -525,7 +539,8 @@ end
 module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-trust#pending", function (_, data, state)
 	if data.action == "cancel" then return { status = "canceled" }; end
 	if not engine then return { status = "completed", error = { message = engine_err } }; end
-	if not state or not data.form then
+	-- Only a session this command opened (see peer_command) takes a form.
+	if type(state) ~= "table" or not state.peers or not data.form then
 		local peers = {};
 		for _, p in ipairs(engine:pending()) do peers[#peers+1] = p.peer; end
 		if #peers == 0 then return { status = "completed", info = "No pending requests" }; end

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 need=()
-for pkg in prosody lua5.4 lua-unbound openssl gcc g++ git pkg-config lintian dpkg-dev; do
+for pkg in prosody lua5.4 lua-unbound openssl gcc g++ git pkg-config lintian dpkg-dev python3-slixmpp; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

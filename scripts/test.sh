@@ -26,10 +26,9 @@ bash scripts/demo.sh
 bash scripts/demo-ejabberd.sh
 if [ -n "${SERVER_TRUST_PROSODY13:-}" ]; then
   # Every Prosody scenario again, with both lab servers on Prosody 13 (the deployment tests
-  # above already ran 13-13 and 0.12-13 pairs). Not the ad-hoc tests: they drive commands
-  # through the lab's hand-made c2s session, which has no role in 13's permission model.
+  # above already ran 13-13 and 0.12-13 pairs).
   echo "test: the Prosody scenarios on Prosody 13"
-  SERVER_TRUST_LAB_PROSODY=13 cargo test -p server-trust --test it -- --skip admin_surfaces::adhoc
+  SERVER_TRUST_LAB_PROSODY=13 cargo test -p server-trust --test it
 fi
 
 # The Debian package: built, lintian-checked, installed, exercised from the installed files

@@ -22,6 +22,8 @@
 //! * [`certs`]: self-signed certificates; [`stats`]: percentiles for the benchmarks.
 //! * [`c2s`]: a minimal XMPP client (SASL PLAIN, XEP-0199 pings); [`flood`]: a request flood
 //!   from many domains over real s2s (`benches/flood.rs`).
+//! * [`xmpp_client`]: a real XMPP client library (slixmpp) over c2s for the XEP-0050 ad-hoc
+//!   commands, as an admin's client drives them.
 
 pub mod admin;
 pub mod artifacts;
@@ -35,6 +37,7 @@ pub mod prosody;
 pub mod slots;
 pub mod stanza;
 pub mod stats;
+pub mod xmpp_client;
 
 pub use admin::TrustAdmin;
 pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, prosody13, user_ids};

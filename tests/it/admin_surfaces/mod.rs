@@ -1,8 +1,9 @@
-//! The admin surfaces of mod_server_trust inside two real Prosody 0.12 servers over s2s:
-//! the `prosodyctl shell` commands, the XEP-0050 ad-hoc commands (sent as if by a c2s client,
-//! through `lab:adhoc` in the lab's mod_lab.lua) and the API other modules use (`is_trusted`,
-//! `peer-is-subscribed`, the `server-trust/added` / `removed` events). Helpers here, tests in
-//! the submodules.
+//! The admin surfaces of mod_server_trust inside two real Prosody servers over s2s (0.12, or
+//! 13 where a test says so or the run sets SERVER_TRUST_LAB_PROSODY=13): the `prosodyctl
+//! shell` commands, the XEP-0050 ad-hoc commands (driven by a real XMPP client library,
+//! slixmpp, logged in over c2s: `server_trust_lab::xmpp_client`) and the API other modules use
+//! (`is_trusted`, `peer-is-subscribed`, the `server-trust/added` / `removed` events). Helpers
+//! here, tests in the submodules.
 
 mod adhoc;
 mod module_api;
@@ -13,6 +14,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use server_trust_lab::lua::lua_str;
+use server_trust_lab::xmpp_client::{XmppClient, create_user};
 use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, TrustAdmin, presence_from};
 
 use crate::support::WAIT;
@@ -82,44 +84,101 @@ fn shell_pending(srv: &Server) -> (Vec<Vec<String>>, String) {
     (rows, summary)
 }
 
-/// An ad-hoc command from `from` (a JID at capulet) to capulet.lit, run inside Prosody as if a
-/// c2s session had sent it. Returns mod_lab's JSON summary of the reply (see mod_lab.lua).
+/// Which Prosody a test's lab runs.
+#[derive(Clone, Copy, Debug)]
+enum Prosody {
+    /// The run's default: Debian's 0.12, or 13 when the run sets SERVER_TRUST_LAB_PROSODY=13.
+    Default,
+    /// The Prosody 13 build, whatever the run's default.
+    V13,
+    /// The Prosody 13 build, also in a run on 13 (a test with no `Default` twin).
+    Only13,
+}
+
+/// The servers' prefixes for `v`, or None when the test is not run: 13 is missing and
+/// SERVER_TRUST_SKIP_PROSODY13 says so (loudly), or the run is on 13 anyway (the `Default`
+/// twin of the test covers it).
+fn prefixes(v: Prosody) -> Option<[Option<std::path::PathBuf>; 2]> {
+    match v {
+        Prosody::Default => Some([None, None]),
+        Prosody::V13 if std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|p| p == "13") => {
+            eprintln!("(Prosody 13 covered by the same test with the run's default, which is 13)");
+            None
+        }
+        Prosody::Only13 if std::env::var_os("SERVER_TRUST_LAB_PROSODY").is_some_and(|p| p == "13") => {
+            Some([None, None])
+        }
+        Prosody::V13 | Prosody::Only13 => match server_trust_lab::prosody13() {
+            Some(p) => Some([Some(p.clone()), Some(p)]),
+            None if std::env::var_os("SERVER_TRUST_SKIP_PROSODY13").is_some() => {
+                eprintln!(
+                    "!!! PROSODY 13 NOT TESTED: the tarball is missing (SERVER_TRUST_SKIP_PROSODY13 set)"
+                );
+                None
+            }
+            None => panic!(
+                "Prosody 13 not tested: ../shared/vendor/prosody-13.0.1.tar.gz is missing \
+                 (set SERVER_TRUST_SKIP_PROSODY13=1 to skip knowingly)"
+            ),
+        },
+    }
+}
+
+/// A lab with mod_server_trust on `v`, montague also serving verona.lit.
+fn lab_with_verona_on(v: Prosody) -> Option<Lab> {
+    Some(Lab::with_server_trust(LabOptions {
+        montague_extra_hosts: vec![VERONA.into()],
+        prefixes: prefixes(v)?,
+        ..LabOptions::default()
+    }))
+}
+
+const ADMIN_USER: &str = "admin";
+const ADMIN_PASSWORD: &str = "admin-secret";
+const EVE_USER: &str = "eve";
+const EVE_PASSWORD: &str = "eve-secret";
+
+/// capulet's admin (named in the VirtualHost's `admins`: on 13 the role `prosody:admin`),
+/// registered and logged in with the real client.
+fn admin_client(lab: &Lab) -> XmppClient {
+    let c = &lab.capulet;
+    create_user(c, ADMIN_USER, ADMIN_PASSWORD, None);
+    let client = XmppClient::login(c, &lab.dir.join("certs"), ADMIN_USER, ADMIN_PASSWORD)
+        .unwrap_or_else(|e| panic!("admin login: {e}\n{}", c.dump(&[])));
+    assert!(client.jid.starts_with(&format!("{ADMIN}/")), "{}", client.jid);
+    assert!(client.tls, "the client must have gone through STARTTLS");
+    client
+}
+
+/// A plain user of capulet (on 13 the role `prosody:registered`, what self-registration gives),
+/// logged in with the real client.
+fn eve_client(lab: &Lab) -> XmppClient {
+    let c = &lab.capulet;
+    create_user(c, EVE_USER, EVE_PASSWORD, Some("prosody:registered"));
+    let client = XmppClient::login(c, &lab.dir.join("certs"), EVE_USER, EVE_PASSWORD)
+        .unwrap_or_else(|e| panic!("eve login: {e}\n{}", c.dump(&[])));
+    assert!(client.jid.starts_with(&format!("{EVE}/")), "{}", client.jid);
+    client
+}
+
+/// An ad-hoc command from `client` to capulet.lit, over c2s. With `fields`, a submitted form
+/// of those fields after FORM_TYPE (http://jabber.org/protocol/admin), as a client fills the
+/// server's form; without, no form. Returns the reply as [`XmppClient::command`] summarises it.
 fn adhoc(
-    srv: &Server,
-    from: &str,
+    client: &mut XmppClient,
     node: &str,
     action: Option<&str>,
     fields: &[(&str, &str)],
     sessionid: Option<&str>,
 ) -> Value {
-    let opt = |o: Option<&str>| o.map_or("nil".to_string(), lua_str);
-    let fields = if fields.is_empty() {
-        "nil".to_string()
-    } else {
-        let kv: Vec<String> =
-            fields.iter().map(|(k, v)| format!("[{}] = {}", lua_str(k), lua_str(v))).collect();
-        format!("{{ {} }}", kv.join(", "))
-    };
-    let line = format!(
-        "lab:adhoc({}, {}, {}, {}, {fields}, {})",
-        lua_str(&srv.host),
-        lua_str(from),
-        lua_str(node),
-        opt(action),
-        opt(sessionid)
-    );
-    let out = srv.shell_ok(&line);
-    let json = out
-        .lines()
-        .find_map(|l| l.strip_prefix("OK: "))
-        .unwrap_or_else(|| panic!("no OK line from {line}: {out}"));
-    let v: Value =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON ({e}) from {line}: {json}"));
-    assert_eq!(v["replies"], 1, "exactly one reply expected: {v}");
-    v
+    let values: Vec<[&str; 1]> = fields.iter().map(|(_, v)| [*v]).collect();
+    let mut form: Vec<(&str, &[&str])> = vec![("FORM_TYPE", &["http://jabber.org/protocol/admin"])];
+    form.extend(fields.iter().zip(&values).map(|((k, _), v)| (*k, &v[..])));
+    let form = (!fields.is_empty()).then_some(&form[..]);
+    client.command(CAPULET, node, action, sessionid, form)
 }
 
-/// A JSON list from mod_lab (util.json writes an empty Lua table as `{}` or `[]`).
+/// A JSON list (absent: empty).
 fn list(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
@@ -174,6 +233,13 @@ fn two_pending() -> Lab {
     let lab = lab_with_verona();
     ask_both(&lab);
     lab
+}
+
+/// [`two_pending`] on `v` (None: not run, see [`prefixes`]).
+fn two_pending_on(v: Prosody) -> Option<Lab> {
+    let lab = lab_with_verona_on(v)?;
+    ask_both(&lab);
+    Some(lab)
 }
 
 fn ask_both(lab: &Lab) {

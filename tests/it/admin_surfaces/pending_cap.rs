@@ -6,7 +6,7 @@
 use super::*;
 
 /// Sets `peer`'s pending file's `first_seen` to 8 days ago, as an editor would.
-fn first_seen_8_days_ago(srv: &Server, peer: &str) {
+pub(super) fn first_seen_8_days_ago(srv: &Server, peer: &str) {
     let path = srv.pending_file(peer);
     let text = std::fs::read_to_string(&path).unwrap();
     let then = server_trust::store::format_rfc3339(

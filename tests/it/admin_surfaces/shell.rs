@@ -1,4 +1,5 @@
-//! `prosodyctl shell`: `server_trust:pending()`, `approve`, `deny`, `list` and their errors.
+//! `prosodyctl shell`: `server_trust:pending()`, `approve`, `deny`, `list` and their errors;
+//! every act of the section in the forms the README shows (Lua on 0.12 and 13, words on 13).
 
 use super::*;
 use crate::support::QUIET;
@@ -97,4 +98,155 @@ fn pending_approve_deny_and_errors() {
     let after = m.received();
     let new: Vec<&Stanza> = after[sent_before..].iter().filter(|s| s.via_s2s()).collect();
     assert!(new.is_empty(), "failed shell commands sent stanzas: {new:#?}");
+}
+
+/// How an act is typed at `prosodyctl shell`, as the README shows it.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    /// One line of Lua, `server_trust:approve("montague.lit")`: Prosody 0.12 and 13.
+    Lua,
+    /// Words, `server_trust approve montague.lit`: Prosody 13 only.
+    Words,
+}
+
+/// `prosodyctl shell` running `act` with `args` in `form`; panics unless it succeeded, returns
+/// what it printed.
+fn act(srv: &Server, form: Form, act: &str, args: &[&str]) -> String {
+    let out = match form {
+        Form::Lua => shell_cmd(srv, act, args),
+        Form::Words => {
+            let mut words = vec!["shell", "server_trust", act];
+            words.extend_from_slice(args);
+            srv.prosodyctl(&words)
+        }
+    };
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{form:?} {act}{args:?} failed ({}): {text}", out.status);
+    text
+}
+
+const MANTUA: &str = "mantua.lit";
+const PADUA_A: &str = "a.padua.lit";
+const PADUA_B: &str = "b.padua.lit";
+
+/// Every act of the shell section, each checked where it shows (the peer's s2s, the store):
+/// pending, dropped, approve, list, revoke, request, deny, deny_older, deny_site.
+fn every_act_through_the_shell(v: Prosody, form: Form) {
+    let Some(prefixes) = prefixes(v) else { return };
+    let askers = [VERONA, MANTUA, PADUA_A, PADUA_B];
+    let lab = Lab::with_server_trust(LabOptions {
+        montague_extra_hosts: askers.iter().map(|h| h.to_string()).collect(),
+        prefixes,
+        ..LabOptions::default()
+    });
+    let (m, c) = (&lab.montague, &lab.capulet);
+    m.cli(&["request", CAPULET]);
+    for (i, h) in askers.iter().enumerate() {
+        m.inject(&format!("<presence from='{h}' to='{CAPULET}' type='subscribe' id='a{i}'/>"));
+    }
+    for h in askers.iter().chain([&MONTAGUE]) {
+        c.wait_state(h, "none+pending-in", WAIT);
+    }
+    super::pending_cap::first_seen_8_days_ago(c, MANTUA);
+
+    // pending: one line per request (tab separated), then the count.
+    let out = act(c, form, "pending", &[]);
+    for h in askers.iter().chain([&MONTAGUE]) {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{CAPULET}\t{h}\tpending\t"))), "{h}: {out}");
+    }
+    assert!(out.contains("5 pending"), "{out}");
+    let out = act(c, form, "dropped", &[]);
+    assert!(out.contains("none dropped at the cap"), "{out}");
+
+    // approve: subscribed + reciprocal subscribe; both.
+    let out = act(c, form, "approve", &[MONTAGUE]);
+    assert!(out.contains(&format!("approve {MONTAGUE} on {CAPULET}")), "{out}");
+    m.wait_for("subscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "subscribed"));
+    c.wait_state(MONTAGUE, "both", WAIT);
+    m.wait_state(CAPULET, "both", WAIT);
+
+    // list: the roster.
+    let out = act(c, form, "list", &[]);
+    assert!(out.lines().any(|l| l.starts_with(&format!("{CAPULET}\t{MONTAGUE}\tboth\ttrusted"))), "{out}");
+    assert!(out.contains("5 peers"), "the roster holds the pending peers too: {out}");
+
+    // revoke: unsubscribe + unsubscribed; gone on both sides.
+    let out = act(c, form, "revoke", &[MONTAGUE]);
+    assert!(out.contains(&format!("revoke {MONTAGUE} on {CAPULET}")), "{out}");
+    m.wait_for("unsubscribe from capulet", WAIT, presence(CAPULET, MONTAGUE, "unsubscribe"));
+    m.wait_for("unsubscribed from capulet", WAIT, presence(CAPULET, MONTAGUE, "unsubscribed"));
+    c.wait_state(MONTAGUE, "absent", WAIT);
+    m.wait_state(CAPULET, "absent", WAIT);
+
+    // request: a new subscribe (the first came with the approval); pending-out.
+    let before = count(m, presence(CAPULET, MONTAGUE, "subscribe"));
+    let out = act(c, form, "request", &[MONTAGUE]);
+    assert!(out.contains(&format!("request {MONTAGUE} on {CAPULET}")), "{out}");
+    c.wait_state(MONTAGUE, "none+pending-out", WAIT);
+    m.wait_state(CAPULET, "none+pending-in", WAIT);
+    assert_eq!(count(m, presence(CAPULET, MONTAGUE, "subscribe")), before + 1, "one more subscribe");
+
+    // deny: unsubscribed to verona, its request gone.
+    let out = act(c, form, "deny", &[VERONA]);
+    assert!(out.contains(&format!("deny {VERONA} on {CAPULET}")), "{out}");
+    m.wait_for("unsubscribed to verona", WAIT, presence(CAPULET, VERONA, "unsubscribed"));
+    c.wait_state(VERONA, "absent", WAIT);
+
+    // deny_older 7d: mantua only (first seen 8 days ago).
+    let out = act(c, form, "deny_older", &["7d"]);
+    assert!(
+        out.contains(&format!("deny {MANTUA}")) && out.contains(&format!("1 denied on {CAPULET}")),
+        "{out}"
+    );
+    m.wait_for("unsubscribed to mantua", WAIT, presence(CAPULET, MANTUA, "unsubscribed"));
+    c.wait_state(MANTUA, "absent", WAIT);
+    assert_eq!(c.state(PADUA_A), "none+pending-in");
+
+    // deny_site padua.lit: both of its subdomains.
+    let out = act(c, form, "deny_site", &["padua.lit"]);
+    assert!(out.contains("2 denied on"), "{out}");
+    for h in [PADUA_A, PADUA_B] {
+        assert!(out.contains(&format!("deny {h}")), "{out}");
+        m.wait_for("unsubscribed to padua", WAIT, presence(CAPULET, h, "unsubscribed"));
+        c.wait_state(h, "absent", WAIT);
+    }
+    let out = act(c, form, "pending", &[]);
+    assert!(out.contains("0 pending"), "{out}");
+
+    // Every decision recorded with the shell as the actor; nothing was ever approved but montague.
+    let log = String::from_utf8(c.cli(&["log"]).stdout).unwrap();
+    for (peer, what) in [
+        (MONTAGUE, "approve"),
+        (MONTAGUE, "revoke"),
+        (MONTAGUE, "request"),
+        (VERONA, "deny"),
+        (MANTUA, "deny"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(" shell ") && l.contains(peer) && l.contains(what)),
+            "{what} {peer} by shell missing:\n{log}"
+        );
+    }
+    m.assert_none_for(
+        QUIET,
+        |s| s.via_s2s() && s.is_type("subscribed") && s.to.as_deref() != Some(MONTAGUE),
+        "only montague was approved",
+    );
+}
+
+#[test]
+fn every_act_through_the_shell_as_lua() {
+    every_act_through_the_shell(Prosody::Default, Form::Lua);
+}
+
+#[test]
+fn every_act_through_the_shell_as_lua_on_prosody_13() {
+    every_act_through_the_shell(Prosody::V13, Form::Lua);
+}
+
+/// Prosody 13's `server_trust pending`, `server_trust approve montague.lit` ... (the help
+/// metatable of the section makes 13 dispatch them).
+#[test]
+fn every_act_through_the_shell_in_words_on_prosody_13() {
+    every_act_through_the_shell(Prosody::V13, Form::Words);
 }

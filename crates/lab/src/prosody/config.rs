@@ -114,6 +114,12 @@ pub(crate) fn server_trust_options(store: &Path, native: Option<&Path>) -> Strin
 }
 
 /// `prosody.cfg.lua` for `srv`: loopback only, our own resolver, certs from `certs`.
+///
+/// The host's admin, `admin@<host>`, is named in the VirtualHost's `admins`, not the global
+/// one: Prosody 13 gives a host's admins the role `prosody:admin` (the global ones get
+/// `prosody:operator`, mod_authz_internal), the least a host admin has, which is what the
+/// ad-hoc commands of mod_server_trust must be enough for; 0.12 reads both the same way.
+/// `saslauth` lets real clients log in over c2s (STARTTLS with the host's certificate).
 pub(super) fn config_text(srv: &Server, opts: &LabOptions, certs: &Path, hosts_file: &Path) -> String {
     let admin = format!("admin@{}", srv.host);
     let mut c = globals(&Globals {
@@ -125,7 +131,7 @@ pub(super) fn config_text(srv: &Server, opts: &LabOptions, certs: &Path, hosts_f
         log: &srv.log,
         ip: &srv.ip,
         hosts_file,
-        admin: Some(&admin),
+        admin: None,
         extra: "",
         no_nagle: false,
     });
@@ -136,8 +142,11 @@ pub(super) fn config_text(srv: &Server, opts: &LabOptions, certs: &Path, hosts_f
         let _ = write!(c, "\n-- extra_global\n{}\n", opts.extra_global);
     }
     c.push_str(&virtual_host(&srv.host, &srv.host, certs));
+    let _ = writeln!(c, "\tadmins = {{ {} }}", lua_str(&admin));
     if opts.server_trust {
-        c.push_str("\tmodules_enabled = { \"server_trust\" }\n");
+        c.push_str("\tmodules_enabled = { \"server_trust\"; \"saslauth\" }\n");
+    } else {
+        c.push_str("\tmodules_enabled = { \"saslauth\" }\n");
     }
     if !opts.extra_host.is_empty() {
         let _ = write!(c, "\t-- extra_host\n{}\n", opts.extra_host);

@@ -9,6 +9,7 @@
 local st = require "util.stanza";
 local jid_split = require "util.jid".split;
 local jid_prep = require "util.jid".prep;
+local jid_host = require "util.jid".host;
 local set = require "util.set";
 local array = require "util.array";
 local new_id = require "util.id".medium;
@@ -33,6 +34,7 @@ for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on
 		notify_burst = "server_trust_notify_burst", repeat_window = "server_trust_repeat_window",
 		site_requests_per_minute = "server_trust_site_requests_per_minute",
 		pending_expiry_days = "server_trust_pending_expiry_days",
+		federation = "server_trust_federation", federation_group = "server_trust_federation_group",
 		watch = "server_trust_watch" }) do
 	options[key] = module:get_option(name);
 end
@@ -148,7 +150,8 @@ if engine and is_server then
 	if notify_admins and admins():empty() then
 		-- Debian's prosody.cfg.lua ships `admins = { }`.
 		module:log("warn", "No admins set for %s: buddy requests are announced in this log only; "
-			.."set admins = { \"you@%s\" } to get them as chat messages", host, host);
+			.."set admins = { \"you@%s\" } (on Prosody 13, or give someone the role prosody:admin) "
+			.."to get them as chat messages", host, host);
 	end
 end
 
@@ -261,6 +264,62 @@ module:hook("presence/host", function (event)
 	end
 	return true;
 end, hook_priority);
+
+-- Buddies-only federation (server_trust_federation = "buddies"): the engine decides for each
+-- stanza whether it may cross s2s with its peer; what it refuses is dropped, and a message,
+-- an iq request or a subscription request is answered with a policy-violation error.
+if (options.federation or "open") ~= "open" or options.federation_group ~= nil then
+	local ours = setmetatable({}, { __mode = "k" }); -- the errors we send: let them out
+	local routed = { message = true, presence = true, iq = true };
+	local function federates(peer, host_presence)
+		if not engine or not peer then return false; end -- no engine: no federation (fails closed)
+		local ok, yes = pcall(engine.federates, engine, peer, host_presence);
+		return ok and yes == true;
+	end
+	local function refuse(stanza, peer)
+		local t, name = stanza.attr.type, stanza.name;
+		if (name == "message" and t ~= "error") or (name == "iq" and (t == "get" or t == "set"))
+			or (name == "presence" and t == "subscribe") then
+			local reply = st.error_reply(stanza, "cancel", "policy-violation",
+				host.." federates with its server buddies only, and "..peer.." is not one");
+			ours[reply] = true;
+			module:send(reply);
+		end
+		return true;
+	end
+	local function inbound(event)
+		local origin, stanza = event.origin, event.stanza;
+		if origin.type ~= "s2sin" then return; end
+		local from = stanza.attr.from;
+		local peer = jid_host(from);
+		if federates(peer, stanza.name == "presence" and from == peer and stanza.attr.to == host) then return; end
+		(origin.log or module._log)("debug", "Refused %s from %s: not a server buddy", stanza.name, from);
+		return refuse(stanza, peer);
+	end
+	for _, name in ipairs({ "message", "presence", "iq" }) do
+		for _, to in ipairs({ "/bare", "/full", "/host" }) do
+			module:hook(name..to, inbound, 2000); -- before every other handler
+		end
+	end
+	module:hook("route/remote", function (event)
+		local stanza, peer = event.stanza, event.to_host;
+		-- Dialback's own elements travel this way too: they are how any stream comes up.
+		if ours[stanza] or not routed[stanza.name] then return; end
+		if federates(peer, stanza.name == "presence" and stanza.attr.from == host and stanza.attr.to == peer) then return; end
+		module:log("debug", "Refused %s to %s: not a server buddy", stanza.name, stanza.attr.to);
+		return refuse(stanza, peer);
+	end, 2000);
+	-- A revoked buddy's streams are closed at once (the stanzas of the revoke are already on
+	-- the wire: an established stream writes them before its close).
+	module:hook("server-trust/removed", function (event)
+		local reason = { condition = "policy-violation", text = "No longer a server buddy of "..host };
+		local out = prosody.hosts[host] and prosody.hosts[host].s2sout[event.peer];
+		if out and out.type == "s2sout" then out:close(reason); end
+		for session in pairs(prosody.incoming_s2s) do
+			if session.to_host == host and session.from_host == event.peer then session:close(reason); end
+		end
+	end);
+end
 
 -- Public API: module:depends("server_trust").is_trusted(peer[, scope]). Anything odd (not
 -- a string, not UTF-8, a table scope) is simply not trusted: access checks never raise.

@@ -18,7 +18,7 @@ pub mod subscription;
 pub mod vocab;
 
 pub use domain::{Domain, MAX_DOMAIN_LEN};
-pub use engine::{Action, Actor, Config, Engine, LogLevel, PresenceKind, Stats};
+pub use engine::{Action, Actor, Config, Engine, Federation, LogLevel, PresenceKind, Stats};
 pub use error::{Error, Result};
 pub use store::Store;
 pub use subscription::{Direction, Disposition, Subscription, SubscriptionType, transition};

@@ -18,7 +18,7 @@ use super::compact::{Compactor, Files, Job};
 use super::outside::Audited;
 use super::policy::Txn;
 use super::snapshot::{Map, Roster, View};
-use super::types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
+use super::types::{Action, Actor, Config, Federation, LogLevel, PeerPresence, PresenceKind, Stats};
 use super::watch::{Changed, Watcher};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
@@ -202,6 +202,20 @@ impl Engine {
         self.lookup(peer, scope)
             || (Domain::may_change_when_normalised(peer)
                 && Domain::new(peer).is_ok_and(|d| self.lookup(d.as_str(), scope)))
+    }
+
+    /// Whether a stanza may cross s2s between the host and `peer` (a domain as the router
+    /// hands it, any spelling), under the `federation` setting: with [`Federation::Open`]
+    /// always; with [`Federation::Buddies`] presence between the two host JIDs
+    /// (`host_presence`: the XEP-0267 handshake and probes) always, anything else only with a
+    /// trusted peer in the group, if one is set. Memory only; invalid input is refused.
+    #[inline]
+    pub fn federates_with(&self, peer: &str, host_presence: bool) -> bool {
+        match &self.config.federation {
+            Federation::Open => true,
+            Federation::Buddies { .. } if host_presence => Domain::new(peer).is_ok(),
+            Federation::Buddies { group } => self.is_trusted(peer, group.as_deref()),
+        }
     }
 
     /// [`Engine::is_trusted`] without a scope for a name given as bytes (as the C ABI and Lua

@@ -27,7 +27,7 @@ mod types;
 mod watch;
 
 pub use api::Engine;
-pub use types::{Action, Actor, Config, LogLevel, PeerPresence, PresenceKind, Stats};
+pub use types::{Action, Actor, Config, Federation, LogLevel, PeerPresence, PresenceKind, Stats};
 
 #[cfg(test)]
 mod outbox_tests;

@@ -43,6 +43,56 @@ pub struct Config {
     /// default, for servers' event loops) never waits: inbound stanzas are deferred to the
     /// next poll, admin acts fail with `Error::Busy`. Admin tools wait longer.
     pub lock_wait: Duration,
+    /// Who may exchange stanzas with the host over s2s. Default [`Federation::Open`].
+    pub federation: Federation,
+}
+
+/// Who may exchange stanzas with the host over s2s (the `federation` option): the server
+/// roster put to work as the host's federation list. Drivers ask
+/// [`crate::Engine::federates_with`] for each stanza and refuse what it refuses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Federation {
+    /// Every server, as XMPP does by default.
+    #[default]
+    Open,
+    /// Only the peers we approved (trusted: `from`, `from+pending-out`, `both`), and of those
+    /// only the ones in `group` when it is set (e.g. `federate`). Presence between the two
+    /// host JIDs always passes: the XEP-0267 handshake, so a stranger can still ask to become
+    /// a buddy, and probes, which the engine answers with presence only for approved peers.
+    Buddies {
+        /// The group a buddy must be in, if any.
+        group: Option<String>,
+    },
+}
+
+impl Federation {
+    /// The `federation` option (`"open"` or `"buddies"`) and the `federation_group` option.
+    /// A group without `"buddies"` is refused rather than ignored: it says the admin meant
+    /// to restrict federation.
+    pub fn from_options(mode: Option<&str>, group: Option<&str>) -> Result<Federation> {
+        let group = match group.map(str::trim) {
+            None => None,
+            Some(g) if !g.is_empty() && g.len() <= 64 && !g.contains(',') => Some(g.to_string()),
+            Some(g) => {
+                return Err(Error::InvalidOption {
+                    name: "federation_group",
+                    reason: format!("{g:?} is not a group name (1 to 64 characters, no comma)"),
+                });
+            }
+        };
+        match (mode, group) {
+            (None | Some("open"), None) => Ok(Federation::Open),
+            (Some("buddies"), group) => Ok(Federation::Buddies { group }),
+            (None | Some("open"), Some(g)) => Err(Error::InvalidOption {
+                name: "federation_group",
+                reason: format!("group {g:?} is set but federation is open: set federation = \"buddies\""),
+            }),
+            (Some(other), _) => Err(Error::InvalidOption {
+                name: "federation",
+                reason: format!("{other:?} is neither \"open\" nor \"buddies\""),
+            }),
+        }
+    }
 }
 
 impl Default for Config {
@@ -58,6 +108,7 @@ impl Default for Config {
             repeat_window: Duration::from_secs(60),
             watch: true,
             lock_wait: Duration::ZERO,
+            federation: Federation::Open,
         }
     }
 }

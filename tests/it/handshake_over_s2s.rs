@@ -106,7 +106,7 @@ fn restart_keeps_roster_and_state() {
 /// reach the log only, and a request is announced there (never approved, no chat message).
 #[test]
 fn without_admins_the_log_says_where_requests_go() {
-    let opts = LabOptions { extra_global: "admins = { }\n".into(), ..LabOptions::default() };
+    let opts = LabOptions { extra_host: "admins = { }".into(), ..LabOptions::default() };
     let lab = Lab::with_server_trust(opts);
     let (m, c) = (&lab.montague, &lab.capulet);
     let console = fs::read_to_string(&c.console_log).unwrap();

@@ -13,6 +13,7 @@ mod deployment;
 mod docs;
 mod engine_pairs;
 mod fails_closed;
+mod federation;
 mod floods;
 mod handshake_over_s2s;
 mod lua_bridge;

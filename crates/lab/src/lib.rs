@@ -40,5 +40,5 @@ pub mod stats;
 pub mod xmpp_client;
 
 pub use admin::TrustAdmin;
-pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, prosody13, user_ids};
+pub use prosody::{CAPULET, Lab, LabOptions, MONTAGUE, Server, VERONA, prosody13, user_ids};
 pub use stanza::{Stanza, presence_from};

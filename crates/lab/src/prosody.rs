@@ -32,6 +32,8 @@ use crate::slots::Slot;
 
 pub const MONTAGUE: &str = "montague.lit";
 pub const CAPULET: &str = "capulet.lit";
+/// The third server's host, when [`LabOptions::verona`] asks for one.
+pub const VERONA: &str = "verona.lit";
 
 /// What the two servers are configured with.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +44,11 @@ pub struct LabOptions {
     pub extra_global: String,
     /// Lua config text appended inside each VirtualHost section.
     pub extra_host: String,
+    /// Lua config text appended to one server's global section: (host, text).
+    pub extra_global_for: Vec<(String, String)>,
+    /// A third server, `verona.lit`, with its own process and address (and the same
+    /// options): a stranger, a third buddy.
+    pub verona: bool,
     /// More VirtualHosts served by the montague server (same address and certificate), so
     /// tests can send from many distinct server domains.
     pub montague_extra_hosts: Vec<String>,
@@ -107,9 +114,12 @@ pub struct Lab {
     pub dir: PathBuf,
     pub montague: Server,
     pub capulet: Server,
+    /// The third server, with [`LabOptions::verona`].
+    pub verona: Option<Server>,
     tmp: Option<tempfile::TempDir>,
     _watchdog: Option<Watchdog>,
     _slot: Slot,
+    _slot2: Option<Slot>,
 }
 
 impl Lab {
@@ -130,18 +140,24 @@ impl Lab {
         let dir = tmp.path().to_path_buf();
         let slot = Slot::reserve(&[5269, 5222]);
 
+        let slot2 = opts.verona.then(|| Slot::reserve(&[5269, 5222]));
         let certs = dir.join("certs");
         fs::create_dir_all(&certs).unwrap();
         thread::scope(|s| {
             s.spawn(|| crate::certs::self_signed(&certs, MONTAGUE));
             s.spawn(|| crate::certs::self_signed(&certs, CAPULET));
+            if opts.verona {
+                s.spawn(|| crate::certs::self_signed(&certs, VERONA));
+            }
         });
         let hosts_file = dir.join("hosts");
         let extra: String = opts.montague_extra_hosts.iter().map(|h| format!("{} {h}\n", slot.a)).collect();
-        fs::write(&hosts_file, format!("{} {MONTAGUE}\n{} {CAPULET}\n{extra}", slot.a, slot.b)).unwrap();
+        let third = slot2.as_ref().map(|s2| format!("{} {VERONA}\n", s2.a)).unwrap_or_default();
+        fs::write(&hosts_file, format!("{} {MONTAGUE}\n{} {CAPULET}\n{third}{extra}", slot.a, slot.b)).unwrap();
 
         let mut montague = Server::new(&dir, "montague", MONTAGUE, &slot.a);
         let mut capulet = Server::new(&dir, "capulet", CAPULET, &slot.b);
+        let mut verona = slot2.as_ref().map(|s2| Server::new(&dir, "verona", VERONA, &s2.a));
         let run_as = opts.run_as.as_deref().map(user_ids);
         // SERVER_TRUST_LAB_PROSODY=13 runs every lab that does not pick its versions on the
         // Prosody 13 build: the whole suite against 13 (the test command does one such run).
@@ -151,29 +167,55 @@ impl Lab {
             let p13 = prosody13().expect("SERVER_TRUST_LAB_PROSODY=13 but the Prosody 13 build is missing");
             prefixes = [Some(p13.clone()), Some(p13)];
         }
-        for (srv, prefix) in [(&mut montague, &prefixes[0]), (&mut capulet, &prefixes[1])] {
+        let third_prefix = prefixes[1].clone();
+        let mut all: Vec<(&mut Server, &Option<PathBuf>)> =
+            vec![(&mut montague, &prefixes[0]), (&mut capulet, &prefixes[1])];
+        if let Some(v) = verona.as_mut() {
+            all.push((v, &third_prefix));
+        }
+        for (srv, prefix) in all {
             srv.prefix = prefix.clone();
             srv.run_as = run_as;
             fs::create_dir_all(&srv.data).unwrap();
-            fs::write(&srv.cfg, config::config_text(srv, &opts, &certs, &hosts_file)).unwrap();
+            let mut text = config::config_text(srv, &opts, &certs, &hosts_file);
+            for (h, extra) in &opts.extra_global_for {
+                if *h == srv.host {
+                    text.push_str(extra);
+                    text.push('\n');
+                }
+            }
+            fs::write(&srv.cfg, text).unwrap();
         }
         if let Some(ids) = run_as {
             // The unprivileged server must reach its folders and certificates.
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-            for p in [&certs, &montague.dir, &capulet.dir] {
+            for p in [&certs, &montague.dir, &capulet.dir].into_iter().chain(verona.as_ref().map(|v| &v.dir)) {
                 chown_tree(p, ids);
             }
         }
 
-        let watchdog = Watchdog::spawn(&[&montague.pidfile, &capulet.pidfile]);
-        let lab = Lab { dir, montague, capulet, tmp: Some(tmp), _watchdog: watchdog, _slot: slot };
+        let mut pidfiles: Vec<&Path> = vec![&montague.pidfile, &capulet.pidfile];
+        pidfiles.extend(verona.as_ref().map(|v| v.pidfile.as_path()));
+        let watchdog = Watchdog::spawn(&pidfiles);
+        let lab = Lab {
+            dir,
+            montague,
+            capulet,
+            verona,
+            tmp: Some(tmp),
+            _watchdog: watchdog,
+            _slot: slot,
+            _slot2: slot2,
+        };
         // From here on `lab` is dropped on panic, which stops whatever was started.
         thread::scope(|s| {
-            let m = s.spawn(|| lab.montague.start());
-            let c = s.spawn(|| lab.capulet.start());
+            let mut started = vec![s.spawn(|| lab.montague.start()), s.spawn(|| lab.capulet.start())];
+            if let Some(v) = &lab.verona {
+                started.push(s.spawn(|| v.start()));
+            }
             // Re-raise the original panic (message) rather than "a scoped thread panicked".
-            for h in [m, c] {
+            for h in started {
                 if let Err(e) = h.join() {
                     std::panic::resume_unwind(e);
                 }
@@ -194,6 +236,9 @@ impl Drop for Lab {
         thread::scope(|s| {
             s.spawn(|| self.montague.stop());
             s.spawn(|| self.capulet.stop());
+            if let Some(v) = &self.verona {
+                s.spawn(|| v.stop());
+            }
         });
         crate::process::keep_lab_dir_if_failed(&mut self.tmp, false, "prosody lab");
     }

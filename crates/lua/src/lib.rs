@@ -54,6 +54,11 @@ impl LuaUserData for LuaEngine {
             let scope = scope.as_ref().map(|s| s.to_str()).transpose()?;
             Ok(this.0.is_trusted(&peer.to_str()?, scope.as_deref()))
         });
+        // federates(peer, host_presence): the federation policy for one s2s stanza; never
+        // raises (a name that is not UTF-8 is refused).
+        m.add_method("federates", |_, this, (peer, host_presence): (LuaString, Option<bool>)| {
+            Ok(peer.to_str().is_ok_and(|p| this.0.federates_with(&p, host_presence.unwrap_or(false))))
+        });
         m.add_method("generation", |_, this, ()| Ok(this.0.generation()));
         m.add_method("trusted", |lua, this, ()| {
             let list = lua.create_table()?;
@@ -349,12 +354,16 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     if let Some(v) = opt(&o, "watch")? {
         c.watch = v;
     }
+    let mode = opt::<String>(&o, "federation")?;
+    let group = opt::<String>(&o, "federation_group")?;
+    c.federation = server_trust::Federation::from_options(mode.as_deref(), group.as_deref())?;
     Ok(c)
 }
 
 /// `open(store_root, host, options)`; options (each optional): reciprocate,
 /// preapprove_on_request, max_pending, max_pending_per_site, notify_burst, repeat_window
-/// (seconds), site_requests_per_minute, pending_expiry_days, watch. Returns the engine or
+/// (seconds), site_requests_per_minute, pending_expiry_days, watch, federation ("open" or
+/// "buddies"), federation_group. Returns the engine or
 /// `nil, message` (bad options included: the caller fails closed, it never raises).
 fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
     let engine = config(opts).and_then(|c| Engine::open(Path::new(&root), &host, c));

@@ -243,6 +243,10 @@ local function call_logged(log, method, ...)
 end
 local function call(method, ...) return call_logged(nil, method, ...); end
 
+-- Peers and tools can see that this host speaks XEP-0267 (the feature Metronome's server
+-- buddies module advertises).
+module:add_feature("urn:xmpp:server-presence");
+
 module:hook("presence/host", function (event)
 	local origin, stanza = event.origin, event.stanza;
 	local log = origin.log or module._log;

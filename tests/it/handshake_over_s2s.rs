@@ -124,3 +124,17 @@ fn without_admins_the_log_says_where_requests_go() {
         "no prompt in the log:\n{console}"
     );
 }
+
+/// The host advertises XEP-0267 in disco#info, with the feature Metronome's module uses.
+#[test]
+fn the_host_advertises_server_presence_in_disco() {
+    let lab = Lab::server_trust();
+    let m = &lab.montague;
+    m.inject(&format!(
+        "<iq type='get' from='{MONTAGUE}' to='{CAPULET}' id='disco1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ));
+    let reply = m.wait_for("disco#info result", WAIT, |s| {
+        s.name == "iq" && s.id.as_deref() == Some("disco1") && s.via_s2s()
+    });
+    assert!(reply.is_type("result") && reply.xml.contains("urn:xmpp:server-presence"), "{}", reply.xml);
+}

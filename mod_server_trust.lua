@@ -38,6 +38,7 @@ for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on
 		watch = "server_trust_watch" }) do
 	options[key] = module:get_option(name);
 end
+options.adhoc = true; -- this module offers the ad-hoc commands the prompts name
 -- Higher than mod_presence's presence/host handler (priority 0): we must run first.
 local hook_priority = 10;
 
@@ -616,10 +617,13 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 		if choice == "approve" or choice == "deny" then
 			local ok, err = call(choice, peer, "adhoc");
 			if ok then done[#done+1] = peer..": "..choice; else failed[#failed+1] = tostring(err); end
+		elseif choice ~= nil and choice ~= "later" then
+			-- Never read as "later": the admin meant something, and is told it did nothing.
+			failed[#failed+1] = ("%s: %q is not approve, deny or later; nothing done"):format(peer, tostring(choice));
 		end
 	end
 	-- A decision refused (another admin's came first, ...) is an error note, not news.
-	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or (#failed == 0 and "Nothing decided" or nil),
+	return { status = "completed", info = #done > 0 and t_concat(done, "\n") or "Nothing decided",
 		error = #failed > 0 and { message = t_concat(failed, "\n") } or nil };
 end, "admin"));
 

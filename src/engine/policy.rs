@@ -223,8 +223,13 @@ impl<'a> Txn<'a> {
         self.apply(peer, Direction::Inbound, SubscriptionType::Subscribe, "inbound subscribe");
         self.ops.stats.requests += 1;
         self.ops.last_repeat.insert(peer.clone(), Instant::now());
+        let adhoc = if self.engine.config.adhoc {
+            "Decide in your XMPP client with the command \"Pending server buddies\", or approve: "
+        } else {
+            "Approve: "
+        };
         let text = format!(
-            "Server buddy request from {} to {} (XEP-0267). Approve: {} (or deny; or edit {})",
+            "Server buddy request from {} to {} (XEP-0267). {adhoc}{} (or deny; or edit {})",
             peer.display_name(),
             self.engine.host,
             store.command("approve", peer),
@@ -414,8 +419,9 @@ impl<'a> Txn<'a> {
         let store = &self.engine.store;
         let list = store.command("pending", &peers[0]);
         let list = list.rsplit_once(' ').map_or(list.as_str(), |(cmd, _)| cmd).to_string();
+        let adhoc = if self.engine.config.adhoc { "the command \"Pending server buddies\", or " } else { "" };
         let text = format!(
-            "{} more server buddy requests to {}: {}{more}. List them: {list}",
+            "{} more server buddy requests to {}: {}{more}. List them: {adhoc}{list}",
             peers.len(),
             self.engine.host,
             shown.join(", ")

@@ -696,3 +696,28 @@ fn a_backup_restored_in_a_store_new_at_start_is_audited() {
         "{acts:?}"
     );
 }
+
+/// A driver with the XEP-0050 commands (Prosody's) gets prompts that name them first; the
+/// CLI line stays for admins at a shell.
+#[test]
+fn prompts_name_the_adhoc_command_where_the_driver_offers_it() {
+    let prompt = |adhoc: bool| {
+        let t = tempfile::tempdir().unwrap();
+        let e = Engine::open(t.path(), "capulet.lit", Config { watch: false, adhoc, ..Config::default() })
+            .unwrap();
+        let acts = e.inbound("montague.lit", PresenceKind::Subscribe, None).unwrap();
+        acts.iter()
+            .find_map(|a| match a {
+                Action::Notify { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let with = prompt(true);
+    assert!(with.contains("\"Pending server buddies\"") && with.contains("approve montague.lit"), "{with}");
+    let without = prompt(false);
+    assert!(
+        !without.contains("Pending server buddies") && without.contains("approve montague.lit"),
+        "{without}"
+    );
+}

@@ -45,6 +45,9 @@ pub struct Config {
     pub lock_wait: Duration,
     /// Who may exchange stanzas with the host over s2s. Default [`Federation::Open`].
     pub federation: Federation,
+    /// The driver offers the XEP-0050 commands (*Pending server buddies*): prompts name them
+    /// first, so an admin in a chat client decides there. Default off.
+    pub adhoc: bool,
 }
 
 /// Who may exchange stanzas with the host over s2s (the `federation` option): the server
@@ -109,6 +112,7 @@ impl Default for Config {
             watch: true,
             lock_wait: Duration::ZERO,
             federation: Federation::Open,
+            adhoc: false,
         }
     }
 }

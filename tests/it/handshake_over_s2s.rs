@@ -30,6 +30,7 @@ fn subscribe_only_on_request_prompt_then_approve_by_cli() {
         s.name == "message" && s.to.as_deref() == Some("admin@capulet.lit")
     });
     assert!(chat.body.as_deref().unwrap_or("").contains(&format!("approve {MONTAGUE}")), "{chat:?}");
+    assert!(chat.body.as_deref().unwrap_or("").contains("\"Pending server buddies\""), "{chat:?}");
     let console = fs::read_to_string(&c.console_log).unwrap();
     assert!(
         console.contains(&format!("--host {CAPULET} approve {MONTAGUE}")),

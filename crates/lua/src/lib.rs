@@ -354,6 +354,9 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     if let Some(v) = opt(&o, "watch")? {
         c.watch = v;
     }
+    if let Some(v) = opt(&o, "adhoc")? {
+        c.adhoc = v;
+    }
     let mode = opt::<String>(&o, "federation")?;
     let group = opt::<String>(&o, "federation_group")?;
     c.federation = server_trust::Federation::from_options(mode.as_deref(), group.as_deref())?;
@@ -363,7 +366,7 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
 /// `open(store_root, host, options)`; options (each optional): reciprocate,
 /// preapprove_on_request, max_pending, max_pending_per_site, notify_burst, repeat_window
 /// (seconds), site_requests_per_minute, pending_expiry_days, watch, federation ("open" or
-/// "buddies"), federation_group. Returns the engine or
+/// "buddies"), federation_group, adhoc (prompts name the ad-hoc command). Returns the engine or
 /// `nil, message` (bad options included: the caller fails closed, it never raises).
 fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {
     let engine = config(opts).and_then(|c| Engine::open(Path::new(&root), &host, c));

@@ -234,6 +234,10 @@ fn tampered_stale_and_replayed_forms_decide_nothing(v: Prosody) {
     let r = adhoc(&mut admin, NODE_PENDING, Some("complete"), &tampered, Some(&sid));
     assert_eq!(r["status"], "completed", "{r}");
     assert!(notes(&r).contains("Nothing decided"), "{r}");
+    // Each unrecognised value is reported as such, never read as "later".
+    for (peer, value) in &tampered[..2] {
+        assert!(notes(&r).contains(&format!("{peer}: \"{value}\" is not approve, deny or later")), "{r}");
+    }
     assert_eq!(c.state(STRANGER), "absent");
     nothing_decided(&lab, "a tampered form");
 

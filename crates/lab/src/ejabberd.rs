@@ -451,6 +451,11 @@ impl EjabberdCluster {
         let sidecar = Sidecar::new(&dir, &ip1, &opts.sidecar_bin, &nodes[0]);
         sidecar.write_config(&opts);
         write_secret(&nodes[1].hook_token_file, &sidecar.hook_token);
+        if opts.admin_commands {
+            for n in &nodes {
+                write_secret(&n.admin_token_file, &sidecar.admin_token);
+            }
+        }
         let montague = opts.prosody.then(|| {
             let p = ProsodyPeer::new(&dir, &prosody_ip, prosody_hosts.clone());
             p.write_config(&certs, &ip1);

@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use server_trust_lab::ejabberd::{EjabberdLab, EjabberdOptions, HttpReply, VERONA};
+use server_trust_lab::ejabberd::{
+    Ejabberd, EjabberdCluster, EjabberdLab, EjabberdOptions, HttpReply, VERONA,
+};
 use server_trust_lab::{MONTAGUE, Stanza, TrustAdmin, presence_from};
 
 const T: Duration = Duration::from_secs(30);
@@ -315,6 +317,60 @@ fn errors_are_clear_and_change_nothing() {
     assert!(text.contains("Error: sidecar_unavailable: cannot reach the sidecar at http://"), "{text}");
     assert!(text.contains(": econnrefused"), "{text}");
     ctl_json(&lab, PENDING);
+}
+
+/// The commands go through the one sidecar, so they act the same from every node: node 2
+/// approves, node 1 revokes, both nodes' trust checks follow.
+#[test]
+fn every_node_of_a_cluster_runs_the_commands() {
+    let mut o = EjabberdOptions::new(env!("CARGO_BIN_EXE_server-trust-sidecar"));
+    o.admin_commands = true;
+    let c = EjabberdCluster::start(o);
+    let keep = KeepOnPanic(&c);
+    let p = c.prosody();
+    p.admin(MONTAGUE).cli(&["request", VERONA]);
+    c.sidecar.wait_pending(MONTAGUE, T);
+
+    let pending: Vec<String> = c.nodes.iter().map(|n| n.ctl_ok(&["server_trust_pending", VERONA])).collect();
+    assert_eq!(pending[0], pending[1]);
+    assert!(pending[0].contains(MONTAGUE), "{pending:?}");
+    let done: Value =
+        serde_json::from_str(&c.nodes[1].ctl_ok(&["server_trust_approve", VERONA, MONTAGUE])).unwrap();
+    assert_eq!(done["ok"], true, "{done}");
+    p.admin(MONTAGUE).wait_state(VERONA, "both", T);
+    for n in &c.nodes {
+        wait_node_trusted(&c, n, true);
+    }
+    c.nodes[0].ctl_ok(&["server_trust_revoke", VERONA, MONTAGUE]);
+    for n in &c.nodes {
+        wait_node_trusted(&c, n, false);
+    }
+    drop(keep);
+}
+
+fn wait_node_trusted(c: &EjabberdCluster, n: &Ejabberd, want: bool) {
+    let t0 = Instant::now();
+    while n.is_trusted(MONTAGUE, None) != want {
+        assert!(
+            t0.elapsed() < T,
+            "{}: is_trusted(montague.lit) stayed {}\n{}",
+            n.node,
+            !want,
+            c.diagnostics()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keeps the cluster's folder (logs) when the test fails.
+struct KeepOnPanic<'a>(&'a EjabberdCluster);
+
+impl Drop for KeepOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.keep_dir();
+        }
+    }
 }
 
 #[test]

@@ -221,6 +221,20 @@ fn ejabberdctl_lists_approves_shows_groups_logs_revokes_and_requests() {
     let theirs = p.admin(CAPULET).cli_text(&["--json", "pending"]);
     assert!(theirs.contains(VERONA), "capulet.lit's admin has no request from verona.lit: {theirs}");
 
+    // A name beyond ASCII, spelt as the engine does not: the answer names it as the CLI does.
+    let idn = ctl_json(&lab, "ejabberdctl server_trust_show verona.lit BÜCHER.lit.");
+    assert_eq!(idn, cli_json(&lab, &["show", "bücher.lit"]), "{idn}");
+    // And in a refusal (characters beyond Latin-1 too).
+    for peer in ["bücher.lit", "例え.テスト"] {
+        let out = lab.ejabberd.ctl(&["server_trust_approve", VERONA, peer]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert_eq!(
+            text.trim(),
+            format!("Error: conflict: sidecar answered 409: no pending request from {peer}")
+        );
+    }
+
     // help documents the commands.
     let help = String::from_utf8_lossy(&ctl_line(&lab, HELP).stdout).into_owned();
     assert!(help.contains("Approve PEER's pending request") && help.contains("server_trust"), "{help}");

@@ -221,7 +221,7 @@ served(Host0) ->
 		Host ->
 			case gen_mod:is_loaded(Host, mod_server_trust) of
 				true -> {ok, Host};
-				false -> {error, iolist_to_binary(
+				false -> {error, unicode:characters_to_binary(
 						   io_lib:format("mod_server_trust does not run on ~ts", [Host]))}
 			end
 	end.
@@ -232,19 +232,19 @@ served(Host0) ->
 admin_token(Host) ->
 	case gen_mod:get_module_opt(Host, mod_server_trust, admin_token_file) of
 		undefined ->
-			{error, iolist_to_binary(
+			{error, unicode:characters_to_binary(
 				  io_lib:format("admin commands are off on ~ts: set mod_server_trust's "
 						"admin_token_file to the sidecar's admin token file", [Host]))};
 		File ->
 			case file:read_file(File) of
 				{ok, Bin} ->
 					case string:trim(Bin) of
-						<<>> -> {error, iolist_to_binary(
+						<<>> -> {error, unicode:characters_to_binary(
 								  io_lib:format("admin_token_file ~ts is empty", [File]))};
 						T -> {ok, T}
 					end;
 				{error, Why} ->
-					{error, iolist_to_binary(
+					{error, unicode:characters_to_binary(
 						  io_lib:format("cannot read admin_token_file ~ts: ~ts",
 								[File, file:format_error(Why)]))}
 			end
@@ -285,13 +285,16 @@ http(Host, Method, Url, Token, Body) ->
 	catch exit:Why -> {error, Why}   % the host's worker (and its profile) restarting
 	end.
 
-answer(Via, _Host, {ok, {{_, Code, _}, _Headers, Body}}) when Code >= 200, Code < 300 ->
-	text(Via, Body);
+%% The body as it came (UTF-8): mod_http_api puts it in a JSON string, and
+%% ejabberdctl prints its bytes one for one (the ctl's output is latin1), so
+%% names beyond ASCII come out as the CLI prints them.
+answer(_Via, _Host, {ok, {{_, Code, _}, _Headers, Body}}) when Code >= 200, Code < 300 ->
+	Body;
 answer(Via, Host, {ok, {{_, Code, _}, _Headers, Body}}) ->
 	Msg = try jiffy:decode(Body, [return_maps]) of
 		      #{<<"error">> := M} when is_binary(M) -> M;
-		      _ -> Body
-	      catch _:_ -> Body
+		      _ -> utf8(Body)
+	      catch _:_ -> utf8(Body)
 	      end,
 	{Atom, Status} = case Code of
 				 409 -> {conflict, 409};
@@ -300,13 +303,20 @@ answer(Via, Host, {ok, {{_, Code, _}, _Headers, Body}}) ->
 				 C when C == 401; C == 403; C == 429 -> {admin_token, 503};
 				 C -> {sidecar_error, C}
 			 end,
-	fail(Via, Atom, Status, iolist_to_binary(
+	fail(Via, Atom, Status, unicode:characters_to_binary(
 				  io_lib:format("sidecar answered ~p: ~ts", [Code, Msg])), Host);
 answer(Via, Host, {error, Why}) ->
 	Url = gen_mod:get_module_opt(Host, mod_server_trust, sidecar_url),
 	fail(Via, sidecar_unavailable, 503,
-	     iolist_to_binary(io_lib:format("cannot reach the sidecar at ~ts: ~0p",
+	     unicode:characters_to_binary(io_lib:format("cannot reach the sidecar at ~ts: ~0p",
 					    [Url, reason(Why)])), Host).
+
+%% Not from the sidecar, maybe (a proxy's page): printable whatever it holds.
+utf8(Bin) ->
+	case unicode:characters_to_binary(Bin) of
+		B when is_binary(B) -> B;
+		_ -> <<"(an answer that is not UTF-8)">>
+	end.
 
 %% httpc's {failed_connect, [{to_address, _}, {inet, _, Reason}]}: the Reason.
 reason({failed_connect, Info}) ->
@@ -316,11 +326,6 @@ reason({failed_connect, Info}) ->
 	end;
 reason(Why) ->
 	Why.
-
-%% ejabberd_ctl prints a string result with ~ts: a character list keeps
-%% non-ASCII names intact. mod_http_api takes a binary (iolist_to_binary).
-text(ejabberdctl, Body) -> unicode:characters_to_list(Body);
-text(_Via, Body) -> Body.
 
 %% An error result: ejabberdctl prints "Error: Atom: Msg" and exits 1;
 %% mod_http_api answers 409 (conflict), 404 (not_exists) or 500 with Code in

@@ -22,7 +22,10 @@
 //!   name server, so nothing else is looked up. Prosody reads a hosts file (lua-unbound).
 //! * mod_server_trust is compiled with `erlc` from `ejabberd/mod_server_trust/src` into the
 //!   lab. `mod_http_api` is locked to `send_stanza` + `send_message` for an OAuth token of
-//!   `sidecar@verona.lit` from 127.0.0.1; the sidecar gets that token in a file.
+//!   `sidecar@verona.lit` from 127.0.0.1; the sidecar gets that token in a file. With
+//!   [`EjabberdOptions::admin_commands`] the module also gets the sidecar's admin token
+//!   (`admin_token_file`) and mod_http_api serves the commands tagged `server_trust` to an
+//!   OAuth token of `admin@verona.lit` with scope `ejabberd:admin`.
 //! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
 //!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
 //!   everywhere, one cookie) sharing one sidecar, for the cluster test.

@@ -282,7 +282,10 @@ fn mod_http_api_denies_and_refuses_a_second_decision() {
     assert_eq!(r.status, 409, "{r:?}");
     let err: Value = serde_json::from_str(&r.body).unwrap();
     let msg = err["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("sidecar answered 409") && msg.contains(TYBALT), "{r:?}");
+    // The engine's "already decided": who decided first, and that nothing changed.
+    assert!(msg.starts_with("sidecar answered 409: tybalt.lit: `deny` by api at "), "{r:?}");
+    assert!(msg.ends_with(" came first (carried out); the first decision stands, nothing changed"), "{r:?}");
+    assert_eq!(err["code"], 409, "{r:?}");
     thread::sleep(Duration::from_millis(500));
     assert_eq!(lab.sidecar.store_snapshot(), store, "a refused approve changed the store");
     assert_eq!(count(&lab, from_verona(TYBALT, "subscribed")), 0);

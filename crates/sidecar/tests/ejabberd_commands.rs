@@ -290,6 +290,42 @@ fn mod_http_api_denies_and_refuses_a_second_decision() {
     assert_eq!(lab.sidecar.store_snapshot(), store, "a refused approve changed the store");
     assert_eq!(count(&lab, from_verona(TYBALT, "subscribed")), 0);
 
+    // The store lock held by another process (the CLI, an editor's tool). The sidecar never
+    // waits for it: it answers 503 at once, and the command tries again for 1.5 s.
+    p.admin(ROMEO).cli(&["request", VERONA]);
+    lab.sidecar.wait_pending(ROMEO, T);
+    let approve_romeo = r#"{"host":"verona.lit","peer":"romeo.lit"}"#;
+    let lock = fs::File::open(lab.sidecar.store.join(VERONA).join(".lock")).unwrap();
+    // Held all along: a clear error within a few seconds, nothing done (httpc, which the
+    // commands used first, sent the request again every second for as long as the lock was
+    // held).
+    lock.lock().unwrap();
+    let t0 = Instant::now();
+    let r = lab.ejabberd.api("server_trust_approve", &token, approve_romeo);
+    let took = t0.elapsed();
+    lock.unlock().unwrap();
+    assert_eq!(r.status, 500, "{r:?}");
+    let err: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(err["code"], 503, "{r:?}");
+    assert!(
+        err["message"].as_str().unwrap().starts_with("sidecar answered 503: the store is locked by "),
+        "{r:?}"
+    );
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
+    assert!(lab.sidecar.wait_pending(ROMEO, T).contains("decision = \"pending\""));
+    // Held for a moment: tried again, and approved once the lock is free.
+    lock.lock().unwrap();
+    let held = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(700));
+        drop(lock);
+    });
+    let t0 = Instant::now();
+    let done = api_json(&lab.ejabberd.api("server_trust_approve", &token, approve_romeo));
+    assert_eq!((done["ok"].clone(), done["act"].clone()), (json!(true), json!("approve")), "{done}");
+    assert!(t0.elapsed() >= Duration::from_millis(600), "approved while the lock was held: {done}");
+    held.join().unwrap();
+    p.wait_for("subscribed from verona.lit to romeo.lit", T, from_verona(ROMEO, "subscribed"));
+
     // log over mod_http_api: the deny, actor api.
     let log = api_json(&curl_line(&lab, CURL_LOG, &token));
     assert_eq!(log, cli_json(&lab, &["log", "--peer", TYBALT, "--limit", "10"]));

@@ -31,6 +31,7 @@
 -include("ejabberd_commands.hrl").
 
 -define(DEFAULT_LOG, 50).
+-define(BUSY_WAITS, [100, 200, 400, 800]).
 
 %%%===================================================================
 %%% Command definitions
@@ -271,19 +272,125 @@ pct(Bin) ->
 		   _ -> io_lib:format("%~2.16.0B", [C])
 	   end || <<C>> <= Bin]).
 
+%% One request on its own connection (gen_tcp, `Connection: close`), not
+%% httpc: httpc answers a 503 that carries Retry-After (the sidecar's "store
+%% locked by another process") by sending the request again a second later,
+%% for as long as the 503s come, so a lock held for long would hold the
+%% command as long. Here a 503 is tried again a bounded number of times
+%% (?BUSY_WAITS) and the whole exchange has the module's `timeout`.
 http(Host, Method, Url, Token, Body) ->
-	Headers = [{"authorization", "Bearer " ++ binary_to_list(Token)}],
-	Req = case Body of
-		      none -> {Url, Headers};
-		      _ -> {Url, Headers, "application/json", jiffy:encode(Body)}
-	      end,
 	Timeout = gen_mod:get_module_opt(Host, mod_server_trust, timeout),
-	Opts = [{timeout, Timeout},
-		{connect_timeout, gen_mod:get_module_opt(Host, mod_server_trust, connect_timeout)}],
-	Profile = gen_mod:get_module_proc(Host, mod_server_trust_httpc),
-	try httpc:request(Method, Req, Opts, [{body_format, binary}], Profile)
-	catch exit:Why -> {error, Why}   % the host's worker (and its profile) restarting
+	ConnectTimeout = gen_mod:get_module_opt(Host, mod_server_trust, connect_timeout),
+	Payload = case Body of
+			  none -> <<>>;
+			  _ -> jiffy:encode(Body)
+		  end,
+	busy(fun() -> exchange(Method, Url, Token, Payload, ConnectTimeout, Timeout) end,
+	     ?BUSY_WAITS).
+
+%% 503: the store lock is held by another process (the CLI, for milliseconds;
+%% the sidecar never waits for it) or the sidecar's connections are all taken.
+%% Nothing was done, so the call is made again, 0.1 s later doubling, 1.5 s in
+%% all, before the 503 is the answer.
+busy(Call, Waits) ->
+	case {Call(), Waits} of
+		{{ok, {{_, 503, _}, _, _}}, [Ms | More]} ->
+			timer:sleep(Ms),
+			busy(Call, More);
+		{Result, _} ->
+			Result
 	end.
+
+-spec exchange(get | post | put, string(), binary(), binary(), pos_integer(), pos_integer()) ->
+	{ok, {{string(), integer(), binary()}, [{term(), binary()}], binary()}} | {error, term()}.
+exchange(Method, Url, Token, Payload, ConnectTimeout, Timeout) ->
+	case uri_string:parse(Url) of
+		#{scheme := "http", host := H, path := Path} = U ->
+			Port = maps:get(port, U, 80),
+			Target = case maps:get(query, U, "") of
+					 "" -> Path;
+					 Q -> Path ++ "?" ++ Q
+				 end,
+			Deadline = erlang:monotonic_time(millisecond) + Timeout,
+			Family = case inet:parse_address(H) of
+					 {ok, {_, _, _, _, _, _, _, _}} -> [inet6];
+					 _ -> []
+				 end,
+			case gen_tcp:connect(H, Port, Family ++ [binary, {active, false}, {packet, http_bin}],
+					     ConnectTimeout) of
+				{ok, S} ->
+					%% Once the request is sent the sidecar may have acted:
+					%% a failure from here on is {no_answer, _}, not "unreachable".
+					try
+						ok = gen_tcp:send(S, request_head(Method, H, Port, Target, Token,
+										  Payload)),
+						response(S, Deadline)
+					catch
+						error:{badmatch, {error, Why}} -> {error, {no_answer, Why}};
+						error:Why -> {error, {no_answer, {bad_response, Why}}}
+					after
+						gen_tcp:close(S)
+					end;
+				{error, _} = Err ->
+					Err
+			end;
+		_ ->
+			{error, admin_commands_need_an_http_sidecar_url}
+	end.
+
+request_head(Method, H, Port, Target, Token, Payload) ->
+	M = string:uppercase(atom_to_list(Method)),
+	Len = case {Method, Payload} of
+		      {get, <<>>} -> [];
+		      _ -> ["Content-Type: application/json\r\nContent-Length: ",
+			    integer_to_list(byte_size(Payload)), "\r\n"]
+	      end,
+	[M, " ", Target, " HTTP/1.1\r\nHost: ", H, ":", integer_to_list(Port),
+	 "\r\nAuthorization: Bearer ", Token, "\r\nConnection: close\r\n", Len, "\r\n",
+	 Payload].
+
+response(S, Deadline) ->
+	{ok, {http_response, Vsn, Code, Reason}} = gen_tcp:recv(S, 0, left(Deadline)),
+	Headers = headers(S, Deadline, []),
+	ok = inet:setopts(S, [{packet, raw}]),
+	Raw = body(S, Deadline, []),
+	Body = case lists:keyfind('Transfer-Encoding', 1, Headers) of
+		       {_, <<"chunked">>} -> unchunk(Raw, []);
+		       _ -> Raw
+	       end,
+	{ok, {{Vsn, Code, Reason}, Headers, Body}}.
+
+headers(S, Deadline, Acc) ->
+	case gen_tcp:recv(S, 0, left(Deadline)) of
+		{ok, {http_header, _, Name, _, Value}} -> headers(S, Deadline, [{Name, Value} | Acc]);
+		{ok, http_eoh} -> lists:reverse(Acc);
+		{ok, Other} -> error({badmatch, {error, {bad_header, Other}}});
+		{error, _} = Err -> error({badmatch, Err})
+	end.
+
+%% Until the sidecar closes the connection (Connection: close).
+body(S, Deadline, Acc) ->
+	case gen_tcp:recv(S, 0, left(Deadline)) of
+		{ok, Data} -> body(S, Deadline, [Data | Acc]);
+		{error, closed} -> iolist_to_binary(lists:reverse(Acc));
+		{error, _} = Err -> error({badmatch, Err})
+	end.
+
+unchunk(Bin, Acc) ->
+	case binary:split(Bin, <<"\r\n">>) of
+		[SizeLine, Rest] ->
+			[Hex | _] = binary:split(SizeLine, <<";">>),
+			case binary_to_integer(string:trim(Hex), 16) of
+				0 -> iolist_to_binary(lists:reverse(Acc));
+				N -> <<Chunk:N/binary, "\r\n", More/binary>> = Rest,
+				     unchunk(More, [Chunk | Acc])
+			end;
+		_ ->
+			iolist_to_binary(lists:reverse(Acc))
+	end.
+
+left(Deadline) ->
+	max(0, Deadline - erlang:monotonic_time(millisecond)).
 
 %% The body as it came (UTF-8): mod_http_api puts it in a JSON string, and
 %% ejabberdctl prints its bytes one for one (the ctl's output is latin1), so
@@ -305,11 +412,16 @@ answer(Via, Host, {ok, {{_, Code, _}, _Headers, Body}}) ->
 			 end,
 	fail(Via, Atom, Status, unicode:characters_to_binary(
 				  io_lib:format("sidecar answered ~p: ~ts", [Code, Msg])), Host);
+answer(Via, Host, {error, {no_answer, Why}}) ->
+	fail(Via, sidecar_unavailable, 503,
+	     unicode:characters_to_binary(
+	       io_lib:format("no answer from the sidecar (~0p): an act may have been carried out "
+			     "all the same, see server_trust_show", [Why])), Host);
 answer(Via, Host, {error, Why}) ->
 	Url = gen_mod:get_module_opt(Host, mod_server_trust, sidecar_url),
 	fail(Via, sidecar_unavailable, 503,
 	     unicode:characters_to_binary(io_lib:format("cannot reach the sidecar at ~ts: ~0p",
-					    [Url, reason(Why)])), Host).
+					    [Url, Why])), Host).
 
 %% Not from the sidecar, maybe (a proxy's page): printable whatever it holds.
 utf8(Bin) ->
@@ -317,15 +429,6 @@ utf8(Bin) ->
 		B when is_binary(B) -> B;
 		_ -> <<"(an answer that is not UTF-8)">>
 	end.
-
-%% httpc's {failed_connect, [{to_address, _}, {inet, _, Reason}]}: the Reason.
-reason({failed_connect, Info}) ->
-	case lists:keyfind(inet, 1, Info) of
-		{inet, _, R} -> R;
-		_ -> failed_connect
-	end;
-reason(Why) ->
-	Why.
 
 %% An error result: ejabberdctl prints "Error: Atom: Msg" and exits 1;
 %% mod_http_api answers 409 (conflict), 404 (not_exists) or 500 with Code in

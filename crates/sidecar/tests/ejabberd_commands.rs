@@ -360,8 +360,12 @@ fn errors_are_clear_and_change_nothing() {
     let admin = fs::read(&lab.ejabberd.admin_token_file).unwrap();
     fs::write(&lab.ejabberd.admin_token_file, fs::read(&lab.ejabberd.hook_token_file).unwrap()).unwrap();
     let text = err(&["server_trust_pending", VERONA]);
-    fs::write(&lab.ejabberd.admin_token_file, admin).unwrap();
     assert!(text.contains("sidecar answered 403"), "{text}");
+    // Two lines: refused before anything reaches a request header.
+    fs::write(&lab.ejabberd.admin_token_file, "0123456789abcdef0123456789abcdef\r\nX-Evil: 1\n").unwrap();
+    let text = err(&["server_trust_pending", VERONA]);
+    assert!(text.contains("not one line of printable ASCII"), "{text}");
+    fs::write(&lab.ejabberd.admin_token_file, admin).unwrap();
 
     // The sidecar down: an error naming it, not a crash; back up, the commands work again.
     lab.sidecar.stop();

@@ -141,8 +141,9 @@ errors_doc() ->
 	" Needs mod_server_trust's admin_token_file. Errors (exit status 1 in "
 	"ejabberdctl; mod_http_api: 409 for an act the roster does not allow, e.g. "
 	"already decided or not in the roster; 404 for a host not served; 400 for "
-	"a bad domain; 500 with code 503 when the sidecar cannot be reached) carry "
-	"the sidecar's message and change nothing.".
+	"a bad domain; 500 with code 503 when the sidecar cannot be reached or the "
+	"store stays locked by another process for 1.5 s) carry the sidecar's "
+	"message and change nothing.".
 
 %%%===================================================================
 %%% Commands
@@ -239,10 +240,17 @@ admin_token(Host) ->
 		File ->
 			case file:read_file(File) of
 				{ok, Bin} ->
-					case string:trim(Bin) of
-						<<>> -> {error, unicode:characters_to_binary(
-								  io_lib:format("admin_token_file ~ts is empty", [File]))};
-						T -> {ok, T}
+					%% One line of printable ASCII, as the sidecar
+					%% asks of its tokens (nothing else reaches the
+					%% request's header).
+					T = string:trim(Bin),
+					case T /= <<>> andalso
+						lists:all(fun(C) -> C > 32 andalso C < 127 end,
+							  binary_to_list(T)) of
+						true -> {ok, T};
+						false -> {error, unicode:characters_to_binary(
+								   io_lib:format("admin_token_file ~ts: not one line of "
+										 "printable ASCII", [File]))}
 					end;
 				{error, Why} ->
 					{error, unicode:characters_to_binary(

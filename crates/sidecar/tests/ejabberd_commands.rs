@@ -462,3 +462,35 @@ fn readme_shows_only_commands_run_here() {
     );
     assert!(section.contains(&format!("\n{REFUSAL}\n")), "the README's refusal is not {REFUSAL:?}");
 }
+
+/// Figures, not a test (`-- --ignored --nocapture`): how long a command takes through
+/// mod_http_api and through ejabberdctl, against the sidecar's admin API called directly.
+#[test]
+#[ignore]
+fn measure() {
+    let lab = lab();
+    let token = lab.ejabberd.issue_admin_api_token();
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let time = |n: usize, f: &dyn Fn() -> u16| {
+        median(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    assert_eq!(f(), 200);
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let direct = time(200, &|| lab.sidecar.admin_api("GET", "/v1/hosts/verona.lit/pending", "").status);
+    let api =
+        time(200, &|| lab.ejabberd.api("server_trust_pending", &token, r#"{"host":"verona.lit"}"#).status);
+    let ctl = time(10, &|| if ctl_line(&lab, PENDING).status.success() { 200 } else { 500 });
+    eprintln!("pending, median / p90 of 200 (ctl: 10) calls:");
+    eprintln!("  sidecar admin API directly: {:?} / {:?}", direct.0, direct.1);
+    eprintln!("  mod_http_api server_trust_pending: {:?} / {:?}", api.0, api.1);
+    eprintln!("  ejabberdctl server_trust_pending: {:?} / {:?}", ctl.0, ctl.1);
+}

@@ -196,6 +196,10 @@ fn ejabberdctl_lists_approves_shows_groups_logs_revokes_and_requests() {
     let approve =
         log.as_array().unwrap().iter().find(|r| r["event"] == "approve").expect("an approve record");
     assert_eq!(approve["actor"], "api", "{log}");
+    // "" for every peer, 0 for the CLI's default of 50 records.
+    let all: Value =
+        serde_json::from_str(&lab.ejabberd.ctl_ok(&["server_trust_log", VERONA, "", "0"])).unwrap();
+    assert_eq!(all, cli_json(&lab, &["log"]), "{all}");
 
     // revoke: unsubscribed over s2s, untrusted at once.
     let before = count(&lab, from_verona(MONTAGUE, "unsubscribed"));

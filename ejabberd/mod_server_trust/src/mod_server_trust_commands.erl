@@ -24,8 +24,6 @@
 %% ejabberd_commands callbacks.
 -export([list/1, pending/1, show/2, request/2, approve/2, deny/2, revoke/2,
 	 groups/2, set_groups/3, log/3]).
-%% For tests and other modules: the driver that runs this process's command.
--export([via/0]).
 
 -include("logger.hrl").
 -include("ejabberd_commands.hrl").

@@ -22,7 +22,10 @@
 //!   name server, so nothing else is looked up. Prosody reads a hosts file (lua-unbound).
 //! * mod_server_trust is compiled with `erlc` from `ejabberd/mod_server_trust/src` into the
 //!   lab. `mod_http_api` is locked to `send_stanza` + `send_message` for an OAuth token of
-//!   `sidecar@verona.lit` from 127.0.0.1; the sidecar gets that token in a file.
+//!   `sidecar@verona.lit` from 127.0.0.1; the sidecar gets that token in a file. With
+//!   [`EjabberdOptions::admin_commands`] the module also gets the sidecar's admin token
+//!   (`admin_token_file`) and mod_http_api serves the commands tagged `server_trust` to an
+//!   OAuth token of `admin@verona.lit` with scope `ejabberd:admin`.
 //! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
 //!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
 //!   everywhere, one cookie) sharing one sidecar, for the cluster test.
@@ -93,6 +96,11 @@ pub struct EjabberdOptions {
     /// Extra TOML lines for the sidecar's `[[host]]` table (engine options, e.g.
     /// `max_pending = 5`).
     pub sidecar_host_toml: String,
+    /// The module's admin commands (`server_trust_approve` ...): `admin_token_file` set to a
+    /// copy of the sidecar's admin token, and mod_http_api open to the commands tagged
+    /// `server_trust` for an OAuth token of `admin@verona.lit` with scope `ejabberd:admin`
+    /// ([`Ejabberd::issue_admin_api_token`]).
+    pub admin_commands: bool,
 }
 
 impl EjabberdOptions {
@@ -105,6 +113,7 @@ impl EjabberdOptions {
             queue_max: 1000,
             federation: "all".into(),
             sidecar_host_toml: String::new(),
+            admin_commands: false,
         }
     }
 }
@@ -290,6 +299,9 @@ impl EjabberdLab {
         compile_module(&ejabberd.ebin);
         let sidecar = Sidecar::new(&dir, &slot.b, &opts.sidecar_bin, &ejabberd);
         sidecar.write_config(&opts);
+        if opts.admin_commands {
+            write_secret(&ejabberd.admin_token_file, &sidecar.admin_token);
+        }
         let montague = opts.prosody.then(|| {
             let p = ProsodyPeer::new(&dir, &slot.a, prosody_hosts.clone());
             p.write_config(&certs, &slot.b);
@@ -442,6 +454,11 @@ impl EjabberdCluster {
         let sidecar = Sidecar::new(&dir, &ip1, &opts.sidecar_bin, &nodes[0]);
         sidecar.write_config(&opts);
         write_secret(&nodes[1].hook_token_file, &sidecar.hook_token);
+        if opts.admin_commands {
+            for n in &nodes {
+                write_secret(&n.admin_token_file, &sidecar.admin_token);
+            }
+        }
         let montague = opts.prosody.then(|| {
             let p = ProsodyPeer::new(&dir, &prosody_ip, prosody_hosts.clone());
             p.write_config(&certs, &ip1);
@@ -560,6 +577,9 @@ pub struct Ejabberd {
     pub api_url: String,
     /// The hook token the module sends (a copy of the sidecar's `hook_token_file`).
     pub hook_token_file: PathBuf,
+    /// The module's `admin_token_file` (a copy of the sidecar's admin token), written only
+    /// with [`EjabberdOptions::admin_commands`].
+    pub admin_token_file: PathBuf,
     /// Address of the sidecar (port 5267) the module talks to.
     pub sidecar_ip: String,
     /// Domains resolved by the VM's resolver cache: (domain, address), port 5269.
@@ -595,6 +615,7 @@ impl Ejabberd {
             pidfile: dir.join("run").join("ejabberd.pid"),
             api_url: format!("http://{ip}:5280/api"),
             hook_token_file: dir.join("etc").join("hook.token"),
+            admin_token_file: dir.join("etc").join("admin.token"),
             srv: srv.to_vec(),
             process: Daemon::new(&format!("ejabberd verona.lit ({name})")),
             dir,
@@ -650,9 +671,7 @@ access_rules:
     allow:
       - user: "sidecar@{VERONA}"
       - acl: sidecar_ip
-  sidecar_oauth:
-    allow:
-      user: "sidecar@{VERONA}"
+  sidecar_oauth:{oauth_users}
 oauth_access: sidecar_oauth
 api_permissions:
   "console commands":
@@ -665,7 +684,7 @@ api_permissions:
       oauth:
         scope: [send_stanza, send_message]
         access: sidecar_api
-    what: [send_stanza, send_message]
+    what: [send_stanza, send_message]{admin_permissions}
 
 modules:
   mod_admin_extra: {{}}
@@ -676,7 +695,7 @@ modules:
     sidecar_url: "http://{sidecar_ip}:{SIDECAR_PORT}"
     token_file: "{token}"
     queue_max: {queue_max}
-    federation: {federation}
+    federation: {federation}{admin_option}
 "#,
             pem = pem.display(),
             cafile = cafile.display(),
@@ -684,6 +703,27 @@ modules:
             token = self.hook_token_file.display(),
             queue_max = opts.queue_max,
             federation = opts.federation,
+            // With the admin commands, admin@ may be issued a token too, and has its own rule.
+            oauth_users = if opts.admin_commands {
+                // One rule per user: the conditions inside one rule must all match.
+                format!(
+                    "\n    - allow:\n        user: \"sidecar@{VERONA}\"\n    - allow:\n        \
+                     user: \"admin@{VERONA}\"\n  trust_admins:\n    allow:\n      user: \"admin@{VERONA}\""
+                )
+            } else {
+                format!("\n    allow:\n      user: \"sidecar@{VERONA}\"")
+            },
+            admin_permissions = if opts.admin_commands {
+                "\n  \"server-trust admins\":\n    from: mod_http_api\n    who:\n      oauth:\n        \
+                 scope: \"ejabberd:admin\"\n        access: trust_admins\n    what: \"[tag:server_trust]\""
+            } else {
+                ""
+            },
+            admin_option = if opts.admin_commands {
+                format!("\n    admin_token_file: \"{}\"", self.admin_token_file.display())
+            } else {
+                String::new()
+            },
         );
         fs::write(self.etc.join("ejabberd.yml"), yml).unwrap();
         // Sourced by /usr/sbin/ejabberdctl for commands (the node itself is started by start()).
@@ -930,6 +970,28 @@ end."#;
         let token = out.split('\t').next().unwrap_or("").trim().to_string();
         assert!(token.len() >= 16, "oauth_issue_token printed {out:?}");
         write_secret(file, &token);
+    }
+
+    /// Issues an OAuth token for `admin@verona.lit` with scope `ejabberd:admin` (an hour), for
+    /// mod_http_api calls of the admin commands ([`EjabberdOptions::admin_commands`]).
+    pub fn issue_admin_api_token(&self) -> String {
+        let out = self.ctl_ok(&["oauth_issue_token", &format!("admin@{VERONA}"), "3600", "ejabberd:admin"]);
+        let token = out.split('\t').next().unwrap_or("").trim().to_string();
+        assert!(token.len() >= 16, "oauth_issue_token printed {out:?}");
+        token
+    }
+
+    /// `POST /api/<command>` on this node's mod_http_api with `Authorization: Bearer <token>`
+    /// and the JSON `body`.
+    pub fn api(&self, command: &str, token: &str, body: &str) -> HttpReply {
+        let auth = format!("Bearer {token}");
+        http_request(
+            &format!("{}:5280", self.ip),
+            "POST",
+            &format!("/api/{command}"),
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     /// The whole info log so far.

@@ -85,6 +85,8 @@ mod_opt_type(sidecar_url) ->
 	econf:url([http, https]);
 mod_opt_type(token_file) ->
 	econf:file();
+mod_opt_type(admin_token_file) ->
+	econf:file();
 mod_opt_type(timeout) ->
 	econf:timeout(second);
 mod_opt_type(connect_timeout) ->
@@ -97,6 +99,7 @@ mod_opt_type(federation) ->
 mod_options(_Host) ->
 	[{sidecar_url, <<"http://127.0.0.1:5267">>},
 	 {token_file, undefined},
+	 {admin_token_file, undefined},
 	 {timeout, timer:seconds(5)},
 	 {connect_timeout, timer:seconds(2)},
 	 {queue_max, 1000},
@@ -111,6 +114,11 @@ mod_doc() ->
 	  opts =>
 	      [{sidecar_url, #{value => "URL", desc => <<"Base URL of the sidecar.">>}},
 	       {token_file, #{value => "Path", desc => <<"File holding the sidecar's hook bearer token.">>}},
+	       {admin_token_file, #{value => "Path",
+				    desc => <<"File holding the sidecar's admin token: turns on the "
+					      "server_trust_* admin commands (approve, deny, ...), which "
+					      "anyone allowed to run them can then use. Unset: they "
+					      "answer an error.">>}},
 	       {timeout, #{value => "timeout()", desc => <<"Timeout of one request.">>}},
 	       {connect_timeout, #{value => "timeout()", desc => <<"TCP connect timeout.">>}},
 	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down, in each lane: "
@@ -338,21 +346,23 @@ ulabels([L | Rest], Acc) ->
 %%%===================================================================
 %%% ejabberd_commands
 %%%===================================================================
+%% The trust checks here; the admin acts in mod_server_trust_commands.
 get_commands_spec() ->
 	[#ejabberd_commands{
-	    name = server_trust_is_trusted, tags = [s2s],
+	    name = server_trust_is_trusted, tags = [s2s, server_trust],
 	    desc = "Is PEER a trusted server buddy of HOST (optionally in group SCOPE, \"\" = any)?",
 	    module = ?MODULE, function = cmd_is_trusted,
 	    args = [{host, binary}, {peer, binary}, {scope, binary}],
 	    args_example = [<<"verona.lit">>, <<"montague.lit">>, <<"">>],
 	    result = {trusted, atom}, result_example = true},
 	 #ejabberd_commands{
-	    name = server_trust_status, tags = [s2s],
+	    name = server_trust_status, tags = [s2s, server_trust],
 	    desc = "Trusted peers, sidecar state and retry queue of HOST",
 	    module = ?MODULE, function = cmd_status,
 	    args = [{host, binary}],
 	    args_example = [<<"verona.lit">>],
-	    result = {status, string}}].
+	    result = {status, string}}
+	 | mod_server_trust_commands:get_commands_spec()].
 
 cmd_is_trusted(Host, Peer, <<>>) -> is_trusted(Host, Peer);
 cmd_is_trusted(Host, Peer, Scope) -> is_trusted(Host, Peer, Scope).

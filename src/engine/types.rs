@@ -302,6 +302,25 @@ pub enum Actor {
     Adhoc,
     /// The engine itself (pre-approval, reciprocation).
     Engine,
+    /// ejabberd's `ejabberdctl` (the module's `server_trust_*` commands, via the sidecar).
+    Ejabberdctl,
+    /// ejabberd's `mod_http_api` (the same commands over HTTP, via the sidecar).
+    #[serde(rename = "http-api")]
+    HttpApi,
+    /// ejabberd's WebAdmin page (via the sidecar).
+    Webadmin,
+}
+
+impl Actor {
+    /// The actors a caller of the sidecar's admin API may name for its act (the
+    /// `X-Server-Trust-Actor` header): ejabberd's ways to decide, never `cli`, `peer`, `file`
+    /// or `engine`, which an admin-token holder must not be able to claim.
+    pub fn admin_api_driver(name: &str) -> Option<Actor> {
+        match name.parse() {
+            Ok(a @ (Actor::Api | Actor::Ejabberdctl | Actor::HttpApi | Actor::Webadmin | Actor::Adhoc)) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 impl Actor {

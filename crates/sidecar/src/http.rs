@@ -406,7 +406,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
             v.map(|v| Reply::ok(StatusCode::OK, v)).map_err(|e| engine_error(&e))
         }
         Route::Groups(h, p) => groups(app, req, &h, &p).await,
-        Route::Act(h, p, act) => admin_act(app, &h, p, act).await,
+        Route::Act(h, p, act) => admin_act(app, &h, p, act, actor(&req)?).await,
         Route::BulkDeny(h) => bulk_deny(app, req, &h).await,
         Route::Dropped(h) => {
             let host = app.host(&h)?;
@@ -421,6 +421,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
 /// request taken, as the CLI's `deny --site` does; the engine answers them at its next poll.
 async fn bulk_deny(app: &App, req: Request<Incoming>, h: &str) -> Result<Reply, Reply> {
     let host = app.host(h)?;
+    let actor = actor(&req)?;
     let sel: server_trust::admin::Selection = read_json(req).await?;
     let h2 = host.clone();
     let done = blocking(move || {
@@ -428,7 +429,7 @@ async fn bulk_deny(app: &App, req: Request<Incoming>, h: &str) -> Result<Reply, 
         // and its watcher would not wake the poll that answers them.
         let own = h2.engine.store();
         let store = server_trust::Store::open(own.dir().parent().unwrap_or(own.dir()), own.host())?;
-        server_trust::admin::deny_pending(&store, &sel, Actor::Api)
+        server_trust::admin::deny_pending(&store, &sel, actor)
     })
     .await?;
     let done = done.map_err(|e| engine_error(&e))?;
@@ -509,16 +510,31 @@ async fn hook_trusted(app: &App, req: &Request<Incoming>) -> Result<Reply, Reply
     }
 }
 
-async fn admin_act(app: &App, h: &str, p: String, act: AdminAct) -> Result<Reply, Reply> {
+/// Who the audit log names for an admin act: `api`, or the driver the caller names in
+/// `X-Server-Trust-Actor` (ejabberd's module says `ejabberdctl`, `http-api`, `adhoc` or
+/// `webadmin`); anything else is refused, so no caller can pass its act off as the CLI's.
+fn actor(req: &Request<Incoming>) -> Result<Actor, Reply> {
+    match req.headers().get("x-server-trust-actor") {
+        None => Ok(Actor::Api),
+        Some(v) => v.to_str().ok().and_then(Actor::admin_api_driver).ok_or_else(|| {
+            bad(format!(
+                "X-Server-Trust-Actor {:?}: not api, ejabberdctl, http-api, adhoc or webadmin",
+                clip(&String::from_utf8_lossy(v.as_bytes()))
+            ))
+        }),
+    }
+}
+
+async fn admin_act(app: &App, h: &str, p: String, act: AdminAct, actor: Actor) -> Result<Reply, Reply> {
     let host = app.host(h)?;
     let peer = Domain::new(&p).map_err(|e| engine_error(&e))?;
     let (h, pp) = (host.clone(), peer.clone());
     let result = blocking(move || {
         h.run(|e| match act {
-            AdminAct::Request => e.request(pp.as_str(), Actor::Api),
-            AdminAct::Approve => e.approve(pp.as_str(), Actor::Api),
-            AdminAct::Deny => e.deny(pp.as_str(), Actor::Api),
-            _ => e.revoke(pp.as_str(), Actor::Api),
+            AdminAct::Request => e.request(pp.as_str(), actor),
+            AdminAct::Approve => e.approve(pp.as_str(), actor),
+            AdminAct::Deny => e.deny(pp.as_str(), actor),
+            _ => e.revoke(pp.as_str(), actor),
         })
     })
     .await?;
@@ -546,11 +562,12 @@ async fn groups(app: &App, req: Request<Incoming>, h: &str, p: &str) -> Result<R
         let entry = entry.ok_or_else(|| engine_error(&Error::NotInRoster(peer.clone())))?;
         return Ok(Reply::ok(StatusCode::OK, views::groups(&peer, &entry.groups)));
     }
+    let actor = actor(&req)?;
     let body: GroupsIn = read_json(req).await?;
     let groups = clean_groups(body.groups).map_err(bad)?;
     let (h, pp, gg) = (host.clone(), peer.clone(), groups.clone());
     let result = blocking(move || {
-        let r = h.engine.set_groups(pp.as_str(), gg, Actor::Api);
+        let r = h.engine.set_groups(pp.as_str(), gg, actor);
         h.refresh_trusted();
         r
     })

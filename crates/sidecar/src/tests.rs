@@ -914,3 +914,41 @@ fn child_sidecar() {
     let cfg = crate::config::Config::load(std::path::Path::new(&path)).unwrap();
     crate::serve(cfg).unwrap();
 }
+
+/// An admin act through the API is audited under the driver the caller names (ejabberd's
+/// module names ejabberdctl, mod_http_api, ad-hoc or the WebAdmin); a name an admin-token
+/// holder must not claim (`cli`, `peer`, `file`, `engine`) or an unknown one is refused, and
+/// nothing changes.
+#[test]
+fn admin_acts_are_audited_under_the_driver_the_caller_names() {
+    let s = Sidecar::start("");
+    s.hook(subscribe(PEER, None));
+    let act = |actor: &str| {
+        let b = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}/v1/hosts/verona.lit/peers/capulet.lit/approve", s.addr))
+            .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("X-Server-Trust-Actor", actor);
+        let agent = testkit::client(Duration::from_secs(30));
+        let mut resp = agent.run(b.body(()).unwrap()).expect("HTTP request");
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+    };
+    for forged in ["cli", "peer", "file", "engine", "root"] {
+        let (st, body) = act(forged);
+        assert_eq!(st, 400, "{forged}: {body}");
+        assert!(body.contains("X-Server-Trust-Actor"), "{body}");
+    }
+    assert!(
+        s.store().join(HOST).join("pending").join("capulet.lit.toml").exists(),
+        "a refused act changed something"
+    );
+    let (st, body) = act("ejabberdctl");
+    assert_eq!(st, 200, "{body}");
+    let (_, log) = s.admin("GET", "/v1/hosts/verona.lit/log?peer=capulet.lit&limit=10", None);
+    assert!(
+        log.as_array().unwrap().iter().any(|r| r["actor"] == "ejabberdctl" && r["event"] == "approve"),
+        "{log}"
+    );
+    let (_, show) = s.admin("GET", "/v1/hosts/verona.lit/peers/capulet.lit", None);
+    assert_eq!(show["entry"]["approved_by"], "ejabberdctl");
+}

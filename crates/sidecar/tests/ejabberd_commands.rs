@@ -190,12 +190,12 @@ fn ejabberdctl_lists_approves_shows_groups_logs_revokes_and_requests() {
     assert_eq!(cli_json(&lab, &["groups", MONTAGUE]), set);
     wait_trusted(&lab, MONTAGUE, Some("ops"), true);
 
-    // log: who decided (actor api: the admin API the commands drive), as the CLI tells it.
+    // log: who decided (actor ejabberdctl, which the module names to the sidecar), as the CLI tells it.
     let log = ctl_json(&lab, LOG);
     assert_eq!(log, cli_json(&lab, &["log", "--peer", MONTAGUE, "--limit", "10"]), "{log}");
     let approve =
         log.as_array().unwrap().iter().find(|r| r["event"] == "approve").expect("an approve record");
-    assert_eq!(approve["actor"], "api", "{log}");
+    assert_eq!(approve["actor"], "ejabberdctl", "{log}");
     // "" for every peer, 0 for the CLI's default of 50 records.
     let all: Value =
         serde_json::from_str(&lab.ejabberd.ctl_ok(&["server_trust_log", VERONA, "", "0"])).unwrap();
@@ -214,7 +214,7 @@ fn ejabberdctl_lists_approves_shows_groups_logs_revokes_and_requests() {
     assert!(
         revoked
             .iter()
-            .any(|r| r["event"].as_str().unwrap_or_default().starts_with("revoke") && r["actor"] == "api"),
+            .any(|r| r["event"].as_str().unwrap_or_default().starts_with("revoke") && r["actor"] == "ejabberdctl"),
         "{revoked:?}"
     );
 
@@ -287,7 +287,7 @@ fn mod_http_api_denies_and_refuses_a_second_decision() {
     let err: Value = serde_json::from_str(&r.body).unwrap();
     let msg = err["message"].as_str().unwrap_or_default();
     // The engine's "already decided": who decided first, and that nothing changed.
-    assert!(msg.starts_with("sidecar answered 409: tybalt.lit: `deny` by api at "), "{r:?}");
+    assert!(msg.starts_with("sidecar answered 409: tybalt.lit: `deny` by http-api at "), "{r:?}");
     assert!(msg.ends_with(" came first (carried out); the first decision stands, nothing changed"), "{r:?}");
     assert_eq!(err["code"], 409, "{r:?}");
     thread::sleep(Duration::from_millis(500));
@@ -330,10 +330,10 @@ fn mod_http_api_denies_and_refuses_a_second_decision() {
     held.join().unwrap();
     p.wait_for("subscribed from verona.lit to romeo.lit", T, from_verona(ROMEO, "subscribed"));
 
-    // log over mod_http_api: the deny, actor api.
+    // log over mod_http_api: the deny, actor http-api.
     let log = api_json(&curl_line(&lab, CURL_LOG, &token));
     assert_eq!(log, cli_json(&lab, &["log", "--peer", TYBALT, "--limit", "10"]));
-    assert!(log.as_array().unwrap().iter().any(|r| r["event"] == "deny" && r["actor"] == "api"), "{log}");
+    assert!(log.as_array().unwrap().iter().any(|r| r["event"] == "deny" && r["actor"] == "http-api"), "{log}");
 }
 
 #[test]

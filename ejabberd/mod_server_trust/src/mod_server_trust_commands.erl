@@ -183,8 +183,8 @@ act(Via, Host, Peer, Act) ->
 		{error, _, _, _} = Err ->
 			Err;
 		Ok ->
-			%% ejabberd's own log says which driver decided; the audit log
-			%% records actor api (the engine's vocabulary has no finer word).
+			%% ejabberd's own log says which driver decided, as the audit
+			%% log does (actor/0).
 			?INFO_MSG("mod_server_trust (~ts): ~ts ~ts by ~ts",
 				  [Host, Act, Peer, Via]),
 			Ok
@@ -352,8 +352,24 @@ request_head(Method, H, Port, Target, Token, Payload) ->
 			    integer_to_list(byte_size(Payload)), "\r\n"]
 	      end,
 	[M, " ", Target, " HTTP/1.1\r\nHost: ", H, ":", integer_to_list(Port),
-	 "\r\nAuthorization: Bearer ", Token, "\r\nConnection: close\r\n", Len, "\r\n",
+	 "\r\nAuthorization: Bearer ", Token, "\r\nX-Server-Trust-Actor: ", actor(),
+	 "\r\nConnection: close\r\n", Len, "\r\n",
 	 Payload].
+
+%% @doc The audit log's actor for this call: the one a caller of this module set
+%% with put(server_trust_actor, <<"adhoc">>) (ad-hoc commands, the WebAdmin),
+%% else the driver on the stack. The sidecar accepts only api, ejabberdctl,
+%% http-api, adhoc and webadmin.
+actor() ->
+	case get(server_trust_actor) of
+		A when A == <<"adhoc">>; A == <<"webadmin">> -> A;
+		_ ->
+			case via() of
+				ejabberdctl -> <<"ejabberdctl">>;
+				mod_http_api -> <<"http-api">>;
+				erlang -> <<"api">>
+			end
+	end.
 
 response(S, Deadline) ->
 	{ok, {http_response, Vsn, Code, Reason}} = gen_tcp:recv(S, 0, left(Deadline)),

@@ -317,7 +317,9 @@ impl Actor {
     /// or `engine`, which an admin-token holder must not be able to claim.
     pub fn admin_api_driver(name: &str) -> Option<Actor> {
         match name.parse() {
-            Ok(a @ (Actor::Api | Actor::Ejabberdctl | Actor::HttpApi | Actor::Webadmin | Actor::Adhoc)) => Some(a),
+            Ok(a @ (Actor::Api | Actor::Ejabberdctl | Actor::HttpApi | Actor::Webadmin | Actor::Adhoc)) => {
+                Some(a)
+            }
             _ => None,
         }
     }

@@ -153,7 +153,8 @@ impl Lab {
         let hosts_file = dir.join("hosts");
         let extra: String = opts.montague_extra_hosts.iter().map(|h| format!("{} {h}\n", slot.a)).collect();
         let third = slot2.as_ref().map(|s2| format!("{} {VERONA}\n", s2.a)).unwrap_or_default();
-        fs::write(&hosts_file, format!("{} {MONTAGUE}\n{} {CAPULET}\n{third}{extra}", slot.a, slot.b)).unwrap();
+        fs::write(&hosts_file, format!("{} {MONTAGUE}\n{} {CAPULET}\n{third}{extra}", slot.a, slot.b))
+            .unwrap();
 
         let mut montague = Server::new(&dir, "montague", MONTAGUE, &slot.a);
         let mut capulet = Server::new(&dir, "capulet", CAPULET, &slot.b);
@@ -190,7 +191,8 @@ impl Lab {
             // The unprivileged server must reach its folders and certificates.
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-            for p in [&certs, &montague.dir, &capulet.dir].into_iter().chain(verona.as_ref().map(|v| &v.dir)) {
+            for p in [&certs, &montague.dir, &capulet.dir].into_iter().chain(verona.as_ref().map(|v| &v.dir))
+            {
                 chown_tree(p, ids);
             }
         }

@@ -214,7 +214,8 @@ fn ejabberdctl_lists_approves_shows_groups_logs_revokes_and_requests() {
     assert!(
         revoked
             .iter()
-            .any(|r| r["event"].as_str().unwrap_or_default().starts_with("revoke") && r["actor"] == "ejabberdctl"),
+            .any(|r| r["event"].as_str().unwrap_or_default().starts_with("revoke")
+                && r["actor"] == "ejabberdctl"),
         "{revoked:?}"
     );
 
@@ -333,7 +334,10 @@ fn mod_http_api_denies_and_refuses_a_second_decision() {
     // log over mod_http_api: the deny, actor http-api.
     let log = api_json(&curl_line(&lab, CURL_LOG, &token));
     assert_eq!(log, cli_json(&lab, &["log", "--peer", TYBALT, "--limit", "10"]));
-    assert!(log.as_array().unwrap().iter().any(|r| r["event"] == "deny" && r["actor"] == "http-api"), "{log}");
+    assert!(
+        log.as_array().unwrap().iter().any(|r| r["event"] == "deny" && r["actor"] == "http-api"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -413,6 +413,10 @@ if is_server and engine then
 	module:add_timer(0, function ()
 		call("startup");
 	end);
+	-- A clean stop: `unavailable` to approved peers, so the "last seen" they show is true.
+	module:hook_global("server-stopping", function ()
+		call("shutdown");
+	end);
 	-- Decisions made with the CLI or by editing a pending file: at once when the store's
 	-- wakeup fd fires (inotify behind it), and on a timer in case the event loop cannot watch it.
 	local fd = engine:wakeup_fd();
@@ -556,9 +560,9 @@ function shell:deny_older(a, b)
 end
 function shell:list(h)
 	local n = print_each(self, h, "roster", function (e)
-		local seen = e.last_seen and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.last_seen)) or "never";
-		return e.peer, e.state, e.trusted and "trusted" or "-", e.available and "available" or "unavailable",
-			"seen "..seen, t_concat(e.groups, ",");
+		local since = e.since and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.since));
+		local seen = not since and "never seen" or (e.available and "available since " or "last seen ")..since;
+		return e.peer, e.state, e.trusted and "trusted" or "-", seen, t_concat(e.groups, ",");
 	end);
 	return true, n.." peers";
 end

@@ -69,6 +69,13 @@ pub struct PeerView {
     pub approved_at: Option<String>,
     /// Its next `subscribe` is answered without a prompt.
     pub pre_approved: bool,
+    /// Its last presence was available (only peers that approved us send us presence;
+    /// absent: never heard from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    /// Since when (RFC 3339): for an unavailable peer, when it was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl PeerView {
@@ -82,13 +89,29 @@ impl PeerView {
             note: e.note.clone(),
             approved_at: e.approved_at.clone(),
             pre_approved: e.pre_approved,
+            available: None,
+            since: None,
         }
     }
 }
 
 /// The roster as stored, sorted by peer.
+/// Availability comes from what the server last heard (`presence.toml`; a file that does
+/// not parse only leaves it out).
 pub fn roster(store: &Store) -> Result<Vec<PeerView>> {
-    Ok(store.load_roster()?.peers.iter().map(|(d, e)| PeerView::new(d, e)).collect())
+    let seen = store.read_seen().unwrap_or_default();
+    Ok(store
+        .load_roster()?
+        .peers
+        .iter()
+        .map(|(d, e)| {
+            let mut v = PeerView::new(d, e);
+            if let Some(s) = seen.get(d) {
+                (v.available, v.since) = (Some(s.available), Some(s.since.clone()));
+            }
+            v
+        })
+        .collect())
 }
 
 /// Everything known about one peer.

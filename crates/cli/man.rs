@@ -112,6 +112,9 @@ Every transition, with time and actor, one JSON line each.
 .TP
 .IR HOST /drops.toml
 Requests dropped at the pending caps, and since when (delete it to reset the count).
+.TP
+.IR HOST /presence.toml
+Peers' availability as the server last heard it, and since when (list shows it).
 "#,
     ),
     (

@@ -10,11 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use super::compact::{Compactor, Files, Job};
+use super::liveness::Liveness;
 use super::outside::Audited;
 use super::policy::Txn;
 use super::snapshot::{Map, Roster, View};
@@ -32,7 +33,7 @@ pub struct Engine {
     pub(super) config: Config,
     pub(super) view: View,
     pub(super) ops: Mutex<Ops>,
-    presence: Mutex<HashMap<Domain, PeerPresence>>,
+    presence: Liveness,
     watcher: Watcher,
     compactor: Compactor,
     /// `ops.deferred` is not empty: lets an idle poll stay one atomic load.
@@ -168,7 +169,7 @@ impl Engine {
             expiry_at: AtomicU64::new(1), // at the first poll
             born: Instant::now(),
             schedule: Default::default(),
-            presence: Mutex::new(HashMap::new()),
+            presence: Liveness::load(&store_clone),
             watcher,
             compactor: Compactor::new(store_clone),
         };
@@ -281,10 +282,9 @@ impl Engine {
         v
     }
 
-    /// Last known presence of `peer`.
+    /// Last known presence of `peer` (also from before a restart: the store keeps it).
     pub fn presence(&self, peer: &str) -> Option<PeerPresence> {
-        let peer = Domain::new(peer).ok()?;
-        self.presence.lock().get(&peer).copied()
+        self.presence.get(&Domain::new(peer).ok()?)
     }
 
     /// Applies a presence stanza that `from` sent to our host JID. A stanza id longer than
@@ -299,11 +299,13 @@ impl Engine {
         match (kind, kind.subscription()) {
             (PresenceKind::Available | PresenceKind::Unavailable, _) => {
                 if self.state(peer.as_str())?.to() {
-                    let p = PeerPresence {
-                        available: kind == PresenceKind::Available,
-                        last_seen: SystemTime::now(),
-                    };
-                    self.presence.lock().insert(peer, p);
+                    // A statistic: a failed write is said, and retried with the next change.
+                    if let Err(e) = self.presence.heard(&self.store, peer, kind == PresenceKind::Available) {
+                        return Ok(vec![Action::Log {
+                            level: LogLevel::Warn,
+                            text: format!("presence.toml: {e}"),
+                        }]);
+                    }
                 }
                 Ok(Vec::new())
             }
@@ -385,10 +387,28 @@ impl Engine {
         out
     }
 
+    /// Presence to send when the driver stops cleanly: `unavailable` to the peers we approved
+    /// (they get our presence), so what they show as our "last seen" is true. Every peer is
+    /// noted as last seen now.
+    pub fn shutdown_actions(&self) -> Vec<Action> {
+        let mut out: Vec<Action> = self
+            .roster()
+            .into_iter()
+            .filter(|(_, e)| e.state.from())
+            .map(|(peer, _)| Action::Send { to: peer, kind: PresenceKind::Unavailable, id: None })
+            .collect();
+        if let Err(e) = self.presence.stopping(&self.store) {
+            out.push(Action::Log { level: LogLevel::Warn, text: format!("presence.toml: {e}") });
+        }
+        out
+    }
+
     /// Picks up what other processes decided: edited pending files, acts queued by the CLI,
     /// hand edits of the roster. Returns the actions those imply. With the watcher running
     /// and nothing changed this is one atomic load: no disk work.
     pub fn poll(&self) -> Result<Vec<Action>> {
+        // Availability changes held back by the once-a-second limit (an atomic load when none).
+        let _ = self.presence.flush(&self.store, false);
         let digest_due = self.digest_due();
         // Our own writes wake the watcher too: only someone else's change needs a look, and
         // only a change outside roster.toml and its journal (read in any operation) needs the

@@ -19,6 +19,7 @@ mod api;
 #[cfg(test)]
 mod cap_tests;
 mod compact;
+mod liveness;
 pub mod outbox;
 mod outside;
 mod policy;

@@ -721,3 +721,35 @@ fn prompts_name_the_adhoc_command_where_the_driver_offers_it() {
         "{without}"
     );
 }
+
+/// Availability survives a restart (presence.toml), and only a change is written: a peer
+/// repeating the same presence costs no write.
+#[test]
+fn availability_is_kept_across_a_restart_and_written_only_on_change() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), false);
+    e.request("montague.lit", Actor::Cli).unwrap();
+    e.inbound("montague.lit", PresenceKind::Subscribed, None).unwrap();
+    e.inbound("montague.lit", PresenceKind::Available, None).unwrap();
+    let file = e.store().dir().join("presence.toml");
+    let first = fs::read_to_string(&file).unwrap();
+    assert!(first.contains("available = true"), "{first}");
+    let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap());
+    e.inbound("montague.lit", PresenceKind::Available, None).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap()),
+        ino,
+        "rewritten without a change"
+    );
+    // A stranger's presence is not kept.
+    e.inbound("verona.lit", PresenceKind::Available, None).unwrap();
+    assert!(e.presence("verona.lit").is_none());
+    drop(e);
+    let again = engine(t.path(), false);
+    let p = again.presence("montague.lit").expect("kept across the restart");
+    assert!(p.available);
+    // A clean stop: unavailable to the peers we approved (none here), everyone last seen now.
+    again.shutdown_actions();
+    assert!(!again.presence("montague.lit").unwrap().available);
+    assert!(fs::read_to_string(&file).unwrap().contains("available = false"));
+}

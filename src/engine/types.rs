@@ -362,8 +362,11 @@ pub struct Stats {
 pub struct PeerPresence {
     /// Last presence was available.
     pub available: bool,
-    /// When it arrived.
+    /// When the last presence arrived.
     pub last_seen: SystemTime,
+    /// When its availability last changed (for an unavailable peer: when it was last seen
+    /// available, or when our server stopped).
+    pub since: SystemTime,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! <root>/<host>/outbound/<peer>.toml   admin acts queued for the running server (request, revoke)
 //! <root>/<host>/audit.log              append-only JSON lines, one per transition
 //! <root>/<host>/drops.toml             requests dropped at the pending caps, and since when
+//! <root>/<host>/presence.toml          peers' availability as last heard, and since when
 //! <root>/<host>/.lock                  serialises read-modify-write across processes
 //! ```
 //!
@@ -41,6 +42,7 @@ mod files;
 mod journal;
 mod records;
 mod sealed;
+mod seen;
 
 use files::{
     MAX_AUDIT, MAX_ROSTER, append, check_dir, clean_temp_files, ensure_dir, open_lock, parse_toml,
@@ -49,6 +51,7 @@ use files::{
 
 pub use drops::DropCount;
 pub use journal::{Change, JournalPos};
+pub use seen::Seen;
 
 /// Where a read of the audit log stopped: the log's inode and an offset.
 pub type AuditPos = (u64, u64);

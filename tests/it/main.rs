@@ -16,6 +16,7 @@ mod fails_closed;
 mod federation;
 mod floods;
 mod handshake_over_s2s;
+mod liveness;
 mod lua_bridge;
 mod outbox;
 mod store_decisions;

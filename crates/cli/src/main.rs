@@ -129,7 +129,13 @@ impl Out {
         println!("roster of {} ({} peer(s))", store.host(), peers.len());
         for p in peers {
             let trust = if p.trusted { "trusted" } else { "-" };
-            println!("  {:<32} {:<20} {trust:<8} {}", p.peer.as_str(), p.state.as_str(), p.groups.join(","));
+            let seen = match (p.available, &p.since) {
+                (Some(true), Some(t)) => format!("available since {t}"),
+                (Some(false), Some(t)) => format!("last seen {t}"),
+                _ => "-".to_string(),
+            };
+            let groups = p.groups.join(",");
+            println!("  {:<32} {:<20} {trust:<8} {seen:<36} {groups}", p.peer.as_str(), p.state.as_str());
         }
         Ok(())
     }

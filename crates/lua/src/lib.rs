@@ -120,6 +120,7 @@ impl LuaUserData for LuaEngine {
             Ok(list)
         });
         m.add_method("startup", |lua, this, ()| actions_table(lua, this.0.startup_actions()));
+        m.add_method("shutdown", |lua, this, ()| actions_table(lua, this.0.shutdown_actions()));
         m.add_method(
             "set_groups",
             |lua, this, (peer, groups, who): (String, Vec<String>, Option<String>)| {
@@ -142,6 +143,7 @@ impl LuaUserData for LuaEngine {
                 if let Some(p) = this.0.presence(peer.as_str()) {
                     t.set("available", p.available)?;
                     t.set("last_seen", secs(p.last_seen))?;
+                    t.set("since", secs(p.since))?;
                 }
                 list.push(t)?;
             }

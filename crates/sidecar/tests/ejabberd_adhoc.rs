@@ -8,7 +8,7 @@
 //! buddies" (the Prosody peer receives `subscribed` / `unsubscribed`), requests and revokes; a
 //! plain user sees none of them and is refused each; tampered values, a replayed or made-up
 //! session and another command's session decide nothing; an unknown value is an error note;
-//! a decision another admin made first stands. The README section "Ad-hoc commands
+//! a decision another admin made first stands; `access_adhoc` names who may. The README section "Ad-hoc commands
 //! (XEP-0050)" shows only configuration the lab runs (`readme_config_is_the_labs`).
 
 use std::fs;
@@ -362,6 +362,36 @@ fn a_plain_user_sees_no_commands_and_is_refused() {
     eve.close();
     nothing_decided(&lab, "a plain user must decide nothing");
     assert_eq!(lab.sidecar.state(ROMEO), "absent");
+
+    // access_adhoc decides who: pointed at a rule naming eve only (reload_config), eve sees
+    // and runs the commands and the admin ACL's account no longer does.
+    let yml_path = lab.ejabberd.etc.join("ejabberd.yml");
+    let yml = fs::read_to_string(&yml_path).unwrap();
+    assert!(yml.contains("\n    access_adhoc: configure\n"), "{yml}");
+    let yml = yml
+        .replace(
+            "\naccess_rules:\n",
+            "\naccess_rules:\n  trust_adhoc:\n    allow:\n      user: \"eve@verona.lit\"\n",
+        )
+        .replace("\n    access_adhoc: configure\n", "\n    access_adhoc: trust_adhoc\n");
+    fs::write(&yml_path, yml).unwrap();
+    lab.ejabberd.ctl_ok(&["reload_config"]);
+    let mut eve = login(&lab, EVE_USER, EVE_PASSWORD);
+    let listed = eve.command_nodes(VERONA);
+    assert!(NODES.iter().all(|n| listed.iter().any(|l| l == n)), "eve, now allowed, sees {listed:?}");
+    let r = adhoc(&mut eve, NODE_PENDING, None, &[], None);
+    assert_eq!(r["status"], "executing", "{r}");
+    assert_eq!(form_peers(&r), [CAPULET, MONTAGUE], "{r}");
+    eve.close();
+    let mut admin = login(&lab, ADMIN_USER, ADMIN_PASSWORD);
+    let listed = admin.command_nodes(VERONA);
+    assert!(
+        NODES.iter().all(|n| !listed.iter().any(|l| l == n)),
+        "admin, no longer allowed, sees {listed:?}"
+    );
+    let r = adhoc(&mut admin, NODE_PENDING, None, &[], None);
+    assert_eq!(r["error"], "forbidden", "{r}");
+    admin.close();
 }
 
 #[test]

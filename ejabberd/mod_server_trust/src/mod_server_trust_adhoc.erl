@@ -69,6 +69,9 @@ start(Host) ->
 		{ok, _Pid} ->
 			hooks(Host, add),
 			ok;
+		{error, {already_started, _Pid}} ->  % the table's owner outlived a stop
+			hooks(Host, add),
+			ok;
 		{error, _} = Err ->
 			Err
 	end.

@@ -26,6 +26,10 @@
 //!   [`EjabberdOptions::admin_commands`] the module also gets the sidecar's admin token
 //!   (`admin_token_file`) and mod_http_api serves the commands tagged `server_trust` to an
 //!   OAuth token of `admin@verona.lit` with scope `ejabberd:admin`.
+//! * With [`EjabberdOptions::c2s`], real XMPP clients too: c2s on the node's address (5222,
+//!   STARTTLS required), the `admin` ACL and `configure` rule of Debian's ejabberd.yml, and
+//!   mod_adhoc; [`Ejabberd::register`] makes accounts, [`EjabberdLab::client`] logs in with
+//!   slixmpp (`crate::xmpp_client`).
 //! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
 //!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
 //!   everywhere, one cookie) sharing one sidecar, for the cluster test.
@@ -101,6 +105,12 @@ pub struct EjabberdOptions {
     /// `server_trust` for an OAuth token of `admin@verona.lit` with scope `ejabberd:admin`
     /// ([`Ejabberd::issue_admin_api_token`]).
     pub admin_commands: bool,
+    /// c2s for real XMPP clients (the ad-hoc commands' tests): an `ejabberd_c2s` listener on
+    /// the node's address, port 5222, STARTTLS required (the lab's verona.lit certificate);
+    /// the `admin` ACL (`admin@verona.lit`) and the `configure` rule allowing it, as Debian's
+    /// ejabberd.yml has them; `mod_adhoc`; and mod_server_trust's `access_adhoc: configure`.
+    /// Accounts are made with [`Ejabberd::register`], clients with [`EjabberdLab::client`].
+    pub c2s: bool,
 }
 
 impl EjabberdOptions {
@@ -114,6 +124,7 @@ impl EjabberdOptions {
             federation: "all".into(),
             sidecar_host_toml: String::new(),
             admin_commands: false,
+            c2s: false,
         }
     }
 }
@@ -360,6 +371,20 @@ impl EjabberdLab {
             s.push_str(&format!("--- prosody console (tail) ---\n{}\n", tail(&p.console_log, 30)));
         }
         s
+    }
+
+    /// A real XMPP client (slixmpp) logged in over c2s as `user@verona.lit`, verifying the
+    /// server against the lab's verona.lit certificate ([`EjabberdOptions::c2s`]).
+    pub fn client(&self, user: &str, password: &str) -> Result<crate::xmpp_client::XmppClient, String> {
+        let ca = self.dir.join("certs").join(format!("{VERONA}.crt"));
+        crate::xmpp_client::XmppClient::connect(
+            &format!("{user}@{VERONA}"),
+            password,
+            &self.ejabberd.ip,
+            5222,
+            &ca,
+            Duration::from_secs(10),
+        )
     }
 }
 
@@ -649,7 +674,7 @@ listen:
     ip: {ip}
     module: ejabberd_http
     request_handlers:
-      /api: mod_http_api
+      /api: mod_http_api{c2s_listener}
 
 ## Prosody requires TLS on s2s; 23.01 defaults to false. Identity: dialback.
 s2s_use_starttls: required
@@ -665,8 +690,8 @@ s2s_max_retry_delay: 5
 ## (owner sidecar@{VERONA}, scopes send_stanza;send_message) and only from 127.0.0.1.
 acl:
   sidecar_ip:
-    ip: 127.0.0.1/32
-access_rules:
+    ip: 127.0.0.1/32{admin_acl}
+access_rules:{configure_rule}
   sidecar_api:
     allow:
       - user: "sidecar@{VERONA}"
@@ -690,12 +715,12 @@ modules:
   mod_admin_extra: {{}}
   mod_http_api: {{}}
   mod_s2s_dialback: {{}}
-  mod_disco: {{}}
+  mod_disco: {{}}{adhoc_module}
   mod_server_trust:
     sidecar_url: "http://{sidecar_ip}:{SIDECAR_PORT}"
     token_file: "{token}"
     queue_max: {queue_max}
-    federation: {federation}{admin_option}
+    federation: {federation}{admin_option}{access_adhoc}
 "#,
             pem = pem.display(),
             cafile = cafile.display(),
@@ -719,6 +744,18 @@ modules:
             } else {
                 ""
             },
+            c2s_listener = if opts.c2s {
+                format!(
+                    "\n  - port: 5222\n    ip: {ip}\n    module: ejabberd_c2s\n    starttls_required: true"
+                )
+            } else {
+                String::new()
+            },
+            admin_acl =
+                if opts.c2s { format!("\n  admin:\n    user: \"admin@{VERONA}\"") } else { String::new() },
+            configure_rule = if opts.c2s { "\n  configure:\n    allow: admin" } else { "" },
+            adhoc_module = if opts.c2s { "\n  mod_adhoc: {}" } else { "" },
+            access_adhoc = if opts.c2s { "\n    access_adhoc: configure" } else { "" },
             admin_option = if opts.admin_commands {
                 format!("\n    admin_token_file: \"{}\"", self.admin_token_file.display())
             } else {
@@ -992,6 +1029,11 @@ end."#;
             &[("Authorization", &auth), ("Content-Type", "application/json")],
             body.as_bytes(),
         )
+    }
+
+    /// Registers `user@verona.lit` with `password` (`ejabberdctl register`).
+    pub fn register(&self, user: &str, password: &str) {
+        self.ctl_ok(&["register", user, VERONA, password]);
     }
 
     /// The whole info log so far.

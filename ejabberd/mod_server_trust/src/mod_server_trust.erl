@@ -56,6 +56,7 @@ start(Host, Opts) ->
 				false -> ejabberd_commands:register_commands(get_commands_spec());
 				true -> ok
 			end,
+			ok = mod_server_trust_adhoc:start(Host),
 			?INFO_MSG("mod_server_trust (~ts): presence to the host JID goes to ~ts, "
 				  "federation: ~ts", [Host, mod_server_trust_opt(Host, sidecar_url),
 						      mod_server_trust_opt(Host, federation)]),
@@ -66,6 +67,7 @@ start(Host, Opts) ->
 
 -spec stop(binary()) -> ok.
 stop(Host) ->
+	mod_server_trust_adhoc:stop(Host),
 	hooks(Host, delete),
 	case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
 		false -> ejabberd_commands:unregister_commands(get_commands_spec());
@@ -79,7 +81,7 @@ reload(Host, NewOpts, _OldOpts) ->
 
 -spec depends(binary(), gen_mod:opts()) -> [{module(), hard | soft}].
 depends(_Host, _Opts) ->
-	[].
+	[{mod_adhoc, soft}].
 
 mod_opt_type(sidecar_url) ->
 	econf:url([http, https]);
@@ -94,7 +96,9 @@ mod_opt_type(connect_timeout) ->
 mod_opt_type(queue_max) ->
 	econf:pos_int();
 mod_opt_type(federation) ->
-	econf:enum([all, buddies]).
+	econf:enum([all, buddies]);
+mod_opt_type(access_adhoc) ->
+	econf:acl().
 
 mod_options(_Host) ->
 	[{sidecar_url, <<"http://127.0.0.1:5267">>},
@@ -103,7 +107,8 @@ mod_options(_Host) ->
 	 {timeout, timer:seconds(5)},
 	 {connect_timeout, timer:seconds(2)},
 	 {queue_max, 1000},
-	 {federation, all}].
+	 {federation, all},
+	 {access_adhoc, configure}].
 
 mod_doc() ->
 	#{desc =>
@@ -125,7 +130,11 @@ mod_doc() ->
 						 "subscription presence, and probes and availability.">>}},
 	       {federation, #{value => "all | buddies",
 			      desc => <<"buddies: s2s only with trusted peers and peers "
-					"this host is in a handshake with.">>}}],
+					"this host is in a handshake with.">>}},
+	       {access_adhoc, #{value => "AccessName",
+				desc => <<"Who may list and run the XEP-0050 ad-hoc commands "
+					  "(request, pending, revoke; they need admin_token_file). "
+					  "Default: configure, mod_configure's rule.">>}}],
 	  example =>
 	      ["modules:",
 	       "  mod_server_trust:",

@@ -24,6 +24,9 @@
 %% ejabberd_commands callbacks.
 -export([list/1, pending/1, show/2, request/2, approve/2, deny/2, revoke/2,
 	 groups/2, set_groups/3, log/3]).
+%% For the ad-hoc commands (mod_server_trust_adhoc): one act or call, with the
+%% driver named in ejabberd's log.
+-export([act/4, call/5]).
 
 -include("logger.hrl").
 -include("ejabberd_commands.hrl").

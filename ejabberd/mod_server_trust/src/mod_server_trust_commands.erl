@@ -24,6 +24,8 @@
 %% ejabberd_commands callbacks.
 -export([list/1, pending/1, show/2, request/2, approve/2, deny/2, revoke/2,
 	 groups/2, set_groups/3, log/3]).
+%% The request, for mod_server_trust_webadmin (its page's views and acts).
+-export([call/5]).
 
 -include("logger.hrl").
 -include("ejabberd_commands.hrl").

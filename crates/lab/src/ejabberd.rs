@@ -26,6 +26,9 @@
 //!   [`EjabberdOptions::admin_commands`] the module also gets the sidecar's admin token
 //!   (`admin_token_file`) and mod_http_api serves the commands tagged `server_trust` to an
 //!   OAuth token of `admin@verona.lit` with scope `ejabberd:admin`.
+//!   With [`EjabberdOptions::webadmin`] the HTTP listener also serves the WebAdmin on `/admin`,
+//!   whose access rule `configure` allows only [`WEBADMIN_ADMIN`] (accounts:
+//!   [`Ejabberd::register`]).
 //! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
 //!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
 //!   everywhere, one cookie) sharing one sidecar, for the cluster test.
@@ -62,6 +65,8 @@ use crate::stanza::{Stanza, read_records};
 
 /// The ejabberd host of the lab.
 pub const VERONA: &str = "verona.lit";
+/// The WebAdmin's administrator (access rule `configure`) with [`EjabberdOptions::webadmin`].
+pub const WEBADMIN_ADMIN: &str = "webmaster";
 /// The sidecar's port on the ejabberd address.
 pub const SIDECAR_PORT: u16 = 5267;
 /// ejabberd's Erlang distribution port on its address (there is no epmd).
@@ -101,6 +106,10 @@ pub struct EjabberdOptions {
     /// `server_trust` for an OAuth token of `admin@verona.lit` with scope `ejabberd:admin`
     /// ([`Ejabberd::issue_admin_api_token`]).
     pub admin_commands: bool,
+    /// ejabberd's WebAdmin on `/admin` of the HTTP listener ([`Ejabberd::webadmin_url`]), with
+    /// the access rule `configure` allowing [`WEBADMIN_ADMIN`] only; create the accounts with
+    /// [`Ejabberd::register`].
+    pub webadmin: bool,
 }
 
 impl EjabberdOptions {
@@ -114,6 +123,7 @@ impl EjabberdOptions {
             federation: "all".into(),
             sidecar_host_toml: String::new(),
             admin_commands: false,
+            webadmin: false,
         }
     }
 }
@@ -649,7 +659,7 @@ listen:
     ip: {ip}
     module: ejabberd_http
     request_handlers:
-      /api: mod_http_api
+      /api: mod_http_api{webadmin_handler}
 
 ## Prosody requires TLS on s2s; 23.01 defaults to false. Identity: dialback.
 s2s_use_starttls: required
@@ -665,8 +675,8 @@ s2s_max_retry_delay: 5
 ## (owner sidecar@{VERONA}, scopes send_stanza;send_message) and only from 127.0.0.1.
 acl:
   sidecar_ip:
-    ip: 127.0.0.1/32
-access_rules:
+    ip: 127.0.0.1/32{webadmin_acl}
+access_rules:{webadmin_rule}
   sidecar_api:
     allow:
       - user: "sidecar@{VERONA}"
@@ -719,6 +729,15 @@ modules:
             } else {
                 ""
             },
+            webadmin_handler = if opts.webadmin { "\n      /admin: ejabberd_web_admin" } else { "" },
+            // 23.01's WebAdmin: GET of a host's pages needs `configure` or `webadmin_view` of
+            // that host, POST needs `configure` (ejabberd_web_admin:get_acl_rule/2).
+            webadmin_acl = if opts.webadmin {
+                format!("\n  webadmins:\n    user: \"{WEBADMIN_ADMIN}@{VERONA}\"")
+            } else {
+                String::new()
+            },
+            webadmin_rule = if opts.webadmin { "\n  configure:\n    allow: webadmins" } else { "" },
             admin_option = if opts.admin_commands {
                 format!("\n    admin_token_file: \"{}\"", self.admin_token_file.display())
             } else {
@@ -775,6 +794,10 @@ modules:
             .env("ERL_LIBS", e.parent().unwrap())
             // code:priv_dir(ejabberd) does not find Debian's versioned app folder
             .env("EJABBERD_MSGS_PATH", e.join("priv").join("msgs"))
+            // the same for the WebAdmin's style sheet, images and script
+            .env("EJABBERD_CSS_PATH", e.join("priv").join("css"))
+            .env("EJABBERD_IMG_PATH", e.join("priv").join("img"))
+            .env("EJABBERD_JS_PATH", e.join("priv").join("js"))
             .env("CONTRIB_MODULES_PATH", self.dir.join("contrib"))
             .env("ERL_CRASH_DUMP", self.logs.join("erl_crash.dump"))
             .env("HOME", &self.dir)
@@ -995,6 +1018,16 @@ end."#;
     }
 
     /// The whole info log so far.
+    /// `http://<ip>:5280/admin/`, the WebAdmin ([`EjabberdOptions::webadmin`]).
+    pub fn webadmin_url(&self) -> String {
+        format!("http://{}:5280/admin/", self.ip)
+    }
+
+    /// Creates the account `user@verona.lit` (`ejabberdctl register`), e.g. [`WEBADMIN_ADMIN`].
+    pub fn register(&self, user: &str, password: &str) {
+        self.ctl_ok(&["register", user, VERONA, password]);
+    }
+
     pub fn log_text(&self) -> String {
         self.log_since(0)
     }

@@ -218,6 +218,7 @@ fn admin_approves_in_the_webadmin_and_others_cannot() {
     for peer in [MONTAGUE, CAPULET, TYBALT] {
         lab.sidecar.wait_pending(peer, T);
     }
+    readme_config_is_the_labs(&lab);
     let driver = Driver::start();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let token = rt.block_on(async {
@@ -339,4 +340,19 @@ fn admin_approves_in_the_webadmin_and_others_cannot() {
     assert!(pending_peers(&lab).contains(TYBALT), "tybalt.lit decided by a forged post");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(subscribed_to(&lab, TYBALT), 0);
+}
+
+/// The README section's WebAdmin configuration is the one this test runs (line by line,
+/// indentation and the listener's address aside).
+fn readme_config_is_the_labs(lab: &EjabberdLab) {
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ejabberd/mod_server_trust/README.md"))
+            .unwrap();
+    let section = readme.split_once("\n## WebAdmin page\n").expect("README section \"WebAdmin page\"").1;
+    let yaml = section.split_once("```yaml\n").unwrap().1.split_once("```").unwrap().0;
+    let lab_yml = fs::read_to_string(lab.ejabberd.etc.join("ejabberd.yml")).unwrap();
+    let lab_lines: Vec<&str> = lab_yml.lines().map(str::trim).collect();
+    for line in yaml.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("ip:")) {
+        assert!(lab_lines.contains(&line), "the README's {line:?} is not in the lab's config:\n{lab_yml}");
+    }
 }

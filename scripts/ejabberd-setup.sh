@@ -14,7 +14,7 @@ E_INCLUDE_GLOB=/usr/lib/x86_64-linux-gnu/ejabberd-*/include/logger.hrl
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep "ok installed" >/dev/null; }
 
 need=()
-for pkg in ejabberd erlang-p1-oauth2 erlang-dev; do
+for pkg in ejabberd erlang-p1-oauth2 erlang-dev chromium chromium-driver; do
   installed "$pkg" || need+=("$pkg")
 done
 

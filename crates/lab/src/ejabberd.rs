@@ -30,6 +30,9 @@
 //!   STARTTLS required), the `admin` ACL and `configure` rule of Debian's ejabberd.yml, and
 //!   mod_adhoc; [`Ejabberd::register`] makes accounts, [`EjabberdLab::client`] logs in with
 //!   slixmpp (`crate::xmpp_client`).
+//!   With [`EjabberdOptions::webadmin`] the HTTP listener also serves the WebAdmin on `/admin`,
+//!   whose access rule `configure` allows only [`WEBADMIN_ADMIN`] (accounts:
+//!   [`Ejabberd::register`]).
 //! * [`EjabberdCluster`]: two such nodes joined with `join_cluster` (node 2 on an address of a
 //!   second slot, the same distribution port 5270 on each address, `-erl_epmd_port 5270`
 //!   everywhere, one cookie) sharing one sidecar, for the cluster test.
@@ -66,6 +69,8 @@ use crate::stanza::{Stanza, read_records};
 
 /// The ejabberd host of the lab.
 pub const VERONA: &str = "verona.lit";
+/// The WebAdmin's administrator (access rule `configure`) with [`EjabberdOptions::webadmin`].
+pub const WEBADMIN_ADMIN: &str = "webmaster";
 /// The sidecar's port on the ejabberd address.
 pub const SIDECAR_PORT: u16 = 5267;
 /// ejabberd's Erlang distribution port on its address (there is no epmd).
@@ -111,6 +116,10 @@ pub struct EjabberdOptions {
     /// ejabberd.yml has them; `mod_adhoc`; and mod_server_trust's `access_adhoc: configure`.
     /// Accounts are made with [`Ejabberd::register`], clients with [`EjabberdLab::client`].
     pub c2s: bool,
+    /// ejabberd's WebAdmin on `/admin` of the HTTP listener ([`Ejabberd::webadmin_url`]), with
+    /// the access rule `configure` allowing [`WEBADMIN_ADMIN`] only; create the accounts with
+    /// [`Ejabberd::register`].
+    pub webadmin: bool,
 }
 
 impl EjabberdOptions {
@@ -125,6 +134,7 @@ impl EjabberdOptions {
             sidecar_host_toml: String::new(),
             admin_commands: false,
             c2s: false,
+            webadmin: false,
         }
     }
 }
@@ -674,7 +684,7 @@ listen:
     ip: {ip}
     module: ejabberd_http
     request_handlers:
-      /api: mod_http_api{c2s_listener}
+      /api: mod_http_api{webadmin_handler}{c2s_listener}
 
 ## Prosody requires TLS on s2s; 23.01 defaults to false. Identity: dialback.
 s2s_use_starttls: required
@@ -690,7 +700,7 @@ s2s_max_retry_delay: 5
 ## (owner sidecar@{VERONA}, scopes send_stanza;send_message) and only from 127.0.0.1.
 acl:
   sidecar_ip:
-    ip: 127.0.0.1/32{admin_acl}
+    ip: 127.0.0.1/32{admin_acl}{webadmin_acl}
 access_rules:{configure_rule}
   sidecar_api:
     allow:
@@ -753,9 +763,23 @@ modules:
             },
             admin_acl =
                 if opts.c2s { format!("\n  admin:\n    user: \"admin@{VERONA}\"") } else { String::new() },
-            configure_rule = if opts.c2s { "\n  configure:\n    allow: admin" } else { "" },
+            // One `configure` rule for both: the ad-hoc tests' admin and the WebAdmin's.
+            configure_rule = match (opts.c2s, opts.webadmin) {
+                (false, false) => "",
+                (true, false) => "\n  configure:\n    allow: admin",
+                (false, true) => "\n  configure:\n    allow: webadmins",
+                (true, true) => "\n  configure:\n    - allow: admin\n    - allow: webadmins",
+            },
             adhoc_module = if opts.c2s { "\n  mod_adhoc: {}" } else { "" },
             access_adhoc = if opts.c2s { "\n    access_adhoc: configure" } else { "" },
+            webadmin_handler = if opts.webadmin { "\n      /admin: ejabberd_web_admin" } else { "" },
+            // 23.01's WebAdmin: GET of a host's pages needs `configure` or `webadmin_view` of
+            // that host, POST needs `configure` (ejabberd_web_admin:get_acl_rule/2).
+            webadmin_acl = if opts.webadmin {
+                format!("\n  webadmins:\n    user: \"{WEBADMIN_ADMIN}@{VERONA}\"")
+            } else {
+                String::new()
+            },
             admin_option = if opts.admin_commands {
                 format!("\n    admin_token_file: \"{}\"", self.admin_token_file.display())
             } else {
@@ -812,6 +836,10 @@ modules:
             .env("ERL_LIBS", e.parent().unwrap())
             // code:priv_dir(ejabberd) does not find Debian's versioned app folder
             .env("EJABBERD_MSGS_PATH", e.join("priv").join("msgs"))
+            // the same for the WebAdmin's style sheet, images and script
+            .env("EJABBERD_CSS_PATH", e.join("priv").join("css"))
+            .env("EJABBERD_IMG_PATH", e.join("priv").join("img"))
+            .env("EJABBERD_JS_PATH", e.join("priv").join("js"))
             .env("CONTRIB_MODULES_PATH", self.dir.join("contrib"))
             .env("ERL_CRASH_DUMP", self.logs.join("erl_crash.dump"))
             .env("HOME", &self.dir)
@@ -1034,6 +1062,11 @@ end."#;
     /// Registers `user@verona.lit` with `password` (`ejabberdctl register`).
     pub fn register(&self, user: &str, password: &str) {
         self.ctl_ok(&["register", user, VERONA, password]);
+    }
+
+    /// `http://<ip>:5280/admin/`, the WebAdmin ([`EjabberdOptions::webadmin`]).
+    pub fn webadmin_url(&self) -> String {
+        format!("http://{}:5280/admin/", self.ip)
     }
 
     /// The whole info log so far.

@@ -52,6 +52,7 @@ start(Host, Opts) ->
 	case mod_server_trust_sidecar:start(Host, Opts) of
 		{ok, _Pid} ->
 			hooks(Host, add),
+			mod_server_trust_webadmin:hooks(Host, add),
 			case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
 				false -> ejabberd_commands:register_commands(get_commands_spec());
 				true -> ok
@@ -69,6 +70,7 @@ start(Host, Opts) ->
 stop(Host) ->
 	mod_server_trust_adhoc:stop(Host),
 	hooks(Host, delete),
+	mod_server_trust_webadmin:hooks(Host, delete),
 	case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
 		false -> ejabberd_commands:unregister_commands(get_commands_spec());
 		true -> ok

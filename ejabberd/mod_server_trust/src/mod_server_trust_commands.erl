@@ -24,8 +24,9 @@
 %% ejabberd_commands callbacks.
 -export([list/1, pending/1, show/2, request/2, approve/2, deny/2, revoke/2,
 	 groups/2, set_groups/3, log/3]).
-%% For the ad-hoc commands (mod_server_trust_adhoc): one act or call, with the
-%% driver named in ejabberd's log.
+%% For the ad-hoc commands (mod_server_trust_adhoc) and the WebAdmin page
+%% (mod_server_trust_webadmin): one act or call, with the driver named in
+%% ejabberd's log.
 -export([act/4, call/5]).
 
 -include("logger.hrl").
@@ -211,7 +212,10 @@ call(Via, Host0, Method, Path, Body, Query) ->
 					fail(Via, admin_token, 503, Msg, Host);
 				{ok, Token} ->
 					Url = url(Host, Path, Query),
-					answer(Via, Host, http(Host, Method, Url, Token, Body))
+					put(server_trust_actor, actor(Via)),
+					Answer = http(Host, Method, Url, Token, Body),
+					erase(server_trust_actor),
+					answer(Via, Host, Answer)
 			end
 	end.
 
@@ -359,19 +363,21 @@ request_head(Method, H, Port, Target, Token, Payload) ->
 	 "\r\nConnection: close\r\n", Len, "\r\n",
 	 Payload].
 
-%% @doc The audit log's actor for this call: the one a caller of this module set
-%% with put(server_trust_actor, <<"adhoc">>) (ad-hoc commands, the WebAdmin),
-%% else the driver on the stack. The sidecar accepts only api, ejabberdctl,
-%% http-api, adhoc and webadmin.
+%% @doc The audit log's actor for a call by Via (the sidecar accepts only api,
+%% ejabberdctl, http-api, adhoc and webadmin): the ad-hoc commands pass
+%% <<"ad-hoc command of JID">>, the WebAdmin page webadmin, the commands the
+%% driver they found on the stack.
+actor(webadmin) -> <<"webadmin">>;
+actor(<<"ad-hoc", _/binary>>) -> <<"adhoc">>;
+actor(ejabberdctl) -> <<"ejabberdctl">>;
+actor(mod_http_api) -> <<"http-api">>;
+actor(_) -> <<"api">>.
+
+%% The actor of the call under way (set by call/6 around the request).
 actor() ->
 	case get(server_trust_actor) of
-		A when A == <<"adhoc">>; A == <<"webadmin">> -> A;
-		_ ->
-			case via() of
-				ejabberdctl -> <<"ejabberdctl">>;
-				mod_http_api -> <<"http-api">>;
-				erlang -> <<"api">>
-			end
+		A when is_binary(A) -> A;
+		_ -> <<"api">>
 	end.
 
 response(S, Deadline) ->

@@ -168,3 +168,57 @@ fn save_token_stores_ejabberds_token_privately_and_refuses_empty_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("already exists"), "{}", text(&o));
 }
+
+/// The fenced block right after the marker `<!-- name -->` in `markdown`.
+fn marked_block<'a>(markdown: &'a str, name: &str) -> &'a str {
+    let marker = format!("<!-- {name} -->\n```");
+    let at = markdown.find(&marker).unwrap_or_else(|| panic!("no block marked {name}"));
+    let rest = &markdown[at + marker.len()..];
+    let body = &rest[rest.find('\n').unwrap() + 1..];
+    &body[..body.find("```").unwrap()]
+}
+
+/// The README shows the packaged unit and example config as they are: an admin who copies
+/// the README gets what the package installs (issue 17: the README's unit had another path,
+/// ordering and checks than the packaged one).
+#[test]
+fn the_readme_shows_the_packaged_unit_and_example_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for file in ["packaging/server-trust-sidecar.service", "packaging/sidecar.toml"] {
+        let packaged = std::fs::read_to_string(dir.join("../..").join(file)).unwrap();
+        assert_eq!(marked_block(&readme, file), packaged, "crates/sidecar/README.md's copy of {file}");
+    }
+}
+
+/// One set of names everywhere: the example config, the module's conf file and the unit
+/// agree on the token path, the two addresses and the store.
+#[test]
+fn the_module_conf_the_example_config_and_the_unit_name_the_same_things() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+    let toml = read("packaging/sidecar.toml");
+    let conf = read("ejabberd/mod_server_trust/conf/mod_server_trust.yml");
+    let unit = read("packaging/server-trust-sidecar.service");
+    let module_readme = read("ejabberd/mod_server_trust/README.md");
+    assert!(
+        toml.contains("listen = \"127.0.0.1:5267\"")
+            && conf.contains("sidecar_url: \"http://127.0.0.1:5267\"")
+    );
+    assert!(toml.contains("hook_token_file = \"/etc/server-trust/hook.token\""));
+    assert!(conf.contains("token_file: \"/etc/server-trust/hook.token\""));
+    assert!(toml.contains("api_url = \"http://127.0.0.1:5280/api\""));
+    let yml = marked_block(&module_readme, "ejabberd-setup ejabberd.yml");
+    assert!(yml.contains("port: 5280\n    ip: 127.0.0.1 "), "the API listener on the api_url's address");
+    assert!(yml.contains("ip: 127.0.0.1/32"), "the API allowed from the sidecar's address");
+    assert!(toml.contains("store = \"/var/lib/ejabberd/server_trust\""));
+    assert!(unit.contains("ReadWritePaths=-/var/lib/ejabberd/server_trust\n"));
+    assert!(
+        unit.contains("ExecStart=/usr/bin/server-trust-sidecar --config /etc/server-trust/sidecar.toml\n")
+    );
+    for other in ["127.0.0.24", "/etc/ejabberd/server-trust-hook.token", "/usr/local/bin"] {
+        for (f, t) in [("conf", &conf), ("toml", &toml), ("unit", &unit), ("module README", &module_readme)] {
+            assert!(!t.contains(other), "{f} still names {other}");
+        }
+    }
+}

@@ -17,12 +17,14 @@
 #   systemctl restart ejabberd            -> ejabberdctl stop/stopped/start/started, as
 #                                            Debian's ejabberd.service does (PID 1 is not systemd)
 #   systemctl daemon-reload               -> nothing
+#   (boot)                                -> systemd-tmpfiles --create (/run/ejabberd)
 #   systemctl enable --now server-trust-sidecar
 #                                         -> the INSTALLED unit's ExecStartPre and ExecStart,
 #                                            run as its User= (read from the unit file)
 # The blocks' yaml (`<!-- ejabberd-setup ejabberd.yml -->`) is used as it stands too, after
 # what a Debian ejabberd.yml already holds (host, certificate, the s2s listener, dialback).
 #   bash scripts/ejabberd-docs-test.sh        (as root; after scripts/package.sh)
+#   SERVER_TRUST_DEB=path/to.deb bash scripts/ejabberd-docs-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -32,7 +34,8 @@ fail() { echo "ejabberd-docs-test: FAIL: $*" >&2; exit 1; }
 
 if [ -z "${DOCS_TEST_INSIDE:-}" ]; then
   [ "$(id -u)" = 0 ] || fail "must run as root (namespaces, dpkg in the private overlay)"
-  deb=$(ls -t target/deb/server-trust_*_"$(dpkg --print-architecture)".deb 2>/dev/null | head -1 || true)
+  # SERVER_TRUST_DEB: another build of the package (e.g. a debug one); default the newest.
+  deb=${SERVER_TRUST_DEB:-$(ls -t target/deb/server-trust_*_"$(dpkg --print-architecture)".deb 2>/dev/null | head -1 || true)}
   [ -n "$deb" ] || fail "no package in target/deb: run bash scripts/package.sh first"
   for c in ejabberdctl erlc prosody openssl curl; do
     command -v "$c" >/dev/null || fail "$c missing: run bash scripts/setup.sh and bash scripts/ejabberd-setup.sh"
@@ -40,7 +43,7 @@ if [ -z "${DOCS_TEST_INSIDE:-}" ]; then
   ls -d /usr/lib/erlang/lib/p1_oauth2-* >/dev/null 2>&1 || fail "erlang-p1-oauth2 missing: bash scripts/ejabberd-setup.sh"
   before=$(dpkg-query -W -f='${Status} ${Version}' server-trust 2>/dev/null || echo "not installed")
   rc=0
-  DOCS_TEST_INSIDE=1 DOCS_TEST_DEB="$repo/$deb" timeout 600 \
+  DOCS_TEST_INSIDE=1 DOCS_TEST_DEB="$(realpath "$deb")" timeout 600 \
     unshare --mount --propagation private --net --pid --fork --mount-proc bash "$0" || rc=$?
   after=$(dpkg-query -W -f='${Status} ${Version}' server-trust 2>/dev/null || echo "not installed")
   [ "$before" = "$after" ] || fail "server-trust was '$before' before the test and is '$after' now"
@@ -68,6 +71,7 @@ trap cleanup EXIT
 private_system "$tmp/root"
 # A fresh machine's runtime folder and ejabberd home (no mnesia from anyone else).
 mount -t tmpfs -o mode=0755 st-run /run && mkdir -p /run/lock
+systemd-tmpfiles --create   # as at boot: /run/ejabberd (Debian's tmpfiles.d/ejabberd.conf)
 mount -t tmpfs -o mode=0700 st-ejabberd /var/lib/ejabberd && chown ejabberd:ejabberd /var/lib/ejabberd
 rm -rf /var/log/ejabberd/* /etc/server-trust /etc/ejabberd/modules.d/mod_server_trust.yml
 printf '127.0.0.1 localhost verona.lit\n127.0.0.2 capulet.lit\n' > /etc/hosts
@@ -215,7 +219,7 @@ say "the request is pending on verona.lit, nothing approved: $(grep '^decision' 
 run_block "$n_blocks"
 
 # Both servers' rosters say both, and ejabberd's own check says trusted.
-both() { server-trust --store "$1" --host "$2" show "$3" 2>/dev/null | head -n1 | grep -q "^$3: both "; }
+both() { local out; out=$(server-trust --store "$1" --host "$2" show "$3" 2>/dev/null) && [[ "$out" == "$3: both "* ]]; }
 for _ in $(seq 1 200); do
   both /var/lib/ejabberd/server_trust verona.lit capulet.lit && both "$tmp/prosody/store" capulet.lit verona.lit && break
   sleep 0.1

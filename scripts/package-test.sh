@@ -10,11 +10,33 @@
 # with `dpkg --verify`), whether or not one is there.
 #   bash scripts/package-test.sh           everything (as root)
 #   PACKAGE_TEST_QUICK=1 ...                without the cargo-driven Prosody scenarios
+#   SERVER_TRUST_DEB=path/to.deb ...        another build of the package (default: the newest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-deb=$(ls -t target/deb/server-trust_*_"$(dpkg --print-architecture)".deb | head -1)
+deb=$(realpath "${SERVER_TRUST_DEB:-$(ls -t target/deb/server-trust_*_"$(dpkg --print-architecture)".deb | head -1)}")
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
+
+if [ -n "${PACKAGE_TEST_SELFCHECK:-}" ]; then
+  . scripts/private-system.sh
+  tmp=$(mktemp -d /tmp/server-trust-package-selfcheck.XXXXXX)
+  trap 'rm -rf "$tmp"' EXIT
+  private_system "$tmp/root"
+  echo "package-test: self-check: an admin's installed copy stays where it was"
+  dpkg -i "$deb" >/dev/null
+  mkdir -p /etc/server-trust && echo '# the admin edited this' > /etc/server-trust/sidecar.toml
+  sums=$(md5sum /usr/bin/server-trust /usr/bin/server-trust-sidecar /etc/server-trust/sidecar.toml)
+  PACKAGE_TEST_SELFCHECK= PACKAGE_TEST_QUICK=1 PACKAGE_TEST_NO_SELFCHECK=1 bash "$0" > "$tmp/inner.log" 2>&1 \
+    || { cat "$tmp/inner.log"; fail "self-check: the test failed with a copy installed"; }
+  grep -q 'is INSTALLED on this system: it is not touched' "$tmp/inner.log" \
+    || { cat "$tmp/inner.log"; fail "self-check: the test did not notice the installed copy"; }
+  dpkg-query -W -f='${Status}' server-trust | grep -q 'ok installed' || fail "self-check: the installed copy is gone"
+  dpkg --verify server-trust || fail "self-check: the installed copy's files changed"
+  [ "$sums" = "$(md5sum /usr/bin/server-trust /usr/bin/server-trust-sidecar /etc/server-trust/sidecar.toml)" ] \
+    || fail "self-check: files of the installed copy or the admin's config changed"
+  echo "package-test: self-check passed: with a copy installed, the test left it (dpkg --verify clean, config kept)"
+  exit 0
+fi
 
 if [ -z "${PACKAGE_TEST_INSIDE:-}" ]; then
   # Outside: the contents, then the rest in a private namespace, then proof nothing changed.
@@ -24,8 +46,9 @@ if [ -z "${PACKAGE_TEST_INSIDE:-}" ]; then
            ./usr/share/man/man8/server-trust-sidecar.8.gz ./usr/share/doc/server-trust/README.md; do
     grep -q " $f\$" <<<"$contents" || fail "$deb lacks $f"
   done
+  control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
   for s in postinst prerm postrm; do
-    dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -qx "./$s" || fail "$deb lacks its $s"
+    grep -qx "./$s" <<<"$control" || fail "$deb lacks its $s"
   done
   before=$(dpkg-query -W -f='${Status} ${Version}' server-trust 2>/dev/null || echo "not installed")
   if dpkg-query -W -f='${Status}' server-trust 2>/dev/null | grep -q 'ok installed'; then
@@ -45,27 +68,6 @@ if [ -z "${PACKAGE_TEST_INSIDE:-}" ]; then
     # (quick) there, and check the admin's copy and files are untouched.
     PACKAGE_TEST_SELFCHECK=1 unshare --mount --propagation private bash "$0"
   fi
-  exit 0
-fi
-
-if [ -n "${PACKAGE_TEST_SELFCHECK:-}" ]; then
-  . scripts/private-system.sh
-  tmp=$(mktemp -d /tmp/server-trust-package-selfcheck.XXXXXX)
-  trap 'rm -rf "$tmp"' EXIT
-  private_system "$tmp/root"
-  echo "package-test: self-check: an admin's installed copy stays where it was"
-  dpkg -i "$deb" >/dev/null
-  mkdir -p /etc/server-trust && echo '# the admin edited this' > /etc/server-trust/sidecar.toml
-  sums=$(md5sum /usr/bin/server-trust /usr/bin/server-trust-sidecar /etc/server-trust/sidecar.toml)
-  PACKAGE_TEST_QUICK=1 PACKAGE_TEST_NO_SELFCHECK=1 bash "$0" > "$tmp/inner.log" 2>&1 \
-    || { cat "$tmp/inner.log"; fail "self-check: the test failed with a copy installed"; }
-  grep -q 'is INSTALLED on this system: it is not touched' "$tmp/inner.log" \
-    || fail "self-check: the test did not notice the installed copy"
-  dpkg-query -W -f='${Status}' server-trust | grep -q 'ok installed' || fail "self-check: the installed copy is gone"
-  dpkg --verify server-trust || fail "self-check: the installed copy's files changed"
-  [ "$sums" = "$(md5sum /usr/bin/server-trust /usr/bin/server-trust-sidecar /etc/server-trust/sidecar.toml)" ] \
-    || fail "self-check: files of the installed copy or the admin's config changed"
-  echo "package-test: self-check passed: with a copy installed, the test left it (dpkg --verify clean, config kept)"
   exit 0
 fi
 

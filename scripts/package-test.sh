@@ -138,4 +138,20 @@ if [ -d /var/lib/ejabberd/server_trust ]; then
   [ -f /var/lib/ejabberd/server_trust/kept-by-purge ] || fail "purge removed the store"
   echo "package-test: purged: /etc/server-trust removed, the store kept"
 fi
+# Installed before ejabberd (no ejabberd user; this overlay's /etc/passwd only): the
+# postinst says what to run once ejabberd is there, and that makes the folders.
+if getent passwd ejabberd >/dev/null; then
+  rm -rf /var/lib/ejabberd/server_trust
+  userdel ejabberd 2>/dev/null; getent group ejabberd >/dev/null && groupdel ejabberd
+  msg=$(dpkg -i "$deb" 2>&1 >/dev/null)
+  grep -q 'dpkg-reconfigure server-trust' <<<"$msg" || fail "installed before ejabberd, the postinst did not say what to run: $msg"
+  [ ! -e /etc/server-trust ] && [ ! -e /var/lib/ejabberd/server_trust ] || fail "folders made without an ejabberd user"
+  groupadd --system ejabberd && useradd --system -g ejabberd -d /var/lib/ejabberd -s /usr/sbin/nologin ejabberd
+  dpkg-reconfigure server-trust
+  [ "$(stat -c '%U:%G %a' /etc/server-trust)" = "root:ejabberd 750" ] && \
+    [ "$(stat -c '%U:%G %a' /var/lib/ejabberd/server_trust)" = "ejabberd:ejabberd 750" ] \
+    || fail "dpkg-reconfigure after ejabberd did not make the folders"
+  echo "package-test: installed before ejabberd: the postinst says so, dpkg-reconfigure makes the folders"
+  dpkg --purge server-trust >/dev/null
+fi
 echo "package-test: the installed package passed"

@@ -59,12 +59,16 @@ ip addr add 127.0.0.2/8 dev lo 2>/dev/null || true   # capulet.lit (127.0.0.0/8 
 tmp=$(mktemp -d /tmp/server-trust-docs-test.XXXXXX)
 ok=""
 cleanup() {
+  # Everything here dies with the PID namespace anyway; stopped first so the files are quiet.
   ejabberdctl stop >/dev/null 2>&1 || true
+  local pids
+  pids=$(cat "$tmp/sidecar.pid" "$tmp/prosody.pid" 2>/dev/null || true)
+  [ -z "$pids" ] || { kill $pids 2>/dev/null || true; for _ in $(seq 1 50); do kill -0 $pids 2>/dev/null || break; sleep 0.1; done; }
   if [ -z "$ok" ]; then
     say "logs kept in $tmp (ejabberd: $tmp/ejabberd-logs, sidecar: $tmp/sidecar.log, prosody: $tmp/prosody/prosody.log)"
     cp -r /var/log/ejabberd "$tmp/ejabberd-logs" 2>/dev/null || true
   else
-    rm -rf "$tmp"
+    rm -rf "$tmp" || true
   fi
 }
 trap cleanup EXIT
@@ -174,6 +178,7 @@ admins = { "admin@capulet.lit" }
 VirtualHost "capulet.lit"
 EOF
   prosody --config "$p/prosody.cfg.lua" -F > "$p/console.log" 2>&1 &
+  echo $! > "$tmp/prosody.pid"
   for _ in $(seq 1 100); do
     (exec 3<>/dev/tcp/127.0.0.2/5269) 2>/dev/null && return 0
     sleep 0.1

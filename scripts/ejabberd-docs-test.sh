@@ -44,7 +44,7 @@ if [ -z "${DOCS_TEST_INSIDE:-}" ]; then
   before=$(dpkg-query -W -f='${Status} ${Version}' server-trust 2>/dev/null || echo "not installed")
   rc=0
   DOCS_TEST_INSIDE=1 DOCS_TEST_DEB="$(realpath "$deb")" timeout 600 \
-    unshare --mount --propagation private --net --pid --fork --mount-proc bash "$0" || rc=$?
+    unshare --mount --propagation private --net --pid --fork --kill-child --mount-proc bash "$0" || rc=$?
   after=$(dpkg-query -W -f='${Status} ${Version}' server-trust 2>/dev/null || echo "not installed")
   [ "$before" = "$after" ] || fail "server-trust was '$before' before the test and is '$after' now"
   [ "$rc" = 0 ] || fail "exit $rc (see above)"

@@ -35,6 +35,7 @@ fi
 # (Prosody scenario, C program via pkg-config), purged.
 bash scripts/package.sh
 bash scripts/package-test.sh
+bash scripts/ejabberd-docs-test.sh     # the ejabberd set-up exactly as the READMEs say it, with the .deb
 
 [ -z "${SERVER_TRUST_SKIP_PROSODY13:-}" ] || loud "PROSODY 13 NOT TESTED: ../shared/vendor/prosody-13.0.1.tar.gz is missing"
 echo "test: all passed"

@@ -150,6 +150,45 @@ impl Config {
         }
         Ok(Config { listen, store: base.join(raw.store), hook_token, admin_token, poll_interval, hosts })
     }
+
+    /// What `--check` adds to [`Config::load`]: the store folder exists and the user we run
+    /// as can create and replace files in it. (At start the engine creates a missing store,
+    /// but under the packaged unit `ProtectSystem=strict` needs the folder to exist already:
+    /// systemd refuses to start a unit whose `ReadWritePaths=` is missing.) Run `--check` as
+    /// the user the service runs as: root can write anywhere.
+    pub fn check_store(&self) -> Result<(), String> {
+        check_store(&self.store)
+    }
+}
+
+/// See [`Config::check_store`].
+pub fn check_store(store: &Path) -> Result<(), String> {
+    let shown = store.display();
+    let meta = match std::fs::metadata(store) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "store {shown}: no such folder; create it for the user the sidecar runs as, e.g. \
+                 `install -d -o ejabberd -g ejabberd -m 0750 {shown}` (the Debian package's postinst \
+                 makes /var/lib/ejabberd/server_trust)"
+            ));
+        }
+        Err(e) => return Err(format!("store {shown}: {e}")),
+    };
+    if !meta.is_dir() {
+        return Err(format!("store {shown}: not a folder"));
+    }
+    if server_trust::owner::check_writable(store).is_ok() {
+        return Ok(());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let me = server_trust::owner::user_name(unsafe { libc::geteuid() });
+    Err(format!(
+        "store {shown}: not writable by {me}, the user this runs as (owner {}, mode {:04o}); \
+         give it to the user the sidecar runs as: chown -R {me}: {shown}",
+        server_trust::owner::user_name(meta.uid()),
+        meta.mode() & 0o7777
+    ))
 }
 
 fn parse_host(h: RawHost, base: &Path, allow_non_loopback: bool) -> Result<HostConfig, String> {

@@ -18,6 +18,7 @@ fn setup(dir: &Path, hook: &str, admin: &str) -> std::path::PathBuf {
     secret(dir, "hook.token", hook);
     secret(dir, "admin.token", admin);
     secret(dir, "api.token", "ejabberd-makes-this-one");
+    std::fs::create_dir_all(dir.join("store")).unwrap(); // `--check` wants the store folder
     let config = dir.join("sidecar.toml");
     std::fs::write(
         &config,

@@ -77,7 +77,12 @@ tmp=$(mktemp -d /tmp/server-trust-package-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 private_system "$tmp/root"
 echo "package-test: installing $deb (private overlay)"
-dpkg -i "$deb" >/dev/null
+if [ -z "${SERVER_TRUST_DEB:-}" ]; then
+  # README.md's install line, as written (a version bump must update the README too).
+  dpkg -i target/deb/server-trust_0.1.0_amd64.deb >/dev/null
+else
+  dpkg -i "$deb" >/dev/null
+fi
 
 libdir=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 readelf -d "$libdir/libserver_trust.so.0" | grep -q 'SONAME.*\[libserver_trust.so.0\]' \

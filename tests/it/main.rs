@@ -16,5 +16,6 @@ mod floods;
 mod handshake_over_s2s;
 mod lua_bridge;
 mod outbox;
+mod source_build;
 mod store_decisions;
 mod support;

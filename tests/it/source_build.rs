@@ -181,9 +181,12 @@ fn install_sh_stages_a_tree_that_works() {
     for srv in lab.servers() {
         let cfg = fs::read_to_string(&srv.cfg).unwrap();
         assert!(!cfg.contains("server_trust_native_path"), "the default name must do:\n{cfg}");
+        // The last plugin_paths wins in Prosody's config: the installed folder first, no repository.
+        let plugins = cfg.lines().filter(|l| l.starts_with("plugin_paths")).last().unwrap();
+        assert!(plugins.starts_with(&format!("plugin_paths = {{ \"{}\"", modules.display())), "{plugins}");
         assert!(
-            !cfg.contains(&format!("\"{}\"", repo().display())),
-            "the repository must not be searched:\n{cfg}"
+            !plugins.contains(&format!("\"{}\"", repo().display())),
+            "the repository is searched: {plugins}"
         );
     }
     handshake(&lab, || {
@@ -326,6 +329,7 @@ fn install_sh_refuses_without_cargo() {
 
 /// A file a Debian package owns (dpkg -S) is never overwritten: install.sh refuses before
 /// writing anything.
+/// (It builds the release workspace first, as the README's build does: the same build.)
 #[test]
 fn install_sh_never_overwrites_a_packaged_file() {
     let fb = fake_bin();
@@ -341,7 +345,6 @@ fn install_sh_never_overwrites_a_packaged_file() {
         .current_dir(repo())
         .env("PATH", format!("{}:{}", fb.bin.display(), path_with_cargo()))
         .env("PREFIX", prefix.path())
-        .env("PROFILE", artifacts::profile())
         .output()
         .unwrap();
     let text = output_text(&out);

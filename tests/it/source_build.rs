@@ -182,7 +182,7 @@ fn install_sh_stages_a_tree_that_works() {
         let cfg = fs::read_to_string(&srv.cfg).unwrap();
         assert!(!cfg.contains("server_trust_native_path"), "the default name must do:\n{cfg}");
         // The last plugin_paths wins in Prosody's config: the installed folder first, no repository.
-        let plugins = cfg.lines().filter(|l| l.starts_with("plugin_paths")).last().unwrap();
+        let plugins = cfg.lines().rfind(|l| l.starts_with("plugin_paths")).unwrap();
         assert!(plugins.starts_with(&format!("plugin_paths = {{ \"{}\"", modules.display())), "{plugins}");
         assert!(
             !plugins.contains(&format!("\"{}\"", repo().display())),

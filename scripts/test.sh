@@ -19,6 +19,7 @@ fi
 
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo bench --workspace --no-run --quiet          # benches must build; they run via benches/run.sh
+cargo build --release --workspace --quiet   # before the tests: tests/it/source_build builds it too, beside running labs
 cargo test --workspace --lib --bins --tests --examples --no-fail-fast
 cargo test -p server-trust --doc --quiet
 # The README's main job, and its ejabberd twin, as a newcomer runs them.

@@ -97,7 +97,8 @@ fn config(o: &st_options) -> crate::Result<Config> {
 }
 
 /// Opens the engine of `host` over the store `store_root` (one directory per host inside).
-/// `options` may be NULL for defaults. On success writes a handle to `*out`; the caller
+/// A missing `store_root` is created, with any missing parents, mode 0750 (the umask may
+/// narrow it). `options` may be NULL for defaults. On success writes a handle to `*out`; the caller
 /// owns it and must release it with `st_engine_free`. On failure nothing is written and
 /// `st_last_error` says why (e.g. a corrupt roster, named with its line, left untouched).
 ///

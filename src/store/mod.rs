@@ -28,6 +28,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -129,6 +130,8 @@ const PENDING: &str = "pending";
 const OUTBOUND: &str = "outbound";
 const AUDIT: &str = "audit.log";
 const LOCK: &str = ".lock";
+/// The mode of a store root (and folders above it) that `Store::open` has to create.
+const NEW_ROOT_MODE: u32 = 0o750;
 /// Bytes of the holder record at the start of the lock file.
 const HOLDER_LEN: usize = 80;
 /// How long admin tools wait for the store lock before saying who holds it.
@@ -183,12 +186,18 @@ fn seal(text: &str) -> u64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<root>/<host>/`. New folders get the mode and owner of
-    /// `root`; a symlink where a store folder should be is refused. Temp files left by
-    /// writers killed mid-write are cleaned up.
+    /// Opens (creating if needed) `<root>/<host>/`. A missing `root` (and missing folders
+    /// above it) is created `0750` (narrowed by the umask): the store is the server user's
+    /// alone (README, "Security model"). Folders inside get the mode and owner of `root`; a
+    /// symlink where a store folder should be is refused. Temp files left by writers killed
+    /// mid-write are cleaned up.
     pub fn open(root: &Path, host: &Domain) -> Result<Store> {
         if !root.exists() {
-            fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(NEW_ROOT_MODE)
+                .create(root)
+                .map_err(|e| Error::io(root, e))?;
         }
         let root_meta = check_dir(root)?;
         let dir = root.join(host.as_str());

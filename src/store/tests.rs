@@ -361,3 +361,18 @@ fn a_large_roster_is_checksummed_beside_the_read_with_the_same_result() {
     assert_eq!(read.file.peers.len(), 8000);
     assert_eq!(read.file.peers.values().filter(|e| e.state == Subscription::To).count(), 1);
 }
+
+/// A store root that does not exist yet (st_engine_open, the CLI and the module all come here)
+/// is created with its missing parents `0750`, never readable by other users whatever the
+/// umask lets through; the host folders inside take the root's mode.
+#[test]
+fn missing_folders_are_created_0750() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("var/lib/server_trust");
+    let s = Store::open(&root, &Domain::new("montague.lit").unwrap()).unwrap();
+    for dir in [t.path().join("var"), t.path().join("var/lib"), root.clone(), s.dir().to_path_buf()] {
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode & 0o007, 0, "{} is mode {mode:o}: others can reach the store", dir.display());
+        assert_eq!(mode & !0o750, 0, "{} is mode {mode:o}, wider than 0750", dir.display());
+    }
+}

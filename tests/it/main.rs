@@ -19,5 +19,6 @@ mod handshake_over_s2s;
 mod liveness;
 mod lua_bridge;
 mod outbox;
+mod source_build;
 mod store_decisions;
 mod support;

@@ -130,17 +130,17 @@ fn build() -> Result<Artifacts, String> {
         cli: dir.join("server-trust"),
         store_writer: dir.join("st-lab-store-writer"),
     };
-    for p in [&a.c_library, &a.lua_module, &a.cli, &a.store_writer] {
+    // The SONAME link C programs run against and the Lua module's default name: both made
+    // by the build scripts (build.rs, crates/lua/build.rs).
+    let links = [dir.join("libserver_trust.so.0"), dir.join("server_trust_lua.so")];
+    for p in [&a.c_library, &a.lua_module, &a.cli, &a.store_writer].into_iter().chain(&links) {
         if !p.exists() {
-            return Err(format!("[lab] cargo build succeeded but {} is missing", p.display()));
+            return Err(format!(
+                "[lab] cargo build succeeded but {} is missing (links are made by the build \
+                 scripts: `touch build.rs crates/lua/build.rs` and build again)",
+                p.display()
+            ));
         }
-    }
-    // The library's SONAME is libserver_trust.so.0: programs linked against it look for that.
-    let soname = dir.join("libserver_trust.so.0");
-    if std::fs::read_link(&soname).is_err() {
-        let _ = std::fs::remove_file(&soname);
-        std::os::unix::fs::symlink("libserver_trust.so", &soname)
-            .map_err(|e| format!("[lab] cannot link {}: {e}", soname.display()))?;
     }
     Ok(a)
 }

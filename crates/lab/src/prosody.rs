@@ -56,6 +56,10 @@ pub struct LabOptions {
     pub plugin_paths: Vec<PathBuf>,
     /// The Lua native module to load instead of the one built for this profile.
     pub native_module: Option<PathBuf>,
+    /// Load mod_server_trust.lua from this folder (searched first; the repository is not
+    /// searched) and its native module by the default name, `server_trust_lua.so` next to
+    /// it, as an admin's installed layout does (e.g. `scripts/install.sh`'s).
+    pub module_dir: Option<PathBuf>,
     /// Prosody prefixes for (montague, capulet): `None` runs Debian's Prosody 0.12; see
     /// [`prosody13`] for the Prosody 13 build.
     pub prefixes: [Option<PathBuf>; 2],
@@ -105,6 +109,34 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
             chown_tree(&e.unwrap().path(), (uid, gid));
         }
     }
+}
+
+/// Copies what the servers load from the repository and the build (mod_lab.lua, and unless
+/// the installed package is tested mod_server_trust.lua and its native module) into
+/// `<dir>/modules`, readable by any user, and returns `opts` loading them from there.
+fn copy_modules(dir: &Path, opts: &LabOptions) -> LabOptions {
+    use std::os::unix::fs::PermissionsExt;
+    let modules = dir.join("modules");
+    fs::create_dir(&modules).unwrap();
+    fs::set_permissions(&modules, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |from: &Path, name: &str| {
+        let to = modules.join(name);
+        fs::copy(from, &to)
+            .unwrap_or_else(|e| panic!("[lab] cannot copy {} to {}: {e}", from.display(), to.display()));
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    copy(&crate::artifacts::lab_dir().join("prosody/mod_lab.lua"), "mod_lab.lua");
+    let source = opts.module_dir.clone().unwrap_or_else(|| crate::artifacts::workspace_dir().to_path_buf());
+    if opts.module_dir.is_some() || opts.native_module.is_some() || !crate::artifacts::installed() {
+        copy(&source.join("mod_server_trust.lua"), "mod_server_trust.lua");
+        let native = match (&opts.native_module, &opts.module_dir) {
+            (Some(n), _) => n.clone(),
+            (None, Some(d)) => d.join("server_trust_lua.so"),
+            (None, None) => crate::artifacts::lua_module().to_path_buf(),
+        };
+        copy(&native, "server_trust_lua.so");
+    }
+    LabOptions { module_dir: Some(modules), native_module: None, ..opts.clone() }
 }
 
 /// Two running servers; dropping it stops them.
@@ -168,6 +200,9 @@ impl Lab {
             let p13 = prosody13().expect("SERVER_TRUST_LAB_PROSODY=13 but the Prosody 13 build is missing");
             prefixes = [Some(p13.clone()), Some(p13)];
         }
+        // A server running as another user may not reach the repository or the build (a
+        // checkout under a 0700 home, a `mktemp -d` CARGO_TARGET_DIR): it gets its own copies.
+        let opts = if run_as.is_some() { copy_modules(&dir, &opts) } else { opts };
         let third_prefix = prefixes[1].clone();
         let mut all: Vec<(&mut Server, &Option<PathBuf>)> =
             vec![(&mut montague, &prefixes[0]), (&mut capulet, &prefixes[1])];

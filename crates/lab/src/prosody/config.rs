@@ -104,13 +104,18 @@ modules_enabled = {{
 /// package is tested (the module then finds its native library next to itself, as for
 /// admins), the native library built for this profile (or `native`).
 pub(crate) fn server_trust_options(store: &Path, native: Option<&Path>) -> String {
-    // The module's default poll interval, written out so the lab does not depend on it.
-    let mut c = format!("\nserver_trust_store = {}\nserver_trust_poll_interval = 0.1\n", lua_path(store));
+    let mut c = store_options(store);
     if native.is_some() || !artifacts::installed() {
         let native = native.unwrap_or_else(|| artifacts::lua_module());
         let _ = writeln!(c, "server_trust_native_path = {}", lua_path(native));
     }
     c
+}
+
+/// The store and the lab's poll interval (the module's default, written out so the lab does
+/// not depend on it).
+fn store_options(store: &Path) -> String {
+    format!("\nserver_trust_store = {}\nserver_trust_poll_interval = 0.1\n", lua_path(store))
 }
 
 /// `prosody.cfg.lua` for `srv`: loopback only, our own resolver, certs from `certs`.
@@ -135,8 +140,18 @@ pub(super) fn config_text(srv: &Server, opts: &LabOptions, certs: &Path, hosts_f
         extra: "",
         no_nagle: false,
     });
+    if let Some(dir) = &opts.module_dir {
+        // Replaces the plugin folders above: this one first, never the repository.
+        let mut plugins = vec![lua_path(dir), lua_path(&artifacts::lab_dir().join("prosody"))];
+        plugins.extend(opts.plugin_paths.iter().map(|p| lua_path(p)));
+        let _ = writeln!(c, "plugin_paths = {{ {} }}", plugins.join(", "));
+    }
     if opts.server_trust {
-        c.push_str(&server_trust_options(&srv.store, opts.native_module.as_deref()));
+        c.push_str(&match (&opts.module_dir, &opts.native_module) {
+            // The module loads server_trust_lua.so next to itself, as for admins.
+            (Some(_), None) => store_options(&srv.store),
+            _ => server_trust_options(&srv.store, opts.native_module.as_deref()),
+        });
     }
     if !opts.extra_global.is_empty() {
         let _ = write!(c, "\n-- extra_global\n{}\n", opts.extra_global);

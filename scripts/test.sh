@@ -32,8 +32,8 @@ if [ -n "${SERVER_TRUST_PROSODY13:-}" ]; then
   SERVER_TRUST_LAB_PROSODY=13 cargo test -p server-trust --test it
 fi
 
-# The Debian package: built, lintian-checked, installed, exercised from the installed files
-# (Prosody scenario, C program via pkg-config), purged.
+# The Debian package: built, lintian-checked, then installed into a private overlay (an
+# admin's installed copy is never touched) and exercised from the installed files.
 bash scripts/package.sh
 bash scripts/package-test.sh
 bash scripts/ejabberd-docs-test.sh     # the ejabberd set-up exactly as the READMEs say it, with the .deb

@@ -6,7 +6,11 @@
 //! Also links `libserver_trust.so.MAJOR` (the SONAME) to `libserver_trust.so` in the profile
 //! folder, so a C program built with `-L target/<profile> -lserver_trust` runs with
 //! `LD_LIBRARY_PATH=target/<profile>` straight after `cargo build`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+#[path = "build_support/profile_link.rs"]
+mod profile_link;
+use profile_link::link_in_profile_dir;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -17,6 +21,7 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libserver_trust.so.{major}");
     link_in_profile_dir(&format!("libserver_trust.so.{major}"), "libserver_trust.so");
     println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=build_support");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
     // The version compiled against, for `#if ST_VERSION_MAJOR ...` in C hosts.
@@ -34,25 +39,5 @@ fn main() {
         }
         // Let rustc report the syntax error with a proper span instead.
         Err(e) => println!("cargo:warning=cbindgen: {e}"),
-    }
-}
-
-/// Makes `<profile dir>/name` a symlink to `target` (a sibling). The profile folder is three
-/// levels above OUT_DIR (`<target>[/<triple>]/<profile>/build/<pkg>-<hash>/out`), which
-/// follows CARGO_TARGET_DIR and `--target`. The link dangles until the link step writes
-/// `target`. A failure is a warning: the library itself is still built.
-fn link_in_profile_dir(name: &str, target: &str) {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
-    let Some(profile) = out.ancestors().nth(3) else { return };
-    let link = profile.join(name);
-    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(target)) {
-        return;
-    }
-    let _ = std::fs::remove_file(&link);
-    match std::os::unix::fs::symlink(target, &link) {
-        Ok(()) => {}
-        // Another build made it meanwhile.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => println!("cargo:warning=cannot link {} to {target}: {e}", link.display()),
     }
 }

@@ -612,17 +612,11 @@ fn d(s: &str) -> Domain {
     Domain::new(s).unwrap()
 }
 
-/// A backup (the whole folder, audit log included) put back while the server runs: the states
-/// it brings back are audited as changed outside the server, with an alert, although the
-/// restored audit log agrees with the restored roster (it is the one of the backup).
-#[test]
-fn a_backup_restored_while_running_is_audited() {
-    let t = tempfile::tempdir().unwrap();
-    let e = engine(t.path(), true);
-    approved(&e);
-    e.poll().unwrap();
+/// Copies the host folder (`cp -a`), revokes montague.lit, then puts the copy back in place
+/// of the folder while `e` runs, and polls until the admins are told: the actions seen.
+fn restore_a_backup_after_a_revoke(e: &Engine, t: &std::path::Path) -> Vec<Action> {
     let dir = e.store().dir().to_path_buf();
-    let backup = t.path().join("backup");
+    let backup = t.join("backup");
     let cp = |from: &std::path::Path, to: &std::path::Path| {
         assert!(std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
     };
@@ -630,7 +624,7 @@ fn a_backup_restored_while_running_is_audited() {
     e.revoke("montague.lit", Actor::Cli).unwrap();
     e.poll().unwrap();
     assert!(!e.is_trusted("montague.lit", None));
-    fs::rename(&dir, t.path().join("old")).unwrap();
+    fs::rename(&dir, t.join("old")).unwrap();
     cp(&backup, &dir);
     let mut acts = Vec::new();
     for _ in 0..100 {
@@ -640,20 +634,33 @@ fn a_backup_restored_while_running_is_audited() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    acts
+}
+
+fn told_of_the_restore(acts: &[Action]) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::Notify { text, .. } if text.contains("montague.lit (none -> from")))
+}
+
+/// A backup (the whole folder, audit log included) put back while the server runs: the states
+/// it brings back are audited as changed outside the server, with an alert, although the
+/// restored audit log agrees with the restored roster (it is the one of the backup).
+#[test]
+fn a_backup_restored_while_running_is_audited() {
+    let t = tempfile::tempdir().unwrap();
+    let e = engine(t.path(), true);
+    approved(&e);
+    e.poll().unwrap();
+    let acts = restore_a_backup_after_a_revoke(&e, t.path());
     assert!(e.is_trusted("montague.lit", None), "the restored roster was not adopted");
-    assert!(
-        acts.iter()
-            .any(|a| matches!(a, Action::Notify { text, .. } if text.contains("montague.lit (none -> from"))),
-        "{acts:?}"
-    );
+    assert!(told_of_the_restore(&acts), "{acts:?}");
     let log = e.store().read_audit().unwrap();
     assert!(
         log.iter().any(|r| r.event.starts_with("changed outside the server") && r.peer == "montague.lit")
     );
 }
 
-/// The same when the store was new at start (no audit log to read then): the first record
-/// the server reads later is what tells a copy of its log.
+/// The same when the store was new at start (no audit log to read then).
 #[test]
 fn a_backup_restored_in_a_store_new_at_start_is_audited() {
     let t = tempfile::tempdir().unwrap();
@@ -672,29 +679,8 @@ fn a_backup_restored_in_a_store_new_at_start_is_audited() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let dir = e.store().dir().to_path_buf();
-    let backup = t.path().join("backup");
-    let cp = |from: &std::path::Path, to: &std::path::Path| {
-        assert!(std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap().success());
-    };
-    cp(&dir, &backup);
-    e.revoke("montague.lit", Actor::Cli).unwrap();
-    e.poll().unwrap();
-    fs::rename(&dir, t.path().join("old")).unwrap();
-    cp(&backup, &dir);
-    let mut acts = Vec::new();
-    for _ in 0..100 {
-        acts.extend(e.poll().unwrap());
-        if acts.iter().any(|a| matches!(a, Action::Notify { .. })) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        acts.iter()
-            .any(|a| matches!(a, Action::Notify { text, .. } if text.contains("montague.lit (none -> from"))),
-        "{acts:?}"
-    );
+    let acts = restore_a_backup_after_a_revoke(&e, t.path());
+    assert!(told_of_the_restore(&acts), "{acts:?}");
 }
 
 /// A driver with the XEP-0050 commands (Prosody's) gets prompts that name them first; the

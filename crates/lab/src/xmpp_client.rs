@@ -178,6 +178,24 @@ impl XmppClient {
         }))
     }
 
+    /// [`XmppClient::command`] as an admin's client fills the server's form: with `fields`, a
+    /// submitted form of FORM_TYPE `http://jabber.org/protocol/admin` and those fields (one
+    /// value each); without, no form.
+    pub fn adhoc(
+        &mut self,
+        to: &str,
+        node: &str,
+        action: Option<&str>,
+        fields: &[(&str, &str)],
+        sessionid: Option<&str>,
+    ) -> Value {
+        let values: Vec<[&str; 1]> = fields.iter().map(|(_, v)| [*v]).collect();
+        let mut form: Vec<(&str, &[&str])> = vec![("FORM_TYPE", &["http://jabber.org/protocol/admin"])];
+        form.extend(fields.iter().zip(&values).map(|((k, _), v)| (*k, &v[..])));
+        let form = (!fields.is_empty()).then_some(&form[..]);
+        self.command(to, node, action, sessionid, form)
+    }
+
     fn kill(&mut self) {
         self.stdin = None;
         let _ = self.child.kill();
@@ -233,5 +251,58 @@ mod tests {
         assert!(err.contains("login as a@b.lit"), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(8), "took {:?}", t0.elapsed());
         drop(hold.join());
+    }
+}
+
+/// Reading what [`XmppClient::command`] returns (the Prosody and the ejabberd ad-hoc tests).
+pub mod reply {
+    use serde_json::Value;
+
+    /// A JSON list (absent: empty).
+    pub fn list(v: &Value) -> Vec<Value> {
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The strings of a JSON list.
+    pub fn strs(v: &Value) -> Vec<String> {
+        list(v).iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+    }
+
+    /// The notes as "type: text" lines.
+    pub fn notes(v: &Value) -> String {
+        list(&v["notes"])
+            .iter()
+            .map(|n| format!("{}: {}", n["type"].as_str().unwrap_or(""), n["text"].as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The texts of the error notes.
+    pub fn errors(v: &Value) -> Vec<String> {
+        list(&v["notes"])
+            .iter()
+            .filter(|n| n["type"] == "error")
+            .filter_map(|n| n["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The peers a pending form offers (its fields but FORM_TYPE), sorted.
+    pub fn form_peers(r: &Value) -> Vec<String> {
+        let mut peers: Vec<String> = list(&r["fields"])
+            .iter()
+            .filter(|f| f["var"] != "FORM_TYPE")
+            .filter_map(|f| f["var"].as_str().map(str::to_owned))
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    /// The reply's session id; panics when there is none.
+    pub fn sessionid(r: &Value) -> String {
+        r["sessionid"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| panic!("no sessionid: {r}"))
+            .to_string()
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use server_trust_lab::ejabberd::{EjabberdLab, EjabberdOptions, VERONA};
 use server_trust_lab::xmpp_client::XmppClient;
+use server_trust_lab::xmpp_client::reply::{errors, form_peers, list, notes, sessionid, strs};
 use server_trust_lab::{MONTAGUE, Stanza, TrustAdmin, presence_from};
 
 const T: Duration = Duration::from_secs(30);
@@ -88,8 +89,7 @@ fn login(lab: &EjabberdLab, user: &str, password: &str) -> XmppClient {
     c
 }
 
-/// An ad-hoc command to verona.lit. With `fields`, a submitted form of FORM_TYPE and those
-/// fields, as a client fills the server's form; without, no form.
+/// An ad-hoc command to verona.lit ([`XmppClient::adhoc`]).
 fn adhoc(
     client: &mut XmppClient,
     node: &str,
@@ -97,60 +97,7 @@ fn adhoc(
     fields: &[(&str, &str)],
     sessionid: Option<&str>,
 ) -> Value {
-    let values: Vec<[&str; 1]> = fields.iter().map(|(_, v)| [*v]).collect();
-    let mut form: Vec<(&str, &[&str])> = vec![("FORM_TYPE", &["http://jabber.org/protocol/admin"])];
-    form.extend(fields.iter().zip(&values).map(|((k, _), v)| (*k, &v[..])));
-    let form = (!fields.is_empty()).then_some(&form[..]);
-    client.command(VERONA, node, action, sessionid, form)
-}
-
-fn list(v: &Value) -> Vec<Value> {
-    v.as_array().cloned().unwrap_or_default()
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    list(v).iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
-/// The notes as "type: text" lines.
-fn notes(v: &Value) -> String {
-    list(&v["notes"])
-        .iter()
-        .map(|n| format!("{}: {}", n["type"].as_str().unwrap_or(""), n["text"].as_str().unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn errors(v: &Value) -> Vec<String> {
-    list(&v["notes"])
-        .iter()
-        .filter(|n| n["type"] == "error")
-        .filter_map(|n| n["text"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The peers a pending form offers (its fields but FORM_TYPE).
-fn form_peers(r: &Value) -> Vec<String> {
-    sorted(
-        list(&r["fields"])
-            .iter()
-            .filter(|f| f["var"] != "FORM_TYPE")
-            .filter_map(|f| f["var"].as_str().map(str::to_owned))
-            .collect(),
-    )
-}
-
-fn sessionid(r: &Value) -> String {
-    r["sessionid"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| panic!("no sessionid: {r}"))
-        .to_string()
+    client.adhoc(VERONA, node, action, fields, sessionid)
 }
 
 /// A presence of `typ` from verona.lit to the Prosody host `host`, over s2s.

@@ -5,31 +5,13 @@
 
 use super::*;
 use crate::support::QUIET;
+use server_trust_lab::xmpp_client::reply::{form_peers, sessionid};
 
 const NODES: [&str; 3] = [NODE_PENDING, NODE_REQUEST, NODE_REVOKE];
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
-}
-
-/// The peers a pending form offers (its fields but FORM_TYPE).
-fn form_peers(r: &Value) -> Vec<String> {
-    sorted(
-        list(&r["fields"])
-            .iter()
-            .filter(|f| f["var"] != "FORM_TYPE")
-            .filter_map(|f| f["var"].as_str().map(str::to_owned))
-            .collect(),
-    )
-}
-
-fn sessionid(r: &Value) -> String {
-    r["sessionid"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| panic!("no sessionid: {r}"))
-        .to_string()
 }
 
 /// Nothing was decided on capulet: both still pending, nothing sent to either, nothing done

@@ -14,6 +14,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use server_trust_lab::lua::lua_str;
+use server_trust_lab::xmpp_client::reply::{list, notes, strs};
 use server_trust_lab::xmpp_client::{XmppClient, create_user};
 use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, TrustAdmin, presence_from};
 
@@ -161,9 +162,7 @@ fn eve_client(lab: &Lab) -> XmppClient {
     client
 }
 
-/// An ad-hoc command from `client` to capulet.lit, over c2s. With `fields`, a submitted form
-/// of those fields after FORM_TYPE (http://jabber.org/protocol/admin), as a client fills the
-/// server's form; without, no form. Returns the reply as [`XmppClient::command`] summarises it.
+/// An ad-hoc command from `client` to capulet.lit, over c2s ([`XmppClient::adhoc`]).
 fn adhoc(
     client: &mut XmppClient,
     node: &str,
@@ -171,28 +170,7 @@ fn adhoc(
     fields: &[(&str, &str)],
     sessionid: Option<&str>,
 ) -> Value {
-    let values: Vec<[&str; 1]> = fields.iter().map(|(_, v)| [*v]).collect();
-    let mut form: Vec<(&str, &[&str])> = vec![("FORM_TYPE", &["http://jabber.org/protocol/admin"])];
-    form.extend(fields.iter().zip(&values).map(|((k, _), v)| (*k, &v[..])));
-    let form = (!fields.is_empty()).then_some(&form[..]);
-    client.command(CAPULET, node, action, sessionid, form)
-}
-
-/// A JSON list (absent: empty).
-fn list(v: &Value) -> Vec<Value> {
-    v.as_array().cloned().unwrap_or_default()
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    list(v).iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
-}
-
-fn notes(v: &Value) -> String {
-    list(&v["notes"])
-        .iter()
-        .map(|n| format!("{}: {}", n["type"].as_str().unwrap_or(""), n["text"].as_str().unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join("\n")
+    client.adhoc(CAPULET, node, action, fields, sessionid)
 }
 
 /// A raw Lua line in `srv`'s admin shell; returns what follows "Result: ".

@@ -102,6 +102,8 @@ pub struct EjabberdOptions {
     pub queue_max: u32,
     /// mod_server_trust `federation` ("all" or "buddies").
     pub federation: String,
+    /// mod_server_trust `federation_group` (unset when `None`).
+    pub federation_group: Option<String>,
     /// Extra TOML lines for the sidecar's `[[host]]` table (engine options, e.g.
     /// `max_pending = 5`).
     pub sidecar_host_toml: String,
@@ -131,6 +133,7 @@ impl EjabberdOptions {
             prosody_hosts: Vec::new(),
             queue_max: 1000,
             federation: "all".into(),
+            federation_group: None,
             sidecar_host_toml: String::new(),
             admin_commands: false,
             c2s: false,
@@ -730,7 +733,7 @@ modules:
     sidecar_url: "http://{sidecar_ip}:{SIDECAR_PORT}"
     token_file: "{token}"
     queue_max: {queue_max}
-    federation: {federation}{admin_option}{access_adhoc}
+    federation: {federation}{federation_group}{admin_option}{access_adhoc}
 "#,
             pem = pem.display(),
             cafile = cafile.display(),
@@ -738,6 +741,10 @@ modules:
             token = self.hook_token_file.display(),
             queue_max = opts.queue_max,
             federation = opts.federation,
+            federation_group = match &opts.federation_group {
+                Some(g) => format!("\n    federation_group: \"{g}\""),
+                None => String::new(),
+            },
             // With the admin commands, admin@ may be issued a token too, and has its own rule.
             oauth_users = if opts.admin_commands {
                 // One rule per user: the conditions inside one rule must all match.

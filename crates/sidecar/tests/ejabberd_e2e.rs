@@ -473,39 +473,4 @@ fn i_hostile_http_inputs_are_refused_and_leave_the_store_unchanged() {
     s.wait_pending("evil.lit", T);
 }
 
-// `federation: buddies` (module option): s2s only with trusted peers and peers the host JID
-// is in a handshake with.
-#[test]
-fn k_federation_buddies_refuses_strangers_but_lets_an_invited_peer_become_a_buddy() {
-    const STRANGER: &str = "stranger.lit";
-    let mut o = options();
-    o.prosody_hosts = vec![STRANGER.into()];
-    o.federation = "buddies".into();
-    let lab = EjabberdLab::start(o);
-    let p = lab.prosody();
-
-    // A server verona never addressed cannot even ask: its stream is refused, nothing reaches
-    // the sidecar.
-    p.inject(&format!("<presence from='{STRANGER}' to='{VERONA}' type='subscribe' id='k-stranger'/>"));
-    lab.ejabberd.wait_log("s2s with stranger.lit refused", T, |l| {
-        l.contains("refused s2s with stranger.lit (federation: buddies")
-    });
-    assert!(!lab.sidecar.pending_file(STRANGER).exists());
-    assert_eq!(lab.ejabberd.module_status()["delivered"], "0", "nothing was forwarded");
-
-    // verona's admin invites montague.lit: the handshake passes both ways.
-    lab.sidecar.cli(&["request", MONTAGUE]);
-    p.wait_for("subscribe from verona.lit", T, from_verona(MONTAGUE, "subscribe"));
-    let t0 = std::time::Instant::now();
-    while !p.admin(MONTAGUE).pending_file(VERONA).exists() {
-        assert!(t0.elapsed() < T, "no pending request at montague.lit\n{}", p.dump(&p.received()));
-        thread::sleep(Duration::from_millis(50));
-    }
-    p.admin(MONTAGUE).cli(&["approve", VERONA]);
-    lab.sidecar.wait_state(MONTAGUE, "both", T);
-    p.admin(MONTAGUE).wait_state(VERONA, "both", T);
-    wait_trusted(&lab, MONTAGUE, None, true);
-    // The stranger is still refused.
-    assert!(!lab.sidecar.pending_file(STRANGER).exists());
-    assert!(!lab.ejabberd.is_trusted(STRANGER, None));
-}
+// `federation: buddies` is tested in ejabberd_federation.rs (its own lab).

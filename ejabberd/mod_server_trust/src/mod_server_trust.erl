@@ -15,8 +15,11 @@
 %%%    auto-approved, whether the sidecar is up or not (fails closed);
 %%%  * is_trusted/2,3 answer from an ETS table the worker keeps current
 %%%    by long-polling the sidecar: no HTTP round trip per check;
-%%%  * with `federation: buddies`, s2s is refused with peers that are
-%%%    neither trusted nor in a handshake this host started.
+%%%  * with `federation: buddies`, every message, presence and iq crossing
+%%%    s2s either way is checked with the engine's `federates_with` rule
+%%%    (federates/3): presence between the two host JIDs always passes,
+%%%    anything else only with a trusted peer (in `federation_group`, if
+%%%    set); a revoked peer's streams are closed.
 %%%----------------------------------------------------------------------
 -module(mod_server_trust).
 -author('server-trust').
@@ -26,7 +29,9 @@
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1,
 	 mod_options/1, mod_doc/0, mod_status/0]).
 %% ejabberd_hooks callbacks.
--export([on_host_stanza/1, on_user_send_packet/1, on_s2s_allow_host/3]).
+-export([on_host_stanza/1, on_s2s_receive_packet/1, on_s2s_send_packet/1]).
+%% Called by mod_server_trust_sidecar, by timers and inside s2s_in processes.
+-export([trust_removed/2, close_streams/2, close_in_stream/3]).
 %% API.
 -export([is_trusted/2, is_trusted/3, trusted_peers/1]).
 %% ejabberd_commands callbacks.
@@ -39,8 +44,14 @@
 %% Before mod_announce (50) and ejabberd_local's bounce (100), which would
 %% otherwise see (and silently drop) the presence.
 -define(HOST_STANZA_PRIO, 40).
--define(USER_SEND_PRIO, 90).
--define(ALLOW_HOST_PRIO, 50).
+%% Before every other handler of these hooks (ejabberd's own run at 50 and up).
+-define(S2S_FILTER_PRIO, 10).
+%% How long a revoked peer's streams stay up after the trusted set shrank: the
+%% sidecar sends the revoke's unsubscribe and unsubscribed through send_stanza
+%% on its own, possibly just after the long poll answered; this lets them be
+%% written first (an s2s_out process writes what it was routed before it
+%% handles our stream error).
+-define(CLOSE_DELAY, timer:seconds(2)).
 
 -type peer() :: binary().
 
@@ -60,7 +71,7 @@ start(Host, Opts) ->
 			ok = mod_server_trust_adhoc:start(Host),
 			?INFO_MSG("mod_server_trust (~ts): presence to the host JID goes to ~ts, "
 				  "federation: ~ts", [Host, mod_server_trust_opt(Host, sidecar_url),
-						      mod_server_trust_opt(Host, federation)]),
+						      federation_text(Host)]),
 			ok;
 		{error, _} = Err ->
 			Err
@@ -99,6 +110,9 @@ mod_opt_type(queue_max) ->
 	econf:pos_int();
 mod_opt_type(federation) ->
 	econf:enum([all, buddies]);
+mod_opt_type(federation_group) ->
+	%% The engine's rule for a group name: 1 to 64 characters, no comma.
+	econf:binary("^[^,]{1,64}$");
 mod_opt_type(access_adhoc) ->
 	econf:acl().
 
@@ -110,6 +124,7 @@ mod_options(_Host) ->
 	 {connect_timeout, timer:seconds(2)},
 	 {queue_max, 1000},
 	 {federation, all},
+	 {federation_group, undefined},
 	 {access_adhoc, configure}].
 
 mod_doc() ->
@@ -131,8 +146,18 @@ mod_doc() ->
 	       {queue_max, #{value => "Number", desc => <<"Presences kept for retry while the sidecar is down, in each lane: "
 						 "subscription presence, and probes and availability.">>}},
 	       {federation, #{value => "all | buddies",
-			      desc => <<"buddies: s2s only with trusted peers and peers "
-					"this host is in a handshake with.">>}},
+			      desc => <<"buddies: every message, presence and iq crossing s2s, "
+					"either way, passes only with a trusted peer; presence "
+					"between the two host JIDs (the XEP-0267 handshake and "
+					"probes) always passes, so any server can still ask. A "
+					"refused message, iq get/set or subscription request gets "
+					"a policy-violation error, other refused stanzas are "
+					"dropped. A revoked peer's s2s streams are closed. Streams "
+					"and dialback are never refused.">>}},
+	       {federation_group, #{value => "Group",
+				    desc => <<"With federation: buddies, only trusted peers in "
+					      "this group (e.g. federate). Set with federation: all, "
+					      "it is read as buddies (fails closed) and logged.">>}},
 	       {access_adhoc, #{value => "AccessName",
 				desc => <<"Who may list and run the XEP-0050 ad-hoc commands "
 					  "(request, pending, revoke; they need admin_token_file). "
@@ -157,8 +182,8 @@ mod_server_trust_opt(Host, Opt) ->
 -spec hooks(binary(), add | delete) -> ok.
 hooks(Host, Op) ->
 	ejabberd_hooks:Op(local_send_to_resource_hook, Host, ?MODULE, on_host_stanza, ?HOST_STANZA_PRIO),
-	ejabberd_hooks:Op(user_send_packet, Host, ?MODULE, on_user_send_packet, ?USER_SEND_PRIO),
-	ejabberd_hooks:Op(s2s_allow_host, Host, ?MODULE, on_s2s_allow_host, ?ALLOW_HOST_PRIO),
+	ejabberd_hooks:Op(s2s_receive_packet, Host, ?MODULE, on_s2s_receive_packet, ?S2S_FILTER_PRIO),
+	ejabberd_hooks:Op(s2s_send_packet, Host, ?MODULE, on_s2s_send_packet, ?S2S_FILTER_PRIO),
 	ok.
 
 %%%===================================================================
@@ -183,43 +208,164 @@ on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Hos
 on_host_stanza(_Stanza) ->
 	ok.
 
-%% The sidecar sends the host JID's presence with mod_http_api send_stanza,
-%% which runs this hook: it tells the `federation: buddies` check which
-%% untrusted peers this host is in a handshake with.
--spec on_user_send_packet({stanza(), map()}) -> {stanza(), map()}.
-on_user_send_packet({#presence{from = #jid{luser = <<>>, lresource = <<>>, lserver = Host},
-			       to = #jid{luser = <<>>, lresource = <<>>, lserver = Peer},
-			       type = Type}, _State} = Acc) when Host /= Peer ->
-	mod_server_trust_sidecar:host_sent(Host, Peer, Type),
-	Acc;
-on_user_send_packet(Acc) ->
+%% --- buddies-only federation ----------------------------------------------
+
+%% The engine's `Engine::federates_with(peer, host_presence)` rule, mirrored here
+%% on the ETS copy of the engine's trusted set (keep the two the same): with
+%% `federation: all` always; otherwise presence between the two host JIDs (the
+%% XEP-0267 handshake and probes, so a stranger can still ask) when Peer is a
+%% valid name, anything else only with a trusted peer, in `federation_group`
+%% when one is set. A group with `federation: all` counts as buddies: the
+%% engine refuses that pair, and refusing here fails closed.
+-spec federates(binary(), binary(), boolean()) -> boolean().
+federates(Host, Peer, HostPresence) ->
+	case {mod_server_trust_opt(Host, federation), mod_server_trust_opt(Host, federation_group)} of
+		{all, undefined} -> true;
+		_ when HostPresence -> normalise(Peer) /= error;
+		{_, undefined} -> is_trusted(Host, Peer);
+		{_, Group} -> is_trusted(Host, Peer, Group)
+	end.
+
+%% Every stanza a remote server sent us (after its stream authenticated and
+%% from/to were checked), before it is routed; LServer is the host the
+%% recipient belongs to. Dialback and stream elements never come this way.
+-spec on_s2s_receive_packet({stanza() | drop, ejabberd_s2s_in:state()}) ->
+	  {stanza() | drop, ejabberd_s2s_in:state()} | {stop, {drop, ejabberd_s2s_in:state()}}.
+on_s2s_receive_packet({Pkt, State} = Acc) when ?is_stanza(Pkt) ->
+	From = xmpp:get_from(Pkt),
+	To = xmpp:get_to(Pkt),
+	Host = ejabberd_router:host_of_route(To#jid.lserver),
+	Peer = From#jid.lserver,
+	case federates(Host, Peer, host_presence(Pkt, From, Peer, To, Host)) of
+		true ->
+			Acc;
+		false ->
+			?DEBUG("mod_server_trust (~ts): refused ~ts from ~ts: not a server buddy",
+			       [Host, element(1, Pkt), jid:encode(From)]),
+			refuse(Pkt, Host, Peer),
+			{stop, {drop, State}}
+	end;
+on_s2s_receive_packet(Acc) ->
 	Acc.
 
-%% s2s_allow_host is asked when an outgoing s2s stream is opened and when an
-%% incoming one has authenticated; it cannot see stanzas. With
-%% `federation: buddies` we allow trusted peers, plus peers this host
-%% addressed with its own subscription presence (our admin requested them,
-%% approved them, or we are telling them we revoked/denied) so that the
-%% handshake can complete. A server we never addressed cannot open s2s with
-%% us, so in this mode new buddies are always invited by our admin first.
--spec on_s2s_allow_host(allow | deny, binary(), binary()) -> allow | deny | {stop, deny}.
-on_s2s_allow_host(allow, Host, Peer) ->
-	case mod_server_trust_opt(Host, federation) of
-		all ->
-			allow;
-		buddies ->
-			case is_trusted(Host, Peer) orelse
-				mod_server_trust_sidecar:in_handshake(Host, Peer) of
+%% Every stanza from this host (its users and the host JID) to a remote server,
+%% after ejabberd_s2s picked (or opened) the stream, before it is queued there.
+-spec on_s2s_send_packet(stanza() | drop) -> stanza() | drop | {stop, drop}.
+on_s2s_send_packet(Pkt) when ?is_stanza(Pkt) ->
+	case xmpp:get_meta(Pkt, server_trust_refusal, false) of
+		true ->
+			Pkt;  % our own policy-violation answer to a refused stanza
+		false ->
+			From = xmpp:get_from(Pkt),
+			To = xmpp:get_to(Pkt),
+			Host = From#jid.lserver,
+			Peer = To#jid.lserver,
+			case federates(Host, Peer, host_presence(Pkt, From, Host, To, Peer)) of
 				true ->
-					allow;
+					Pkt;
 				false ->
-					?INFO_MSG("mod_server_trust (~ts): refused s2s with ~ts "
-						  "(federation: buddies, not a server buddy)", [Host, Peer]),
-					{stop, deny}
+					?DEBUG("mod_server_trust (~ts): refused ~ts to ~ts: not a server buddy",
+					       [Host, element(1, Pkt), jid:encode(To)]),
+					refuse(Pkt, Host, Peer),
+					{stop, drop}
 			end
 	end;
-on_s2s_allow_host(Acc, _Host, _Peer) ->
-	Acc.
+on_s2s_send_packet(Pkt) ->
+	Pkt.
+
+%% Presence from the bare domain JID A to the bare domain JID B.
+host_presence(#presence{}, #jid{luser = <<>>, lresource = <<>>, lserver = A}, A,
+	      #jid{luser = <<>>, lresource = <<>>, lserver = B}, B) ->
+	true;
+host_presence(_Pkt, _From, _A, _To, _B) ->
+	false.
+
+%% A refused message, iq request or subscription request is answered with a
+%% policy-violation error (to the remote sender, or to our user who wrote to a
+%% stranger); anything else refused is dropped without a word.
+refuse(Pkt, Host, Peer) ->
+	case answered(Pkt) of
+		true ->
+			Text = <<Host/binary, " federates with its server buddies only, and ",
+				 Peer/binary, " is not one">>,
+			%% cancel, as Prosody answers: retrying as it is will not help.
+			Why = (xmpp:err_policy_violation(Text, xmpp:get_lang(Pkt)))#stanza_error{type = cancel},
+			Err = xmpp:make_error(Pkt, Why),
+			ejabberd_router:route(xmpp:put_meta(Err, server_trust_refusal, true));
+		false ->
+			ok
+	end.
+
+answered(#message{type = error}) -> false;
+answered(#message{}) -> true;
+answered(#iq{type = T}) -> T == get orelse T == set;
+answered(#presence{type = subscribe}) -> true;
+answered(_) -> false.
+
+%% Called by the worker when peers left Host's trusted set (revoked, denied
+%% after approval, or removed by the admin). With `federation: buddies`, their
+%% s2s streams with Host are closed ?CLOSE_DELAY later, if they are still not
+%% trusted then; from now on their stanzas are refused anyway.
+-spec trust_removed(binary(), [binary()]) -> ok.
+trust_removed(_Host, []) ->
+	ok;
+trust_removed(Host, Peers) ->
+	case {mod_server_trust_opt(Host, federation), mod_server_trust_opt(Host, federation_group)} of
+		{all, undefined} -> ok;
+		_ -> [{ok, _} = timer:apply_after(?CLOSE_DELAY, ?MODULE, close_streams, [Host, P])
+		      || P <- Peers],
+		     ok
+	end.
+
+%% Closes Host's s2s streams with Peer with a policy-violation stream error:
+%% the outgoing ones ejabberd_s2s knows for {Host, Peer}, and the incoming ones
+%% where Peer authenticated (each s2s_in process checks its own state).
+-spec close_streams(binary(), binary()) -> ok.
+close_streams(Host, Peer) ->
+	case gen_mod:is_loaded(Host, ?MODULE) andalso not federates(Host, Peer, false) of
+		false ->
+			ok;
+		true ->
+			?INFO_MSG("mod_server_trust (~ts): closing s2s streams with ~ts "
+				  "(federation: buddies, no longer a server buddy)", [Host, Peer]),
+			Err = xmpp:serr_policy_violation(<<"No longer a server buddy of ", Host/binary>>,
+							 <<"en">>),
+			[ejabberd_s2s_out:send(Pid, Err)
+			 || Pid <- ejabberd_s2s:get_connections_pids({Host, Peer})],
+			[ejabberd_s2s_in:update_state(Pid, {?MODULE, close_in_stream, [Host, Peer]})
+			 || {_, Pid, _, _} <- in_streams(), is_pid(Pid)],
+			ok
+	end.
+
+in_streams() ->
+	try supervisor:which_children(ejabberd_s2s_in_sup)
+	catch _:_ -> []
+	end.
+
+%% Runs inside an s2s_in process (ejabberd_s2s_in:update_state/2).
+close_in_stream(#{server_host := Host, auth_domains := Domains} = State, Host, Peer) ->
+	case sets:is_element(Peer, Domains) of
+		true ->
+			Err = xmpp:serr_policy_violation(<<"No longer a server buddy of ", Host/binary>>,
+							 <<"en">>),
+			ejabberd_s2s_in:send(State, Err);
+		false ->
+			State
+	end;
+close_in_stream(State, _Host, _Peer) ->
+	State.
+
+federation_text(Host) ->
+	case {mod_server_trust_opt(Host, federation), mod_server_trust_opt(Host, federation_group)} of
+		{all, undefined} -> <<"all">>;
+		{all, G} ->
+			?ERROR_MSG("mod_server_trust (~ts): federation_group ~ts is set but federation "
+				   "is all: federating as buddies in group ~ts (set federation: buddies)",
+				   [Host, G, G]),
+			<<"buddies, group ", G/binary>>;
+		{buddies, undefined} -> <<"buddies">>;
+		{buddies, G} -> <<"buddies, group ", G/binary>>
+	end.
 
 %%%===================================================================
 %%% API

@@ -642,9 +642,10 @@ schedule_poll(Delay, State) ->
 poll_result({ok, Body}, #state{host = Host} = State) ->
 	try jiffy:decode(Body, [return_maps]) of
 		#{<<"generation">> := G, <<"peers">> := Peers} when is_list(Peers) ->
-			N = mirror(State#state.tab, [{nameprep(P), [X || X <- Gs, is_binary(X)]}
-						     || #{<<"peer">> := P} = E <- Peers, is_binary(P),
-							Gs <- [maps:get(<<"groups">>, E, [])], is_list(Gs)]),
+			{N, Gone} = mirror(State#state.tab, [{nameprep(P), [X || X <- Gs, is_binary(X)]}
+							     || #{<<"peer">> := P} = E <- Peers, is_binary(P),
+								Gs <- [maps:get(<<"groups">>, E, [])], is_list(Gs)]),
+			mod_server_trust:trust_removed(Host, Gone),
 			case State#state.sidecar of
 				up -> ok;
 				_ -> ?INFO_MSG("mod_server_trust (~ts): sidecar reachable, ~p trusted "
@@ -682,16 +683,18 @@ poll_failed(Why, #state{host = Host} = State) ->
 	schedule_poll(Delay, State1#state{sidecar = down, hello_due = true, generation = null,
 					  poll_delay = min(Delay * 2, ?MAX_DELAY)}).
 
-%% Key by key, so a concurrent reader never sees a half-empty table.
+%% Key by key, so a concurrent reader never sees a half-empty table. Returns the
+%% size and the peers that left the set (for `federation: buddies` to close their streams).
 mirror(Tab, Entries) ->
 	New = maps:from_list([E || {P, _} = E <- Entries, P /= error]),
 	Old = ets:select(Tab, [{{'$1', '_'}, [{is_binary, '$1'}], ['$1']}]),
-	[ets:delete(Tab, P) || P <- Old, not maps:is_key(P, New)],
+	Gone = [P || P <- Old, not maps:is_key(P, New)],
+	[ets:delete(Tab, P) || P <- Gone],
 	ets:insert(Tab, maps:to_list(New)),
 	Now = erlang:monotonic_time(millisecond),
 	ets:select_delete(Tab, [{{{handshake, '_'}, '$1'},
 				 [{is_integer, '$1'}, {'<', '$1', Now}], [true]}]),
-	maps:size(New).
+	{maps:size(New), Gone}.
 
 nameprep(P) ->
 	case jid:nameprep(P) of

@@ -95,7 +95,7 @@ fn restart_keeps_roster_and_state() {
     loop {
         let out = lab.montague.shell_ok("server_trust:list()");
         assert!(out.contains(CAPULET) && out.contains("both"), "{out}");
-        if out.contains("\tavailable") && out.contains("seen 20") {
+        if out.contains("\tavailable since 20") {
             break;
         }
         assert!(t0.elapsed() < WAIT, "capulet never shown available: {out}");

@@ -428,7 +428,7 @@ fn tampered_stale_and_made_up_forms_decide_nothing() {
     assert_eq!(e.len(), 1, "{r}");
     // As the README shows it.
     let (head, tail) = e[0].split_once(" at ").unwrap_or_else(|| panic!("{r}"));
-    assert_eq!(head, format!("sidecar answered 409: {CAPULET}: `deny` by api"), "{r}");
+    assert_eq!(head, format!("sidecar answered 409: {CAPULET}: `deny` by ejabberdctl"), "{r}");
     assert!(tail.ends_with("Z came first (carried out); the first decision stands, nothing changed"), "{r}");
     p.wait_for("unsubscribed from verona.lit", T, from_verona(CAPULET, "unsubscribed"));
     thread::sleep(QUIET);
@@ -448,6 +448,11 @@ fn readme_config_is_the_labs(lab: &EjabberdLab) {
         .split_once(&format!("\n{README_SECTION}\n"))
         .unwrap_or_else(|| panic!("README section {README_SECTION:?}"))
         .1;
+    // This section only: up to the next heading (a line of dashes under a title).
+    let section = match section.find("\n---") {
+        Some(end) => section[..end].rsplit_once('\n').map_or(section, |(s, _)| s),
+        None => section,
+    };
     let yml = fs::read_to_string(lab.ejabberd.etc.join("ejabberd.yml")).unwrap();
     let mut in_yaml = false;
     let mut shown = 0;

@@ -100,18 +100,15 @@ impl AsRawFd for WakeFd {
     }
 }
 
-/// Least time between the starts of two polls of one host. A poll reads every pending file
-/// under the engine's lock, and the engine's own writes (each new request) wake it too:
-/// during a flood of new requests polls would take the lock from the requests. So the next
-/// poll waits at least this long, and at least 4 times as long as the last one took (polls
-/// hold the lock at most a fifth of the time), at most `MAX_POLL_GAP`. A lone CLI decision
-/// is still picked up at once.
-const POLL_GAP: Duration = Duration::from_millis(50);
+/// Least time between the starts of two wakeup-driven polls of one host. A poll that has
+/// work reads pending files under the engine's lock, and the engine's own writes (each new
+/// request) wake it too: during a flood polls would take the lock from the requests. So the
+/// next such poll waits 4 times as long as the last one took (polls hold the lock at most a
+/// fifth of the time), at least this long and at most `MAX_POLL_GAP`. An idle poll (our own
+/// write's echo) costs an atomic load, so the floor is small: a lone CLI decision is picked
+/// up at once (it was 50 ms, a quarter of the ejabberd approval latency's p95).
+const POLL_GAP: Duration = Duration::from_millis(2);
 const MAX_POLL_GAP: Duration = Duration::from_millis(500);
-
-/// A wakeup usually comes from the CLI's rename while it still holds the store lock for a
-/// few more milliseconds (the folder's fsync): polling a moment later finds it released.
-const SETTLE: Duration = Duration::from_millis(20);
 
 /// Polls again this long after a wakeup (then the next, then the timer): the wakeup often
 /// comes while the CLI still holds the store lock, and the engine then keeps the change for
@@ -137,6 +134,7 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
     let mut gap = POLL_GAP;
     let mut follow_ups = FOLLOW_UPS.iter();
     let mut next_follow_up: Option<At> = None;
+    let mut woken = false;
     loop {
         tokio::select! {
             ready = readable(wake.as_ref()) => {
@@ -146,17 +144,24 @@ async fn poll_loop(host: Arc<Host>, every: Duration, mut stop: watch::Receiver<b
                     guard.clear_ready();
                 }
                 follow_ups = FOLLOW_UPS.iter();
-                sleep_until(At::now() + SETTLE).await;
+                // No settling sleep: a poll that finds the CLI still holding the store lock
+                // is told so, and the engine wakes us again when the lock is released.
+                // Only wakeup-driven polls are spaced (a flood's wakeups): a lone decision
+                // after a timer or follow-up poll is picked up at once.
+                sleep_until(last + gap).await;
+                woken = true;
             }
             _ = tick.tick() => {}
             () = sleep_until(next_follow_up.unwrap_or_else(At::now)), if next_follow_up.is_some() => {}
             _ = stop.changed() => return,
         }
-        sleep_until(last + gap).await;
-        last = At::now();
+        let started = At::now();
         let h = host.clone();
         let _ = tokio::task::spawn_blocking(move || h.poll()).await;
-        gap = (last.elapsed() * 4).clamp(POLL_GAP, MAX_POLL_GAP);
+        if std::mem::take(&mut woken) {
+            last = started;
+            gap = (started.elapsed() * 4).clamp(POLL_GAP, MAX_POLL_GAP);
+        }
         next_follow_up = follow_ups.next().map(|d| At::now() + *d);
     }
 }

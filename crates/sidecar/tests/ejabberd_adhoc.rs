@@ -448,10 +448,11 @@ fn readme_config_is_the_labs(lab: &EjabberdLab) {
         .split_once(&format!("\n{README_SECTION}\n"))
         .unwrap_or_else(|| panic!("README section {README_SECTION:?}"))
         .1;
-    // This section only: up to the next heading (a line of dashes under a title).
-    let section = match section.find("\n---") {
-        Some(end) => section[..end].rsplit_once('\n').map_or(section, |(s, _)| s),
-        None => section,
+    // This section only: up to the next heading (`## Title`, or a title over a line of dashes).
+    let section = match (section.find("\n## "), section.find("\n---")) {
+        (Some(h), u) if u.is_none_or(|u| h < u) => &section[..h],
+        (_, Some(u)) => section[..u].rsplit_once('\n').map_or(section, |(s, _)| s),
+        _ => section,
     };
     let yml = fs::read_to_string(lab.ejabberd.etc.join("ejabberd.yml")).unwrap();
     let mut in_yaml = false;

@@ -33,8 +33,7 @@
 -behaviour(gen_server).
 
 %% API (called by mod_server_trust and its hooks).
--export([start/2, stop/1, reload/2, presence/4, host_sent/3, in_handshake/2,
-	 member/2, lookup/2, trusted/1, status/1]).
+-export([start/2, stop/1, reload/2, presence/4, member/2, lookup/2, trusted/1, status/1]).
 %% gen_server callbacks.
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
 	 code_change/3]).
@@ -46,8 +45,6 @@
 -define(MIN_DELAY, 200).                %% retry backoff: 0.2 s doubling ...
 -define(MAX_DELAY, 5000).               %% ... up to 5 s (the sidecar is local)
 -define(WARN_EVERY, 10000).             %% at most one warning per kind per 10 s
--define(HANDSHAKE_TTL, 60000).          %% s2s allowance after an unsubscribe etc.
--define(HANDSHAKE_MAX, 10000).          %% bound on remembered handshake peers
 -define(SERVER_ERROR_TRIES, 5).         %% 500s for one presence before it is given up
 -define(TYPES, [subscribe, subscribed, unsubscribe, unsubscribed, probe,
 		available, unavailable]).
@@ -118,45 +115,6 @@ presence(Host, Peer, Type, Id) ->
 	case lists:member(Type, ?TYPES) of
 		true -> gen_server:cast(proc(Host), {presence, Peer, Type, Id});
 		false -> ok
-	end.
-
-%% The host JID is sending presence to Peer (user_send_packet, before the
-%% stanza is routed, so the s2s check that follows already sees it).
--spec host_sent(binary(), binary(), atom()) -> ok.
-host_sent(Host, Peer, Type) ->
-	case table(Host) of
-		undefined ->
-			ok;
-		Tab ->
-			Key = {handshake, Peer},
-			Now = erlang:monotonic_time(millisecond),
-			Until = case Type of
-					T when T == subscribe; T == subscribed -> infinity;
-					T when T == unsubscribe; T == unsubscribed -> Now + ?HANDSHAKE_TTL;
-					_ ->
-						case ets:lookup(Tab, Key) of
-							[{_, infinity}] -> infinity;
-							_ -> Now + ?HANDSHAKE_TTL
-						end
-				end,
-			case ets:info(Tab, size) < ?HANDSHAKE_MAX orelse ets:member(Tab, Key) of
-				true -> ets:insert(Tab, {Key, Until});
-				false -> ok
-			end,
-			ok
-	end.
-
--spec in_handshake(binary(), binary()) -> boolean().
-in_handshake(Host, Peer) ->
-	case table(Host) of
-		undefined ->
-			false;
-		Tab ->
-			case ets:lookup(Tab, {handshake, Peer}) of
-				[{_, infinity}] -> true;
-				[{_, Until}] -> erlang:monotonic_time(millisecond) < Until;
-				[] -> false
-			end
 	end.
 
 %% mod_server_trust:is_trusted/2: is Peer (as given) in Host's table?
@@ -691,9 +649,6 @@ mirror(Tab, Entries) ->
 	Gone = [P || P <- Old, not maps:is_key(P, New)],
 	[ets:delete(Tab, P) || P <- Gone],
 	ets:insert(Tab, maps:to_list(New)),
-	Now = erlang:monotonic_time(millisecond),
-	ets:select_delete(Tab, [{{{handshake, '_'}, '$1'},
-				 [{is_integer, '$1'}, {'<', '$1', Now}], [true]}]),
 	{maps:size(New), Gone}.
 
 nameprep(P) ->

@@ -20,7 +20,10 @@ pub fn render(cmd: &clap::Command, w: &mut dyn Write) -> io::Result<()> {
     }
     writeln!(w, ".SH EXAMPLES")?;
     for (what, command) in EXAMPLES {
-        writeln!(w, ".PP\n{}\n.PP\n.RS 4\n.EX\n{}\n.EE\n.RE", escape(what), escape(command))?;
+        if !what.is_empty() {
+            writeln!(w, ".PP\n{}", escape(what))?;
+        }
+        writeln!(w, ".PP\n.RS 4\n.EX\n{}\n.EE\n.RE", escape(command))?;
     }
     writeln!(w, ".SH \"SEE ALSO\"\n.BR server\\-trust\\-sidecar (8)")?;
     writeln!(
@@ -31,7 +34,8 @@ pub fn render(cmd: &clap::Command, w: &mut dyn Write) -> io::Result<()> {
     man.render_version_section(w)
 }
 
-/// Every EXAMPLES entry: what it does, and the command as an admin types it. The test runs
+/// Every EXAMPLES entry: what it does (empty: more of the one before), and the command as an
+/// admin types it. The test runs
 /// each with the store path replaced by a scratch store and without `sudo`.
 pub const EXAMPLES: &[(&str, &str)] = &[
     (

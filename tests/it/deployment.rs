@@ -11,18 +11,9 @@ use crate::support::{QUIET, WAIT};
 
 /// request on montague, approve on capulet, both reach Both (the CLI runs as root).
 fn handshake(lab: &Lab) {
-    lab.montague.cli(&["request", CAPULET]);
-    lab.capulet.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
-    lab.capulet.wait_state(MONTAGUE, "none+pending-in", WAIT);
-    lab.montague.assert_none_for(
-        QUIET,
-        presence_from(CAPULET, "subscribed"),
-        "capulet must not auto-approve",
-    );
-    lab.capulet.cli(&["approve", MONTAGUE]);
-    lab.montague.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
-    lab.montague.wait_state(CAPULET, "both", WAIT);
-    lab.capulet.wait_state(MONTAGUE, "both", WAIT);
+    crate::support::handshake(lab, || {
+        lab.capulet.cli(&["approve", MONTAGUE]);
+    });
 }
 
 /// Every file and folder under `dir`, with its owner.

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use server_trust_lab::admin::output_text;
-use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, TrustAdmin, artifacts, presence_from};
+use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, TrustAdmin, artifacts};
 
-use crate::support::{QUIET, WAIT};
+use crate::support::handshake;
 
 // The commands of README.md's "Building from source", exactly as shown there (one test checks
 // that the section shows these and nothing else).
@@ -54,22 +54,6 @@ fn run_doc(cmd: &str, env: &[(&str, &str)]) -> Output {
         .unwrap();
     assert!(out.status.success(), "`{line}` failed ({}):\n{}", out.status, output_text(&out));
     out
-}
-
-/// request on montague, approve on capulet with `approve`, both reach Both.
-fn handshake(lab: &Lab, approve: impl Fn()) {
-    lab.montague.cli(&["request", CAPULET]);
-    lab.capulet.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
-    lab.capulet.wait_state(MONTAGUE, "none+pending-in", WAIT);
-    lab.montague.assert_none_for(
-        QUIET,
-        presence_from(CAPULET, "subscribed"),
-        "capulet must not auto-approve",
-    );
-    approve();
-    lab.montague.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
-    lab.montague.wait_state(CAPULET, "both", WAIT);
-    lab.capulet.wait_state(MONTAGUE, "both", WAIT);
 }
 
 /// The README section's shell commands (comments and blank lines dropped).

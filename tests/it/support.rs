@@ -54,6 +54,23 @@ pub fn requested() -> Lab {
     lab
 }
 
+/// On a running `lab`: montague requests, capulet does not auto-approve, `approve` decides
+/// on capulet (the CLI, an installed CLI, ...), and both reach Both.
+pub fn handshake(lab: &Lab, approve: impl Fn()) {
+    lab.montague.cli(&["request", CAPULET]);
+    lab.capulet.wait_for("subscribe from montague", WAIT, presence_from(MONTAGUE, "subscribe"));
+    lab.capulet.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    lab.montague.assert_none_for(
+        QUIET,
+        presence_from(CAPULET, "subscribed"),
+        "capulet must not auto-approve",
+    );
+    approve();
+    lab.montague.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
+    lab.montague.wait_state(CAPULET, "both", WAIT);
+    lab.capulet.wait_state(MONTAGUE, "both", WAIT);
+}
+
 /// Both servers reach Both.
 pub fn buddies() -> Lab {
     let lab = requested();

@@ -254,6 +254,11 @@ mod tests {
     }
 }
 
+/// The server-trust ad-hoc command nodes (the same on Prosody and ejabberd).
+pub const NODE_REQUEST: &str = "urn:xmpp:server-trust#request";
+pub const NODE_PENDING: &str = "urn:xmpp:server-trust#pending";
+pub const NODE_REVOKE: &str = "urn:xmpp:server-trust#revoke";
+
 /// Reading what [`XmppClient::command`] returns (the Prosody and the ejabberd ad-hoc tests).
 pub mod reply {
     use serde_json::Value;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use server_trust_lab::ejabberd::{EjabberdLab, EjabberdOptions, VERONA};
-use server_trust_lab::xmpp_client::XmppClient;
 use server_trust_lab::xmpp_client::reply::{errors, form_peers, list, notes, sessionid, strs};
+use server_trust_lab::xmpp_client::{NODE_PENDING, NODE_REQUEST, NODE_REVOKE, XmppClient};
 use server_trust_lab::{MONTAGUE, Stanza, TrustAdmin, presence_from};
 
 const T: Duration = Duration::from_secs(30);
@@ -28,9 +28,6 @@ const QUIET: Duration = Duration::from_secs(2);
 const CAPULET: &str = "capulet.lit"; // a second Prosody host: the one denied
 const ROMEO: &str = "romeo.lit"; // never asked: a peer no form offered
 
-const NODE_REQUEST: &str = "urn:xmpp:server-trust#request";
-const NODE_PENDING: &str = "urn:xmpp:server-trust#pending";
-const NODE_REVOKE: &str = "urn:xmpp:server-trust#revoke";
 const NODES: [&str; 3] = [NODE_PENDING, NODE_REQUEST, NODE_REVOKE];
 const COMMANDS_NS: &str = "http://jabber.org/protocol/commands";
 

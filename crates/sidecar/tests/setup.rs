@@ -3,6 +3,8 @@
 //! `ReadWritePaths=` must exist, and the service runs as `ejabberd`), and the token commands
 //! make files the sidecar accepts, owned by the user it runs as.
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -34,13 +36,7 @@ fn setup(dir: &Path, owner: Option<(u32, u32)>) -> std::path::PathBuf {
     token(dir, "admin.token", owner);
     token(dir, "api.token", owner);
     let config = dir.join("sidecar.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\nstore = \"store\"\nhook_token_file = \"hook.token\"\n\
-         admin_token_file = \"admin.token\"\n[[host]]\nname = \"verona.lit\"\n\
-         api_url = \"http://127.0.0.1:1/api\"\napi_token_file = \"api.token\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, common::CONFIG).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     config
 }

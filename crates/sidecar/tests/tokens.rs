@@ -1,6 +1,8 @@
 //! Issue 14, defect 6, through the real binary: weak hook and admin tokens are refused by
 //! `--check` and at start with a clear message, and `gen-token` makes good ones.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -20,13 +22,7 @@ fn setup(dir: &Path, hook: &str, admin: &str) -> std::path::PathBuf {
     secret(dir, "api.token", "ejabberd-makes-this-one");
     std::fs::create_dir_all(dir.join("store")).unwrap(); // `--check` wants the store folder
     let config = dir.join("sidecar.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\nstore = \"store\"\nhook_token_file = \"hook.token\"\n\
-         admin_token_file = \"admin.token\"\n[[host]]\nname = \"verona.lit\"\n\
-         api_url = \"http://127.0.0.1:1/api\"\napi_token_file = \"api.token\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, common::CONFIG).unwrap();
     config
 }
 

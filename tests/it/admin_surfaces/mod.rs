@@ -15,7 +15,7 @@ use std::process::Output;
 use serde_json::Value;
 use server_trust_lab::lua::lua_str;
 use server_trust_lab::xmpp_client::reply::{list, notes, strs};
-use server_trust_lab::xmpp_client::{XmppClient, create_user};
+use server_trust_lab::xmpp_client::{NODE_PENDING, NODE_REQUEST, NODE_REVOKE, XmppClient, create_user};
 use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, Server, Stanza, TrustAdmin, presence_from};
 
 use crate::support::WAIT;
@@ -28,9 +28,6 @@ const VERONA: &str = "verona.lit";
 const STRANGER: &str = "tybalt.lit";
 const ADMIN: &str = "admin@capulet.lit";
 const EVE: &str = "eve@capulet.lit";
-const NODE_REQUEST: &str = "urn:xmpp:server-trust#request";
-const NODE_PENDING: &str = "urn:xmpp:server-trust#pending";
-const NODE_REVOKE: &str = "urn:xmpp:server-trust#revoke";
 
 fn lab_with_verona() -> Lab {
     Lab::with_server_trust(LabOptions { montague_extra_hosts: vec![VERONA.into()], ..LabOptions::default() })

@@ -279,8 +279,8 @@ module:hook("presence/host", function (event)
 	else
 		if ptype == "subscribe" and origin.type == "s2sin" and engine then
 			-- Evidence: how this stream was authenticated, and the certificate it showed.
-			local conn = origin.conn;
-			local cert = conn and conn.ssl_peercertificate and conn:ssl_peercertificate();
+			local sock = origin.conn and origin.conn:socket();
+			local cert = sock and sock.getpeercertificate and sock:getpeercertificate();
 			local auth = origin.dane and "dane" or origin.cert_identity_status == "valid" and "certificate" or "dialback";
 			local ok, _, serr = pcall(engine.session, engine, from_host, auth, cert and cert:pem() or nil);
 			if not ok or serr then log("debug", "Stream facts for %s not kept: %s", from_host, tostring(serr or _)); end

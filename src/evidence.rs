@@ -61,6 +61,15 @@ impl Auth {
     pub fn as_str(self) -> &'static str {
         crate::vocab::name(&self)
     }
+
+    /// For people: what the method proves.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Auth::Certificate => "a certificate valid for its domain",
+            Auth::Dane => "a certificate verified by DANE",
+            Auth::Dialback => "dialback only (no valid certificate)",
+        }
+    }
 }
 
 impl std::str::FromStr for Auth {
@@ -180,12 +189,7 @@ impl Evidence {
                 .get(what)
                 .map_or_else(|| "not known yet".to_string(), |why| format!("unknown ({why})"))
         };
-        let auth = match self.auth {
-            Some(Auth::Certificate) => "a certificate valid for its domain",
-            Some(Auth::Dane) => "a certificate verified by DANE",
-            Some(Auth::Dialback) => "dialback only (no valid certificate)",
-            None => "not known",
-        };
+        let auth = self.auth.map_or("not known", Auth::describe);
         let mut out = vec![format!("authenticated by: {auth}")];
         out.push(match (&self.cert_issuer, &self.cert_expires) {
             (Some(i), Some(e)) => format!("certificate: issued by {i}, expires {e}"),

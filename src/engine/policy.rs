@@ -234,7 +234,7 @@ impl<'a> Txn<'a> {
             "Approve: "
         };
         let stream = match &session {
-            Some(_) => format!(" Its server {}.", req.evidence.lines()[0]),
+            Some(s) => format!(" Its stream was authenticated by {}.", s.auth.describe()),
             None => String::new(),
         };
         let text = format!(

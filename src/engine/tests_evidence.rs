@@ -42,7 +42,7 @@ fn a_new_request_is_recorded_then_queried_and_answers_fill_its_file() {
     let acts = e.inbound("montague.lit", PresenceKind::Subscribe, Some("s1")).unwrap();
     assert_eq!(queries(&acts), [("montague.lit", DISCO_INFO), ("montague.lit", VERSION)]);
     let prompt = notices(&acts)[0];
-    assert!(prompt.contains("authenticated by: dialback only"), "{prompt}");
+    assert!(prompt.contains("Its stream was authenticated by dialback only"), "{prompt}");
     // The request is on disk before any answer.
     let file = |e: &Engine| e.store().read_pending(&Domain::new("montague.lit").unwrap()).unwrap().unwrap();
     assert_eq!(file(&e).evidence.auth, Some(crate::evidence::Auth::Dialback));

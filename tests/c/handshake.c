@@ -166,11 +166,52 @@ int main(int argc, char **argv) {
     CHECK(count_sends(a1, "subscribe") == 1);
     CHECK(state(m, "capulet.lit") == ST_SUBSCRIPTION_NONE_PENDING_OUT);
 
-    /* capulet holds it for its admin: nothing goes back. */
+    /* capulet holds it for its admin: nothing goes back. The host tells how the stream
+       was authenticated first (evidence for the admin). */
+    CHECK(st_engine_session(c, "montague.lit", "trust-me", NULL, 0) == ST_STATUS_UNKNOWN_NAME);
+    CHECK(st_engine_session(c, "montague.lit", "dialback", NULL, 0) == ST_STATUS_OK);
     c1 = deliver("montague.lit", a1, c, "capulet.lit");
     CHECK(c1.n == 1 && batch_sends(&c1, "subscribed") == 0);
     CHECK(state(c, "montague.lit") == ST_SUBSCRIPTION_NONE_PENDING_IN);
     CHECK(!trusted(c, "montague.lit"));
+
+    /* ... and asks montague two questions; the host sends them and hands back the replies
+       (here disco#info answers, version times out): the last one brings a notice. */
+    {
+        size_t i, queries = 0, notices = 0;
+        for (i = 0; i < st_actions_len(c1.lists[0]); i++) {
+            st_action a;
+            st_actions *got = NULL;
+            const char *reply = NULL;
+            size_t j;
+            CHECK(st_actions_get(c1.lists[0], i, &a) == ST_STATUS_OK);
+            if (a.kind != ST_ACTION_QUERY) continue;
+            queries++;
+            CHECK(strcmp(a.peer, "montague.lit") == 0);
+            if (strcmp(a.text, "http://jabber.org/protocol/disco#info") == 0) {
+                reply = "<iq type='result'><query xmlns='http://jabber.org/protocol/disco#info'>"
+                        "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'>"
+                        "<value>http://jabber.org/network/serverinfo</value></field>"
+                        "<field var='abuse-addresses'><value>mailto:abuse@montague.lit</value></field>"
+                        "</x></query></iq>";
+            } else {
+                CHECK(strcmp(a.text, "jabber:iq:version") == 0);
+            }
+            CHECK(st_engine_answer(c, a.peer, a.text, reply, &got) == ST_STATUS_OK);
+            for (j = 0; j < st_actions_len(got); j++) {
+                st_action n;
+                CHECK(st_actions_get(got, j, &n) == ST_STATUS_OK);
+                if (n.kind == ST_ACTION_NOTIFY) {
+                    notices++;
+                    CHECK(strstr(n.text, "abuse mailto:abuse@montague.lit") != NULL);
+                    CHECK(strstr(n.text, "dialback only") != NULL);
+                }
+            }
+            st_actions_free(got);
+        }
+        CHECK(queries == 2 && notices == 1);
+        CHECK(ST_ANSWER_TIMEOUT_SECS == 10);
+    }
 
     /* capulet's admin approves: subscribed + reciprocal subscribe. */
     CHECK(st_engine_approve(c, "montague.lit", &c2) == ST_STATUS_OK);

@@ -12,6 +12,7 @@ mod deny_and_revoke;
 mod deployment;
 mod docs;
 mod engine_pairs;
+mod evidence;
 mod fails_closed;
 mod federation;
 mod floods;

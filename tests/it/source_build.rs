@@ -25,6 +25,10 @@ const PC_BUILD: &str =
     "cc tests/c/handshake.c $(pkg-config --cflags --libs server-trust) -o target/handshake";
 const README_COMMANDS: [&str; 5] = [BUILD, C_BUILD, C_RUN, INSTALL, PC_BUILD];
 
+/// The README's C commands build `target/handshake`, then run it: two tests doing that at
+/// once would run a file the other's compiler is still writing.
+static HANDSHAKE_BINARY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -109,6 +113,7 @@ fn the_build_folder_serves_a_c_program_as_it_is() {
     // The profile this test binary runs in has the same links (made by the same build scripts).
     let own = artifacts::get().c_library.parent().unwrap();
     assert!(own.join("libserver_trust.so.0").exists() && own.join("server_trust_lua.so").exists());
+    let _binary = HANDSHAKE_BINARY.lock().unwrap_or_else(|p| p.into_inner());
     run_doc(C_BUILD, &[]);
     let out = run_doc(C_RUN, &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("C handshake OK"), "{}", output_text(&out));
@@ -148,6 +153,7 @@ fn install_sh_stages_a_tree_that_works() {
     let flags = run_doc("pkg-config --cflags --libs server-trust", &pc_env);
     let flags = String::from_utf8_lossy(&flags.stdout).to_string();
     assert!(flags.contains(&format!("-L{}", usr.join("lib").display())), "{flags}");
+    let _binary = HANDSHAKE_BINARY.lock().unwrap_or_else(|p| p.into_inner());
     run_doc(PC_BUILD, &pc_env);
     let lib = usr.join("lib");
     let out = run_doc(r#"target/handshake "$(mktemp -d)""#, &[("LD_LIBRARY_PATH", lib.to_str().unwrap())]);

@@ -35,11 +35,25 @@ check(not ok, "groups must be a table");
 
 -- A request, as actions.
 local acts = assert(e:inbound("montague.lit", "subscribe", "x1"));
-check(#acts == 1 and acts[1].kind == "notify" and acts[1].peer == "montague.lit", "prompt");
+check(#acts == 3 and acts[1].kind == "notify" and acts[1].peer == "montague.lit", "prompt");
 check(acts[1].text:find("approve montague.lit"), "prompt says how to approve");
+-- Then the evidence queries, as tables the module turns into iqs.
+check(acts[2].kind == "query" and acts[2].peer == "montague.lit"
+	and acts[2].ns == "http://jabber.org/protocol/disco#info" and acts[3].ns == "jabber:iq:version", "queries");
 check(e:state("montague.lit") == "none+pending-in");
 local pending, errors = e:pending();
 check(#pending == 1 and pending[1].peer == "montague.lit" and pending[1].decision == "pending" and #errors == 0);
+check(pending[1].summary[1] == "authenticated by: not known", "summary", tostring(pending[1].summary[1]));
+-- A reply comes back as XML; a timeout as nil. The last one brings the notice.
+check(#assert(e:answer("montague.lit", acts[3].ns,
+	"<iq type='result'><query xmlns='jabber:iq:version'><name>Prosody</name></query></iq>")) == 0, "first answer");
+acts = assert(e:answer("montague.lit", acts[2].ns, nil));
+check(#acts == 1 and acts[1].kind == "notify" and acts[1].text:find("software: Prosody"), "evidence notice");
+check(assert(e:session("montague.lit", "dialback")) == true, "session");
+local sok, serr = e:session("montague.lit", "trust-me");
+check(sok == nil and serr:find("authentication method"), "unknown auth method", tostring(serr));
+check(st.host_stanza("iq", "get", "jabber:iq:version") and not st.host_stanza("message", "chat"), "host_stanza");
+check(st.answer_timeout == 10, "answer_timeout");
 
 acts = assert(e:approve("montague.lit", "shell"));
 local sent, ids, trust = {}, {}, nil;

@@ -74,6 +74,8 @@ modules_enabled = {{
 	"tls";
 	"dialback";
 	"disco";
+	"version";
+	"server_contact_info";
 	"admin_shell";
 	"lab";
 }}

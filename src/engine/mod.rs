@@ -19,6 +19,7 @@ mod api;
 #[cfg(test)]
 mod cap_tests;
 mod compact;
+mod expiry;
 mod liveness;
 pub mod outbox;
 mod outside;
@@ -28,6 +29,7 @@ mod types;
 mod watch;
 
 pub use api::Engine;
+pub use expiry::{Clock, MAX_TRUST_FOR, Until, parse_duration, reminder_days, trust_for};
 pub use types::{Action, Actor, Config, Federation, LogLevel, PeerPresence, PresenceKind, Stats};
 
 #[cfg(test)]
@@ -36,5 +38,7 @@ mod outbox_tests;
 mod tests;
 #[cfg(test)]
 mod tests_decisions;
+#[cfg(test)]
+mod tests_expiry;
 #[cfg(test)]
 mod tests_outside;

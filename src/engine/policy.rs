@@ -34,9 +34,9 @@ const SITE_BUCKETS: usize = 4096;
 
 /// One operation in progress: the locked state, the actor, and what it produced.
 pub(super) struct Txn<'a> {
-    engine: &'a Engine,
+    pub(super) engine: &'a Engine,
     ops: &'a mut Ops,
-    actor: Actor,
+    pub(super) actor: Actor,
     actions: Vec<Action>,
     /// The entries this operation changed (`None`: removed).
     working: Map<Option<RosterEntry>>,
@@ -51,6 +51,7 @@ impl<'a> Txn<'a> {
     pub(super) fn finish(mut self) -> (Map<Option<RosterEntry>>, Vec<Action>) {
         // Subscription stanzas are recorded with the change that caused them.
         super::outbox::record(&mut self.working, &self.actions);
+        super::expiry::tidy(&mut self.working);
         (self.working, self.actions)
     }
 
@@ -84,7 +85,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn log(&mut self, level: LogLevel, text: String) {
+    pub(super) fn log(&mut self, level: LogLevel, text: String) {
         self.actions.push(Action::Log { level, text });
     }
 
@@ -92,7 +93,7 @@ impl<'a> Txn<'a> {
         self.actions.push(Action::Send { to: to.clone(), kind, id: id.map(str::to_string) });
     }
 
-    fn notify(&mut self, peer: &Domain, text: String) {
+    pub(super) fn notify(&mut self, peer: &Domain, text: String) {
         self.actions.push(Action::Notify { peer: peer.clone(), text });
     }
 
@@ -207,6 +208,7 @@ impl<'a> Txn<'a> {
             decision: Decision::Pending,
             decided_by: None,
             decided_at: None,
+            trust_for: None,
             first_seen: now.clone(),
             last_seen: now,
             times_seen: 1,
@@ -638,7 +640,9 @@ impl<'a> Txn<'a> {
                 (decision, self.actor) = (f.decision, f.by);
             }
             // The state is pending-in (recovered above if need be): the decision applies.
+            let trust_for = req.trust_for.clone().filter(|_| decision == Decision::Approve);
             self.carry_out(&req.peer, decision, req.stanza_id);
+            self.end_from_file(&req.peer, trust_for.as_deref());
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
         let gone = dismissed(&self.engine.view.load(), &self.working, &self.engine.store);
@@ -691,6 +695,7 @@ impl<'a> Txn<'a> {
                 decision: Decision::Pending,
                 decided_by: None,
                 decided_at: None,
+                trust_for: None,
                 first_seen: at.clone(),
                 last_seen: at,
                 times_seen: 1,

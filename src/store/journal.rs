@@ -100,6 +100,10 @@ fn fields(e: &RosterEntry) -> Map<String, Value> {
             // Left out of roster.toml when empty, but a field like the others here: a line
             // can set it, and an emptied outbox is journalled as `"outbox":null`.
             m.entry("outbox").or_insert(Value::Null);
+            // The same for the end of a time-limited trust, cleared when it ends or is renewed
+            // for good.
+            m.entry("expires_at").or_insert(Value::Null);
+            m.entry("reminded_at").or_insert(Value::Null);
             m
         }
         _ => unreachable!("a roster entry is a struct"),

@@ -8,6 +8,7 @@
 //! | `boundary` | the panic boundary and argument checks every function starts with |
 //! | `status` | `st_status` (numbered in bands), its descriptions, `st_last_error` |
 //! | `engine` | `st_engine`: open, inbound presence, admin acts, poll, trust checks |
+//! | `expiry` | trust for a time: approving for some seconds, moving the end |
 //! | `actions` | `st_actions` / `st_action`: what the host must do |
 //! | `transition` | the pure RFC 6121 table and the numbered vocabularies (states, types) |
 //!
@@ -19,12 +20,14 @@
 pub(crate) mod boundary;
 mod actions;
 mod engine;
+mod expiry;
 mod outbox;
 pub(crate) mod status;
 mod transition;
 
 pub use actions::*;
 pub use engine::*;
+pub use expiry::*;
 pub use outbox::*;
 pub use status::*;
 pub use transition::*;

@@ -118,6 +118,23 @@ impl Until {
         Ok(Until::At(format_rfc3339(humantime::parse_rfc3339_weak(s.trim()).expect("checked"))))
     }
 
+    /// What admins type in a shell, a form or a request body: `forever` (or `never`), a
+    /// length of time (`90d`), or an RFC 3339 time.
+    pub fn parse(s: &str) -> Result<Until> {
+        match s.trim() {
+            "forever" | "never" => Ok(Until::Forever),
+            t => match parse_duration("for", t) {
+                Ok(d) => Ok(Until::For(trust_for(d)?)),
+                Err(_) => Until::at(t).map_err(|_| Error::InvalidOption {
+                    name: "until",
+                    reason: format!(
+                        "{t:?} is neither a length of time (90d), a time (2027-03-08T12:00:00Z) nor forever"
+                    ),
+                }),
+            },
+        }
+    }
+
     /// The `expires_at` this sets, at `now`.
     fn expires_at(&self, now: SystemTime) -> Option<String> {
         match self {

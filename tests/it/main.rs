@@ -22,3 +22,4 @@ mod outbox;
 mod source_build;
 mod store_decisions;
 mod support;
+mod trust_expiry;

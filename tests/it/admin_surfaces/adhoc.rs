@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::support::QUIET;
-use server_trust_lab::xmpp_client::reply::{form_peers, sessionid};
+use server_trust_lab::xmpp_client::reply::{TRUST_FOR, form_peers, sessionid};
 
 const NODES: [&str; 3] = [NODE_PENDING, NODE_REQUEST, NODE_REVOKE];
 
@@ -60,7 +60,12 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
     assert_eq!(form_type.len(), 1, "{r}");
     assert_eq!(form_type[0]["type"], "hidden");
     assert_eq!(form_peers(&r), [MONTAGUE, VERONA], "{r}");
-    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE") {
+    // And one optional text field: approve for a time only (empty: no end).
+    let trust_for: Vec<&Value> = fields.iter().filter(|f| f["var"] == TRUST_FOR).collect();
+    assert_eq!(trust_for.len(), 1, "{r}");
+    assert_eq!(trust_for[0]["type"], "text-single", "{r}");
+    assert!(strs(&trust_for[0]["values"]).is_empty(), "no end unless asked: {r}");
+    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR) {
         assert_eq!(f["type"], "list-single", "{f}");
         assert!(strs(&f["values"]).is_empty(), "no default allowed: {f}");
         assert_eq!(strs(&f["options"]), ["approve", "deny", "later"], "{f}");
@@ -68,12 +73,12 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
     // Opening the form decides nothing.
     m.assert_none_for(QUIET, presence(CAPULET, MONTAGUE, "subscribed"), "the form alone approves nothing");
 
-    // Submit: approve montague, decide verona later.
+    // Submit: approve montague for 90 days, decide verona later.
     let r = adhoc(
         &mut admin,
         NODE_PENDING,
         Some("complete"),
-        &[(MONTAGUE, "approve"), (VERONA, "later")],
+        &[(MONTAGUE, "approve"), (VERONA, "later"), (TRUST_FOR, "90d")],
         Some(&sid),
     );
     assert_eq!(r["type"], "result", "{r}");
@@ -89,6 +94,8 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
     c.wait_state(MONTAGUE, "both", WAIT);
     m.wait_state(CAPULET, "both", WAIT);
     assert!(!c.pending_file(MONTAGUE).exists());
+    let show: Value = serde_json::from_slice(&c.cli(&["--json", "show", MONTAGUE]).stdout).unwrap();
+    assert!(show["entry"]["expires_at"].is_string(), "approved for 90d has an end: {show}");
     assert_eq!(c.state(VERONA), "none+pending-in", "later means later");
     assert!(c.pending_file(VERONA).exists());
     m.assert_none_for(QUIET, |s| s.via_s2s() && s.to.as_deref() == Some(VERONA), "nothing to verona yet");

@@ -370,7 +370,10 @@ impl Engine {
             txn.on_decision(&peer, Decision::Approve)?;
             match d {
                 Some(d) => txn.set_end(&peer, &super::expiry::Until::For(d), "approve for a time"),
-                None => Ok(txn.end_from_file(&peer, recorded.as_deref())),
+                None => {
+                    txn.end_from_file(&peer, recorded.as_deref());
+                    Ok(())
+                }
             }
         })
     }

@@ -262,3 +262,14 @@ fn a_short_trust_needs_no_reminder_and_losing_trust_clears_the_end() {
     assert!(e.poll().unwrap().is_empty());
     assert!(e.is_trusted("montague.lit", None), "trust given again with no time has no end");
 }
+
+#[test]
+fn what_admins_type_for_an_end_is_read_or_refused() {
+    assert_eq!(Until::parse("forever").unwrap(), Until::Forever);
+    assert_eq!(Until::parse(" 90d ").unwrap(), Until::For(Duration::from_secs(90 * DAY)));
+    assert_eq!(Until::parse("2027-03-08T12:00:00Z").unwrap(), Until::At("2027-03-08T12:00:00Z".into()));
+    for bad in ["", "soon", "0s", "3651d", "2027-13-08T12:00:00Z", "90 days"] {
+        assert!(Until::parse(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(parse_duration("for", "1w2d").unwrap(), Duration::from_secs(9 * DAY));
+}

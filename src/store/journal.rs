@@ -72,7 +72,11 @@ impl Change {
         let new = fields(new);
         let set = match old.map(fields) {
             Some(old) => new.into_iter().filter(|(k, v)| old.get(k) != Some(v)).collect(),
-            None => new,
+            // A new entry's unset end is its default: not worth a line's bytes.
+            None => new
+                .into_iter()
+                .filter(|(k, v)| !(v.is_null() && (k == "expires_at" || k == "reminded_at")))
+                .collect(),
         };
         Change { peer: peer.clone(), set, remove: false }
     }

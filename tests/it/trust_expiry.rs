@@ -89,3 +89,29 @@ fn trust_for_a_time_ends_as_a_revoke_on_the_wire_and_survives_a_restart() {
     assert!(ended.iter().any(|l| l.contains("revoke: unsubscribed")), "{log}");
     assert!(ended.iter().any(|l| l.contains("revoke: unsubscribe ")), "{log}");
 }
+
+/// `server_trust:approve_for(peer, "30d")` in Prosody's shell: trust with an end, audited
+/// with the shell as the actor; a time that is not one approves nothing.
+#[test]
+fn the_shell_approves_for_a_time() {
+    let lab = requested();
+    let (m, c) = (&lab.montague, &lab.capulet);
+    let out =
+        c.shell(&format!("server_trust:approve_for({}, {})", lua_str(MONTAGUE), lua_str("thirty days")));
+    assert!(!out.status.success(), "{out:?}");
+    std::thread::sleep(crate::support::QUIET);
+    assert!(m.received().iter().all(|s| !presence_from(CAPULET, "subscribed")(s)), "nothing approved");
+    assert_eq!(c.state(MONTAGUE), "none+pending-in");
+    let out = c.shell_ok(&format!("server_trust:approve_for({}, {})", lua_str(MONTAGUE), lua_str("30d")));
+    assert!(out.contains(&format!("OK: approve_for {MONTAGUE} 30d on {CAPULET}")), "{out}");
+    m.wait_for("subscribed from capulet", WAIT, presence_from(CAPULET, "subscribed"));
+    c.wait_state(MONTAGUE, "both", WAIT);
+    let end = end_of(&listed(&lab)["expires_at"]);
+    let after = end.duration_since(SystemTime::now()).unwrap();
+    assert!(after > Duration::from_secs(30 * 86_400) - WAIT, "{after:?}");
+    let log = c.cli_text(&["log", "--peer", MONTAGUE]);
+    assert!(
+        log.lines().any(|l| l.contains(" shell ") && l.contains("approve for a time: trusted until ")),
+        "{log}"
+    );
+}

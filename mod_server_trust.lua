@@ -579,8 +579,10 @@ function shell:list(h)
 	local n = print_each(self, h, "roster", function (e)
 		local since = e.since and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.since));
 		local seen = not since and "never seen" or (e.available and "available since " or "last seen ")..since;
-		return e.peer, e.state, e.trusted and "trusted" or "-", seen, t_concat(e.groups, ","),
-			e.expires_at and "until "..e.expires_at or nil;
+		local trust, groups = e.trusted and "trusted" or "-", t_concat(e.groups, ",");
+		-- Only trust given for a time has an end to show (a trailing nil would print "nil").
+		if e.expires_at then return e.peer, e.state, trust, seen, groups, "until "..e.expires_at; end
+		return e.peer, e.state, trust, seen, groups;
 	end);
 	return true, n.." peers";
 end

@@ -176,6 +176,7 @@ fn every_act_through_the_shell(v: Prosody, form: Form) {
     let out = act(c, form, "list", &[]);
     let line = out.lines().find(|l| l.starts_with(&format!("{CAPULET}\t{MONTAGUE}\t"))).unwrap_or("");
     assert!(line.contains("\tuntil 20"), "{out}");
+    assert!(!out.contains("\tnil"), "a peer with no end shows none: {out}");
 
     // revoke: unsubscribe + unsubscribed; gone on both sides.
     let out = act(c, form, "revoke", &[MONTAGUE]);

@@ -34,6 +34,7 @@ for key, name in pairs({ reciprocate = "server_trust_reciprocate", preapprove_on
 		notify_burst = "server_trust_notify_burst", repeat_window = "server_trust_repeat_window",
 		site_requests_per_minute = "server_trust_site_requests_per_minute",
 		pending_expiry_days = "server_trust_pending_expiry_days",
+		expiry_reminder_days = "server_trust_expiry_reminder_days",
 		federation = "server_trust_federation", federation_group = "server_trust_federation_group",
 		watch = "server_trust_watch" }) do
 	options[key] = module:get_option(name);
@@ -494,6 +495,10 @@ local shell = setmetatable({}, { help = {
 		deny_older = { desc = "Deny every pending request first seen longer ago than an age (7d, 12h, 30m)",
 			args = array({ { name = "host" }, { name = "age" } }) };
 		dropped = { desc = "Requests dropped at the pending caps, since when", args = host_args };
+		approve_for = { desc = "Approve a peer's pending request for a time only (90d, 12h, 2w)",
+			args = array({ { name = "host" }, { name = "peer" }, { name = "for" } }) };
+		renew = { desc = "Set when the trust in a buddy ends: 90d from now, an RFC 3339 time, or forever",
+			args = array({ { name = "host" }, { name = "peer" }, { name = "until" } }) };
 	};
 } });
 for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
@@ -503,6 +508,18 @@ for _, act in ipairs({ "request", "approve", "deny", "revoke" }) do
 		local ok, err = registry[h].call(act, peer, "shell");
 		if not ok then return false, err; end
 		return true, act.." "..peer.." on "..h;
+	end;
+end
+-- Trust for a time: (host, peer, when), or (peer, when) when a single host serves buddies.
+for act, method in pairs({ approve_for = "approve_for", renew = "renew" }) do
+	shell[act] = function (self, a, b, c) -- luacheck: ignore 212/self
+		local h, peer, when;
+		if c then h, peer = target(a, b); when = c; else h, peer = target(a); when = b; end
+		if not h then return false, peer; end
+		if when == nil then return false, "say for how long (90d) or until when"; end
+		local ok, err = registry[h].call(method, peer, tostring(when), "shell");
+		if not ok then return false, err; end
+		return true, act.." "..peer.." "..tostring(when).." on "..h;
 	end;
 end
 -- Prints one line per item that `method` lists, for host `h` or every host.
@@ -589,7 +606,10 @@ function shell:list(h)
 	local n = print_each(self, h, "roster", function (e)
 		local since = e.since and os_date("!%Y-%m-%dT%H:%M:%SZ", floor(e.since));
 		local seen = not since and "never seen" or (e.available and "available since " or "last seen ")..since;
-		return e.peer, e.state, e.trusted and "trusted" or "-", seen, t_concat(e.groups, ",");
+		local trust, groups = e.trusted and "trusted" or "-", t_concat(e.groups, ",");
+		-- Only trust given for a time has an end to show (a trailing nil would print "nil").
+		if e.expires_at then return e.peer, e.state, trust, seen, groups, "until "..e.expires_at; end
+		return e.peer, e.state, trust, seen, groups;
 	end);
 	return true, n.." peers";
 end
@@ -620,10 +640,13 @@ end
 peer_command("Request a server buddy", "urn:xmpp:server-trust#request", "request");
 peer_command("Revoke a server buddy", "urn:xmpp:server-trust#revoke", "revoke");
 
--- One choice per pending peer, with no default: the admin must pick approve or deny.
+-- One choice per pending peer, with no default: the admin must pick approve or deny. An
+-- optional length of time limits the approvals (the same form as ejabberd's).
 -- `summaries` (peer -> lines, from the engine) go above each choice, as what is known.
 local function pending_layout(peers, summaries)
-	local fields = { title = "Pending server buddy requests"; form_type };
+	local fields = { title = "Pending server buddy requests"; form_type;
+		{ name = "trust_for", type = "text-single",
+			label = "Trust the approved for (e.g. 90d; empty: no end)" } };
 	for _, peer in ipairs(peers) do
 		local summary = summaries and summaries[peer];
 		if summary then
@@ -648,10 +671,16 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 	end
 	local fields = pending_layout(state.peers):data(data.form);
 	local done, failed = {}, {};
+	local trust_for = fields.trust_for ~= "" and fields.trust_for or nil;
 	for _, peer in ipairs(state.peers) do
 		local choice = fields[peer];
 		if choice == "approve" or choice == "deny" then
-			local ok, err = call(choice, peer, "adhoc");
+			local ok, err;
+			if choice == "approve" and trust_for then
+				ok, err = call("approve_for", peer, trust_for, "adhoc");
+			else
+				ok, err = call(choice, peer, "adhoc");
+			end
 			if ok then done[#done+1] = peer..": "..choice; else failed[#failed+1] = tostring(err); end
 		elseif choice ~= nil and choice ~= "later" then
 			-- Never read as "later": the admin meant something, and is told it did nothing.

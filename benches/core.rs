@@ -86,6 +86,7 @@ fn build_pending_1000(root: &Path) {
         decision: Decision::Pending,
         decided_by: None,
         decided_at: None,
+        trust_for: None,
         first_seen: now.clone(),
         last_seen: now.clone(),
         times_seen: 1,

@@ -614,6 +614,31 @@ st_status st_engine_answer(const struct st_engine *engine,
                            struct st_actions **out);
 
 /**
+ * Admin act: approve `peer`'s pending request for `seconds` only (1 to 315360000, ten
+ * years), as `st_engine_approve` does otherwise. The engine's polls remind the admins
+ * (an `ST_ACTION_NOTIFY`) 7 days before the end, then withdraw trust as `st_engine_revoke`
+ * does: `unsubscribed` (and `unsubscribe` when we are subscribed), a trust action, audited
+ * as the engine's. `ST_STATUS_INVALID_OPTION` for a time out of bounds (nothing approved).
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `peer` NUL-terminated; `out` writable.
+ */
+st_status st_engine_approve_for(const struct st_engine *engine,
+                                const char *peer,
+                                uint64_t seconds,
+                                struct st_actions **out);
+
+/**
+ * Admin act: the trust in `peer`, a buddy we approved, ends `seconds` from now (1 to ten
+ * years), or never when `seconds` is 0. The admins are reminded again before the new end.
+ * `ST_STATUS_INVALID_OPTION` for a peer we do not trust or a time out of bounds.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; `peer` NUL-terminated.
+ */
+st_status st_engine_renew(const struct st_engine *engine, const char *peer, uint64_t seconds);
+
+/**
  * Your server accepted this subscription stanza (one an `ST_ACTION_SEND` gave, with the
  * same `id`, NULL for none): it leaves the outbox. Any other stanza (a probe answer) is
  * ignored. `*out` receives actions, as every change returns (usually none).

@@ -76,6 +76,9 @@ pub struct PeerView {
     /// Since when (RFC 3339): for an unavailable peer, when it was last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// When our trust in it ends (RFC 3339), for trust given for a time; absent: no end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl PeerView {
@@ -91,6 +94,7 @@ impl PeerView {
             pre_approved: e.pre_approved,
             available: None,
             since: None,
+            expires_at: e.expires_at.clone(),
         }
     }
 }
@@ -176,6 +180,8 @@ pub enum AdminAct {
     Revoke,
     /// Replace a peer's groups.
     Groups,
+    /// Set when a buddy's trust ends.
+    Renew,
 }
 
 /// The answer to an act: what was done and what happens next.
@@ -224,6 +230,22 @@ pub fn decide(store: &Store, peer: &Domain, decision: Decision, actor: Actor) ->
     store.set_decision(peer, decision, actor)?;
     let act = if decision == Decision::Approve { AdminAct::Approve } else { AdminAct::Deny };
     Ok(Done::new(act, peer, "recorded: the server answers at its next poll"))
+}
+
+/// Records an approval for a time only (`trust_for` such as `90d`) in the pending file.
+pub fn approve_for(store: &Store, peer: &Domain, trust_for: &str, actor: Actor) -> Result<Done> {
+    store.set_decision_for(peer, Decision::Approve, actor, Some(trust_for))?;
+    let detail = format!("recorded: the server answers at its next poll; trust ends {trust_for} after that");
+    Ok(Done::new(AdminAct::Approve, peer, detail))
+}
+
+/// The answer to a renewal: when the trust in `peer` now ends.
+pub fn renewed(peer: &Domain, expires_at: Option<&str>) -> Done {
+    let detail = match expires_at {
+        Some(t) => format!("trusted until {t}; the admins are reminded before"),
+        None => "trusted with no end".to_string(),
+    };
+    Done::new(AdminAct::Renew, peer, detail)
 }
 
 /// Splits a comma-separated group list (`""` clears).
@@ -354,32 +376,7 @@ pub fn deny_pending(store: &Store, sel: &Selection, actor: Actor) -> Result<Bulk
 
 /// An age such as `7d`, `12h`, `30m`, `90s`, `2w` (or several: `1d12h`), in seconds.
 pub fn parse_age(s: &str) -> Result<u64> {
-    let bad = || Error::InvalidOption {
-        name: "older-than",
-        reason: format!("{s:?} is not an age such as 7d, 12h, 30m, 90s or 2w"),
-    };
-    let (mut total, mut digits) = (0u64, String::new());
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-        digits.clear();
-    }
-    if !digits.is_empty() || s.trim().is_empty() {
-        return Err(bad());
-    }
-    Ok(total)
+    Ok(crate::engine::parse_duration("older-than", s)?.as_secs())
 }
 
 #[cfg(test)]

@@ -47,6 +47,15 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "sudo server-trust --store /var/lib/prosody/server_trust --host capulet.lit approve montague.lit",
     ),
     (
+        "Approve one for 90 days only: the server reminds its admins 7 days before the end (list \
+         shows it), then withdraws trust as revoke does, unless renewed:",
+        "sudo server-trust --store /var/lib/prosody/server_trust --host capulet.lit approve paris.lit --for 90d",
+    ),
+    (
+        "",
+        "sudo server-trust --store /var/lib/prosody/server_trust --host capulet.lit renew paris.lit --for 90d",
+    ),
+    (
         "Deny every pending request from one site and its subdomains, after a flood:",
         "sudo server-trust --store /var/lib/prosody/server_trust --host capulet.lit deny --site github.io",
     ),
@@ -99,13 +108,15 @@ The store of Debian's Prosody (mod_server_trust's default,
 The store of the packaged sidecar for ejabberd.
 .TP
 .IR HOST /roster.toml
-The server roster: state, groups, note, approved at and by. Admins may edit groups and note.
+The server roster: state, groups, note, approved at and by, and for trust given for a time its
+end (expires_at) and when the admins were reminded of it. Admins may edit groups and note.
 .TP
 .IR HOST /roster.journal
 Changes since roster.toml was last written whole, one JSON line each.
 .TP
 .IR HOST /pending/ PEER .toml
-One inbound request each. Set decision = "approve" or "deny" and save to decide by editing;
+One inbound request each. Set decision = "approve" or "deny" and save to decide by editing
+(with trust_for = "90d" beside an approval, for that long only);
 delete it to dismiss the request without an answer.
 .TP
 .IR HOST /outbound/

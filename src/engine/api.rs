@@ -48,6 +48,8 @@ pub struct Engine {
     born: Instant,
     /// When the outbox's stanzas are tried (see `outbox`).
     pub(super) schedule: super::outbox::Schedule,
+    /// When the next reminder or end of a trust for a time is due (see `expiry`).
+    pub(super) expiry: super::expiry::Due,
 }
 
 /// State only touched with the ops lock held.
@@ -170,6 +172,7 @@ impl Engine {
             expiry_at: AtomicU64::new(1), // at the first poll
             born: Instant::now(),
             schedule: Default::default(),
+            expiry: Default::default(),
             presence: Liveness::load(&store_clone),
             gathering: Default::default(),
             watcher,
@@ -370,6 +373,47 @@ impl Engine {
         self.transact(actor, |txn| txn.on_decision(&peer, Decision::Approve))
     }
 
+    /// Admin approves `peer`'s pending request for a time only: trust ends `d` from now (1 s
+    /// to ten years), with a reminder to the admins `expiry_reminder` before. Without `d`,
+    /// as [`Engine::approve`], but an approval recorded in the pending file for a time keeps
+    /// its time.
+    pub fn approve_for(
+        &self,
+        peer: &str,
+        d: Option<std::time::Duration>,
+        actor: Actor,
+    ) -> Result<Vec<Action>> {
+        let peer = Domain::peer(peer)?;
+        let d = d.map(super::expiry::trust_for).transpose()?;
+        // The pending file's own time, if an admin tool recorded one there (never lost).
+        let recorded = match d {
+            Some(_) => None,
+            None => self.store.read_pending(&peer).ok().flatten().and_then(|r| r.trust_for),
+        };
+        self.transact(actor, |txn| {
+            txn.on_decision(&peer, Decision::Approve)?;
+            match d {
+                Some(d) => txn.set_end(&peer, &super::expiry::Until::For(d), "approve for a time"),
+                None => {
+                    txn.end_from_file(&peer, recorded.as_deref());
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Admin sets when the trust in `peer` (a buddy we approved) ends: `d` from now, at a
+    /// time (one already past ends it at the next poll), or never. Audited; the admins are
+    /// reminded again before the new end.
+    pub fn renew(&self, peer: &str, until: &super::expiry::Until, actor: Actor) -> Result<()> {
+        let peer = Domain::new(peer)?;
+        if let super::expiry::Until::For(d) = until {
+            super::expiry::trust_for(*d)?;
+        }
+        self.transact(actor, |txn| txn.on_renew(&peer, until))?;
+        Ok(())
+    }
+
     /// Admin denies `peer`'s pending request.
     pub fn deny(&self, peer: &str, actor: Actor) -> Result<Vec<Action>> {
         let peer = Domain::peer(peer)?;
@@ -448,18 +492,29 @@ impl Engine {
         // Expiry runs with the scan of pending/, which it forces at most once a minute.
         let scan = scan || due(&self.expiry_at, self.born);
         let drop_notice_due = due(&self.drop_notice_at, self.born);
-        if !look && !scan && !digest_due && !drop_notice_due && !self.has_deferred.load(Ordering::Acquire) {
+        let end_due = self.expiry.at(&self.config.clock);
+        if !look
+            && !scan
+            && !digest_due
+            && !drop_notice_due
+            && !end_due
+            && !self.has_deferred.load(Ordering::Acquire)
+        {
             return Ok(Vec::new());
         }
         let r = self.transact(Actor::File, |txn| {
             txn.replay_deferred()?;
             txn.flush_drop_notice();
             if scan {
-                txn.apply_store_changes()
+                txn.apply_store_changes()?;
             } else {
                 txn.flush_digest();
-                Ok(())
             }
+            // Also due when what was just read (an edit, another engine's renewal) set an end.
+            if self.expiry.at(&self.config.clock) {
+                txn.check_ends();
+            }
+            Ok(())
         });
         match r {
             Err(Error::Busy { holder, .. }) => {
@@ -599,6 +654,7 @@ impl Engine {
             .filter(|c| c.remove || !c.set.is_empty())
             .collect();
         let changed: Vec<Domain> = changes.keys().cloned().collect();
+        self.expiry.note(changes.values().flatten(), self.config.expiry_reminder);
         let new = old.with_changes(changes);
         // Lines go on the journal in use: the one read with roster.toml (which, for a file
         // edited before the last compaction, extends the roster after it).
@@ -699,6 +755,7 @@ impl Engine {
                 changed.insert(c.peer.clone(), after);
             }
             let mut actions = trust_changes(&roster, changed.iter().map(|(p, e)| (p, e.as_ref())));
+            self.expiry.note(changed.values().flatten(), self.config.expiry_reminder);
             ops.journal = Some(pos);
             ops.files = files;
             let peers: Vec<Domain> = changed.keys().cloned().collect();
@@ -744,6 +801,7 @@ impl Engine {
         ops.journal = read.journal;
         ops.files = files;
         self.view.publish(Roster::from_map(new), None);
+        self.expiry.now(); // the ends in it are looked at by the next poll
         // A state changed by the edit or restore is audited like any other change (at
         // open, the server's first poll compares them all: `Txn::apply_store_changes`).
         let folder = folder_inode(self.store.dir());

@@ -20,6 +20,7 @@ mod api;
 #[cfg(test)]
 mod cap_tests;
 mod compact;
+mod expiry;
 mod gather;
 mod liveness;
 pub mod outbox;
@@ -30,6 +31,7 @@ mod types;
 mod watch;
 
 pub use api::Engine;
+pub use expiry::{Clock, MAX_TRUST_FOR, Until, parse_duration, reminder_days, trust_for};
 pub use types::{Action, Actor, Config, Federation, LogLevel, PeerPresence, PresenceKind, Stats};
 
 #[cfg(test)]
@@ -40,5 +42,7 @@ mod tests;
 mod tests_decisions;
 #[cfg(test)]
 mod tests_evidence;
+#[cfg(test)]
+mod tests_expiry;
 #[cfg(test)]
 mod tests_outside;

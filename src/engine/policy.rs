@@ -36,7 +36,7 @@ const SITE_BUCKETS: usize = 4096;
 pub(super) struct Txn<'a> {
     pub(super) engine: &'a Engine,
     pub(super) ops: &'a mut Ops,
-    actor: Actor,
+    pub(super) actor: Actor,
     actions: Vec<Action>,
     /// The entries this operation changed (`None`: removed).
     working: Map<Option<RosterEntry>>,
@@ -51,6 +51,7 @@ impl<'a> Txn<'a> {
     pub(super) fn finish(mut self) -> (Map<Option<RosterEntry>>, Vec<Action>) {
         // Subscription stanzas are recorded with the change that caused them.
         super::outbox::record(&mut self.working, &self.actions);
+        super::expiry::tidy(&mut self.working);
         (self.working, self.actions)
     }
 
@@ -84,7 +85,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn log(&mut self, level: LogLevel, text: String) {
+    pub(super) fn log(&mut self, level: LogLevel, text: String) {
         self.actions.push(Action::Log { level, text });
     }
 
@@ -207,6 +208,7 @@ impl<'a> Txn<'a> {
             decision: Decision::Pending,
             decided_by: None,
             decided_at: None,
+            trust_for: None,
             first_seen: now.clone(),
             last_seen: now,
             times_seen: 1,
@@ -649,7 +651,9 @@ impl<'a> Txn<'a> {
                 (decision, self.actor) = (f.decision, f.by);
             }
             // The state is pending-in (recovered above if need be): the decision applies.
+            let trust_for = req.trust_for.clone().filter(|_| decision == Decision::Approve);
             self.carry_out(&req.peer, decision, req.stanza_id);
+            self.end_from_file(&req.peer, trust_for.as_deref());
         }
         // A pending state whose file the admin deleted: the request is dismissed unanswered.
         let gone = dismissed(&self.engine.view.load(), &self.working, &self.engine.store);
@@ -702,6 +706,7 @@ impl<'a> Txn<'a> {
                 decision: Decision::Pending,
                 decided_by: None,
                 decided_at: None,
+                trust_for: None,
                 first_seen: at.clone(),
                 last_seen: at,
                 times_seen: 1,

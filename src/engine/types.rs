@@ -48,6 +48,11 @@ pub struct Config {
     /// The driver offers the XEP-0050 commands (*Pending server buddies*): prompts name them
     /// first, so an admin in a chat client decides there. Default off.
     pub adhoc: bool,
+    /// Admins are reminded this long before a trust given for a time ends (`approve PEER
+    /// --for 90d`); zero: no reminder. Default 7 days.
+    pub expiry_reminder: Duration,
+    /// The time for trust given for a time: the system's clock, or a test's.
+    pub clock: super::expiry::Clock,
 }
 
 /// Who may exchange stanzas with the host over s2s (the `federation` option): the server
@@ -126,6 +131,8 @@ impl Default for Config {
             lock_wait: Duration::ZERO,
             federation: Federation::Open,
             adhoc: false,
+            expiry_reminder: Duration::from_secs(7 * 86_400),
+            clock: super::expiry::Clock::system(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! | `boundary` | the panic boundary and argument checks every function starts with |
 //! | `status` | `st_status` (numbered in bands), its descriptions, `st_last_error` |
 //! | `engine` | `st_engine`: open, inbound presence, admin acts, poll, trust checks |
+//! | `expiry` | trust for a time: approving for some seconds, moving the end |
 //! | `actions` | `st_actions` / `st_action`: what the host must do |
 //! | `evidence` | stream facts and query replies for a new request's evidence |
 //! | `transition` | the pure RFC 6121 table and the numbered vocabularies (states, types) |
@@ -21,6 +22,7 @@ pub(crate) mod boundary;
 mod actions;
 mod engine;
 mod evidence;
+mod expiry;
 mod outbox;
 pub(crate) mod status;
 mod transition;
@@ -28,6 +30,7 @@ mod transition;
 pub use actions::*;
 pub use engine::*;
 pub use evidence::*;
+pub use expiry::*;
 pub use outbox::*;
 pub use status::*;
 pub use transition::*;

@@ -72,7 +72,11 @@ impl Change {
         let new = fields(new);
         let set = match old.map(fields) {
             Some(old) => new.into_iter().filter(|(k, v)| old.get(k) != Some(v)).collect(),
-            None => new,
+            // A new entry's unset end is its default: not worth a line's bytes.
+            None => new
+                .into_iter()
+                .filter(|(k, v)| !(v.is_null() && (k == "expires_at" || k == "reminded_at")))
+                .collect(),
         };
         Change { peer: peer.clone(), set, remove: false }
     }
@@ -100,6 +104,10 @@ fn fields(e: &RosterEntry) -> Map<String, Value> {
             // Left out of roster.toml when empty, but a field like the others here: a line
             // can set it, and an emptied outbox is journalled as `"outbox":null`.
             m.entry("outbox").or_insert(Value::Null);
+            // The same for the end of a time-limited trust, cleared when it ends or is renewed
+            // for good.
+            m.entry("expires_at").or_insert(Value::Null);
+            m.entry("reminded_at").or_insert(Value::Null);
             m
         }
         _ => unreachable!("a roster entry is a struct"),

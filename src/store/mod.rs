@@ -656,6 +656,21 @@ impl Store {
     /// refused with [`Error::AlreadyDecided`] naming it; the same decision again changes
     /// nothing (and keeps who recorded it first).
     pub fn set_decision(&self, peer: &Domain, decision: Decision, actor: Actor) -> Result<()> {
+        self.set_decision_for(peer, decision, actor, None)
+    }
+
+    /// [`Store::set_decision`], approving for a time only when `trust_for` is given (`90d`:
+    /// the file's `trust_for`). Approving again with another time records the new time.
+    pub fn set_decision_for(
+        &self,
+        peer: &Domain,
+        decision: Decision,
+        actor: Actor,
+        trust_for: Option<&str>,
+    ) -> Result<()> {
+        if let Some(t) = trust_for {
+            crate::engine::parse_duration("for", t).and_then(crate::engine::trust_for)?;
+        }
         let _lock = self.lock()?;
         let Some(mut req) = self.read_pending(peer)? else {
             return Err(match self.first_decision(peer)? {
@@ -666,9 +681,16 @@ impl Store {
         if let Some(refusal) = req.conflict(decision) {
             return Err(refusal);
         }
+        let trust_for = trust_for.filter(|_| decision == Decision::Approve).map(str::to_string);
         if req.decision == decision {
+            // The same decision again: only a new time for the approval changes the file.
+            if trust_for.is_some() && trust_for != req.trust_for {
+                req.trust_for = trust_for;
+                self.write_pending(&req)?;
+            }
             return Ok(());
         }
+        req.trust_for = trust_for.or(req.trust_for);
         req.decision = decision;
         req.decided_by = Some(actor);
         req.decided_at = Some(now_rfc3339());

@@ -43,6 +43,14 @@ pub struct RosterEntry {
     /// Last state change.
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// When our approval ends (RFC 3339), for trust given for a time (`approve PEER --for
+    /// 90d`): the running server then withdraws it as a revoke does. Absent: no end. Only a
+    /// trusted peer carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "expiry_time")]
+    pub expires_at: Option<String>,
+    /// When the admins were reminded that `expires_at` nears (once per expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at: Option<String>,
     /// Subscription stanzas recorded with the change that caused them and not yet accepted
     /// by the XMPP server, oldest first: at most one per direction (`subscribed` or
     /// `unsubscribed`; `subscribe` or `unsubscribe`), the latest act's. Absent when nothing
@@ -79,6 +87,8 @@ impl RosterEntry {
             approved_by: None,
             updated_at: None,
             outbox: None,
+            expires_at: None,
+            reminded_at: None,
         }
     }
 
@@ -140,6 +150,10 @@ pub struct PendingRequest {
     /// When an admin tool recorded the decision (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
+    /// With `decision = "approve"`: trust for this long only (`90d`, `12h`, `2w`), counted
+    /// from when the server carries the decision out. Absent: no end.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "trust_for_text")]
+    pub trust_for: Option<String>,
     /// First time the request arrived.
     pub first_seen: String,
     /// Latest repeat.
@@ -295,4 +309,28 @@ impl FirstDecision {
             applied: self.applied,
         }
     }
+}
+
+/// An `expires_at` must be an RFC 3339 time: one that is not is refused with the file (a
+/// typo must neither end a buddy's trust nor keep it for ever).
+fn expiry_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let t = Option::<String>::deserialize(d)?;
+    match &t {
+        Some(s) if humantime::parse_rfc3339_weak(s).is_err() => Err(serde::de::Error::custom(format!(
+            "expires_at {s:?} is not an RFC 3339 time such as 2027-03-08T12:00:00Z"
+        ))),
+        _ => Ok(t),
+    }
+}
+
+/// A `trust_for` must be a length of time the engine accepts: a file with another is refused
+/// (reported, its decision not carried out) rather than approved with no end.
+fn trust_for_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let t = Option::<String>::deserialize(d)?;
+    if let Some(s) = &t {
+        crate::engine::parse_duration("trust_for", s)
+            .and_then(crate::engine::trust_for)
+            .map_err(serde::de::Error::custom)?;
+    }
+    Ok(t)
 }

@@ -98,6 +98,12 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
             "updated_at" => e.updated_at = Some(text()?.into_owned()),
             "requested_by" => e.requested_by = Some(named(&text()?)?),
             "approved_by" => e.approved_by = Some(named(&text()?)?),
+            "expires_at" => {
+                let t = text()?;
+                humantime::parse_rfc3339_weak(&t).ok()?; // else the TOML parser's error to give
+                e.expires_at = Some(t.into_owned())
+            }
+            "reminded_at" => e.reminded_at = Some(text()?.into_owned()),
             _ => return None,
         }
     }
@@ -108,7 +114,7 @@ pub(super) fn parse(text: &str) -> Option<RosterFile> {
 }
 
 /// The fields of a roster entry, as the writer names them (their order is irrelevant).
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 11] = [
     "state",
     "groups",
     "note",
@@ -118,6 +124,8 @@ const FIELDS: [&str; 9] = [
     "approved_at",
     "approved_by",
     "updated_at",
+    "expires_at",
+    "reminded_at",
 ];
 
 struct Section<'t> {

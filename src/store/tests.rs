@@ -16,6 +16,7 @@ fn req(peer: &str) -> PendingRequest {
         decision: Decision::Pending,
         decided_by: None,
         decided_at: None,
+        trust_for: None,
         first_seen: now_rfc3339(),
         last_seen: now_rfc3339(),
         times_seen: 1,
@@ -231,6 +232,9 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
             (0..4usize, proptest::option::of(text), "[0-9TZ:-]{0,20}"),
             1..3,
         )),
+        // An end must be a time (checked by both readers); when reminded is free text.
+        proptest::option::of("20[0-9]{2}-0[1-9]-1[0-9]T1[0-9]:[0-5][0-9]:[0-5][0-9]Z"),
+        proptest::option::of("[0-9TZ:-]{0,20}"),
     );
     use crate::engine::PresenceKind as K;
     let kinds = [K::Subscribe, K::Subscribed, K::Unsubscribe, K::Unsubscribed];
@@ -240,7 +244,7 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
         let roster: BTreeMap<Domain, RosterEntry> = entries
             .into_iter()
             .zip(peers)
-            .map(|((s, groups, note, pre, req_at, req_by, appr_at, appr_by, upd, outbox), peer)| {
+            .map(|((s, groups, note, pre, req_at, req_by, appr_at, appr_by, upd, outbox, exp, rem), peer)| {
                 let e = RosterEntry {
                     state: Subscription::ALL[s],
                     groups,
@@ -257,6 +261,8 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
                             .map(|(k, id, since)| crate::store::Waiting { kind: kinds[k], id, since })
                             .collect()
                     }),
+                    expires_at: exp,
+                    reminded_at: rem,
                 };
                 (Domain::new(peer).unwrap(), e)
             })
@@ -278,6 +284,8 @@ fn a_sealed_roster_reads_the_same_without_the_toml_parser() {
     e.note = "Montague's \"ops\" team, ticket 4711, café".into();
     e.approved_by = Some(Actor::Cli);
     e.approved_at = Some(now_rfc3339());
+    e.expires_at = Some(now_rfc3339());
+    e.reminded_at = Some(now_rfc3339());
     // Stanzas waiting in the outbox (an approval while the XMPP server's API was down).
     e.outbox = Some(vec![
         crate::store::Waiting { kind: K::Subscribed, id: Some("x'1\"".into()), since: now_rfc3339() },

@@ -139,8 +139,9 @@ fn the_readme_cli_commands_run() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{command}: {out:?}");
+        e.poll().unwrap(); // the running server carries out what was recorded (renew needs it)
     }
-    e.poll().unwrap();
+    assert!(e.entry(MONTAGUE).unwrap().unwrap().expires_at.is_some(), "approve --for gave no end");
     assert_eq!(
         e.state("a1.github.io").unwrap(),
         server_trust::Subscription::None,

@@ -23,3 +23,4 @@ mod outbox;
 mod source_build;
 mod store_decisions;
 mod support;
+mod trust_expiry;

@@ -50,10 +50,15 @@ pub enum Command {
         /// Peer domain.
         peer: String,
     },
-    /// Approve PEER's pending request.
+    /// Approve PEER's pending request; with `--for 90d`, for that long only (the server
+    /// reminds its admins before the end, then withdraws trust as `revoke` does).
     Approve {
         /// Peer domain.
         peer: String,
+        /// Trust PEER for this long only, from when the server carries the approval out
+        /// (`90d`, `12h`, `2w`; at most 3650d).
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
     },
     /// Deny PEER's pending request, or many at once: `--site github.io` (its subdomains
     /// too), `--all-pending`, either with `--older-than 7d`. Lists the peers denied.
@@ -77,6 +82,22 @@ pub enum Command {
     Revoke {
         /// Peer domain.
         peer: String,
+    },
+    /// Set when the trust in PEER, a buddy we approved, ends: `--for 90d` from now,
+    /// `--until` a time (one already past ends it at the server's next poll), or `--forever`.
+    /// The admins are reminded again before the new end.
+    Renew {
+        /// Peer domain.
+        peer: String,
+        /// Trust PEER for this long from now (`90d`, `12h`, `2w`; at most 3650d).
+        #[arg(long = "for", value_name = "DURATION", required_unless_present_any = ["until", "forever"])]
+        for_: Option<String>,
+        /// Trust PEER until this time (RFC 3339, UTC: `2027-03-08T12:00:00Z`).
+        #[arg(long, value_name = "TIME", conflicts_with = "for_")]
+        until: Option<String>,
+        /// Trust PEER with no end.
+        #[arg(long, conflicts_with_all = ["for_", "until"])]
+        forever: bool,
     },
     /// Show or replace PEER's groups (scopes such as `incidents`).
     Groups {

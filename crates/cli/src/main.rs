@@ -15,6 +15,7 @@ mod args;
 use args::{Cli, Command};
 
 use server_trust::admin::{self, Done, PeerView};
+use server_trust::engine::Until;
 use server_trust::store::{Decision, QueuedAct, Store};
 use server_trust::{Actor, Config, Domain, Engine, Error, Result};
 
@@ -51,8 +52,19 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Request { peer } => {
             out.done(&admin::queue(&store, &peer_of(peer)?, QueuedAct::Request, Actor::Cli)?)
         }
-        Command::Approve { peer } => {
+        Command::Approve { peer, for_: None } => {
             out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Approve, Actor::Cli)?)
+        }
+        Command::Approve { peer, for_: Some(d) } => {
+            out.done(&admin::approve_for(&store, &peer_of(peer)?, d, Actor::Cli)?)
+        }
+        Command::Renew { peer, for_, until, forever } => {
+            let until = match (for_, until, forever) {
+                (Some(d), _, _) => Until::For(server_trust::engine::parse_duration("for", d)?),
+                (_, Some(t), _) => Until::at(t)?,
+                _ => Until::Forever,
+            };
+            renew(cli, &store, &peer_of(peer)?, &until, out)
         }
         Command::Deny { peer: Some(peer), .. } => {
             out.done(&admin::decide(&store, &peer_of(peer)?, Decision::Deny, Actor::Cli)?)
@@ -135,7 +147,12 @@ impl Out {
                 _ => "-".to_string(),
             };
             let groups = p.groups.join(",");
-            println!("  {:<32} {:<20} {trust:<8} {seen:<36} {groups}", p.peer.as_str(), p.state.as_str());
+            let ends = p.expires_at.as_ref().map_or(String::new(), |t| format!("  until {t}"));
+            println!(
+                "  {:<32} {:<20} {trust:<8} {seen:<36} {groups}{ends}",
+                p.peer.as_str(),
+                p.state.as_str()
+            );
         }
         Ok(())
     }
@@ -213,6 +230,16 @@ fn show(store: &Store, peer: &Domain, out: Out) -> Result<()> {
 /// The engine as an admin tool uses it: no watcher, waits for the lock like the other acts.
 fn admin_config() -> Config {
     Config { watch: false, lock_wait: server_trust::store::ADMIN_LOCK_WAIT, ..Config::default() }
+}
+
+/// Through the engine, like `groups --set`: the running server reads the new end from the
+/// roster's journal, and it is the server that withdraws trust when the end comes.
+fn renew(cli: &Cli, store: &Store, peer: &Domain, until: &Until, out: Out) -> Result<()> {
+    let root = store.dir().parent().unwrap_or(&cli.store);
+    let engine = Engine::open(root, store.host().as_str(), admin_config())?;
+    engine.renew(peer.as_str(), until, Actor::Cli)?;
+    let end = engine.entry(peer.as_str())?.and_then(|e| e.expires_at);
+    out.done(&admin::renewed(peer, end.as_deref()))
 }
 
 /// Through the engine, like every roster change: same lock, audit line and trust events.

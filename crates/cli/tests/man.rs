@@ -39,8 +39,10 @@ fn has_the_sections_an_admin_looks_for() {
     let name = PAGE.split(".SH NAME\n").nth(1).and_then(|s| s.lines().next()).unwrap();
     assert_eq!(plain(name).matches("server-trust").count(), 1, "{name}");
     // Every command is on this page, with its arguments.
-    for cmd in ["list", "pending", "show", "request", "approve", "deny", "dropped", "revoke", "groups", "log"]
-    {
+    for cmd in [
+        "list", "pending", "show", "request", "approve", "deny", "dropped", "revoke", "renew", "groups",
+        "log",
+    ] {
         assert!(PAGE.contains(&format!(".TP\n\\fB{}\\fR", cmd.replace('-', "\\-"))), "{cmd} missing");
     }
     assert!(plain(PAGE).contains("[\\fB--site\\fR \\fIDOMAIN\\fR]"), "deny's options lack their values");
@@ -98,7 +100,7 @@ fn every_example_runs() {
 
     let store = tempfile::tempdir().unwrap();
     let e = Engine::open(store.path(), "capulet.lit", Config { watch: false, ..Config::default() }).unwrap();
-    for peer in ["montague.lit", "a1.github.io", "a2.github.io"] {
+    for peer in ["montague.lit", "paris.lit", "a1.github.io", "a2.github.io"] {
         e.inbound(peer, PresenceKind::Subscribe, None).unwrap();
     }
     for example in &examples {
@@ -118,6 +120,8 @@ fn every_example_runs() {
         e.poll().unwrap(); // the server carries out what was recorded
     }
     assert!(e.is_trusted("montague.lit", None), "the approve example did not approve");
+    assert!(e.is_trusted("paris.lit", None), "the approve --for example did not approve");
+    assert!(e.entry("paris.lit").unwrap().unwrap().expires_at.is_some(), "approve --for gave no end");
     assert!(e.state("a1.github.io").is_err() || !e.is_trusted("a1.github.io", None));
     assert_eq!(e.state("verona.lit").unwrap(), server_trust::Subscription::NonePendingOut);
 }

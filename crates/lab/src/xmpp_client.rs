@@ -292,10 +292,13 @@ pub mod reply {
     }
 
     /// The peers a pending form offers (its fields but FORM_TYPE), sorted.
+    /// The pending form's one field that is not a peer: how long approvals trust for.
+    pub const TRUST_FOR: &str = "trust_for";
+
     pub fn form_peers(r: &Value) -> Vec<String> {
         let mut peers: Vec<String> = list(&r["fields"])
             .iter()
-            .filter(|f| f["var"] != "FORM_TYPE")
+            .filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR)
             .filter_map(|f| f["var"].as_str().map(str::to_owned))
             .collect();
         peers.sort();

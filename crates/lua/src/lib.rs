@@ -101,6 +101,30 @@ impl LuaUserData for LuaEngine {
         act!("approve", approve);
         act!("deny", deny);
         act!("revoke", revoke);
+        // Trust for a time: `approve_for(peer, for, who)` with `for` as seconds or text
+        // (`90d`); `renew(peer, until, who)` with `until` as `90d`, an RFC 3339 time or
+        // `forever`.
+        m.add_method("approve_for", |lua, this, (peer, d, who): (String, LuaValue, Option<String>)| {
+            let d = match d {
+                LuaValue::Integer(n) if n >= 0 => Ok(std::time::Duration::from_secs(n as u64)),
+                LuaValue::Number(n) if n.is_finite() && n >= 0.0 => {
+                    Ok(std::time::Duration::from_secs(n as u64))
+                }
+                LuaValue::String(s) => server_trust::engine::parse_duration("for", &s.to_str()?),
+                other => Err(server_trust::Error::InvalidOption {
+                    name: "for",
+                    reason: format!("{} is not a length of time such as 90d", other.type_name()),
+                }),
+            };
+            let who = actor(who)?;
+            let r = d.and_then(|d| this.0.approve_for(&peer, Some(d), who));
+            lua_result(lua, r, actions_table)
+        });
+        m.add_method("renew", |lua, this, (peer, until, who): (String, String, Option<String>)| {
+            let who = actor(who)?;
+            let r = server_trust::engine::Until::parse(&until).and_then(|u| this.0.renew(&peer, &u, who));
+            lua_result(lua, r.map(|()| Vec::new()), actions_table)
+        });
         m.add_method("poll", |lua, this, ()| lua_result(lua, this.0.poll(), actions_table));
         // The outbox (see `server_trust::engine::outbox`): Prosody accepts a stanza at once,
         // so the module confirms each subscription stanza as it sends it, sends what
@@ -150,6 +174,7 @@ impl LuaUserData for LuaEngine {
                 t.set("note", e.note.clone())?;
                 t.set("approved_at", e.approved_at.clone())?;
                 t.set("pre_approved", e.pre_approved)?;
+                t.set("expires_at", e.expires_at.clone())?;
                 if let Some(p) = this.0.presence(peer.as_str()) {
                     t.set("available", p.available)?;
                     t.set("last_seen", secs(p.last_seen))?;
@@ -364,6 +389,9 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
     if let Some(v) = opt::<f64>(&o, "pending_expiry_days")? {
         c.pending_max_age = Config::pending_expiry_days(v)?;
     }
+    if let Some(v) = opt::<f64>(&o, "expiry_reminder_days")? {
+        c.expiry_reminder = server_trust::engine::reminder_days(v)?;
+    }
     if let Some(v) = opt(&o, "watch")? {
         c.watch = v;
     }
@@ -378,7 +406,7 @@ fn config(opts: Option<LuaTable>) -> server_trust::Result<Config> {
 
 /// `open(store_root, host, options)`; options (each optional): reciprocate,
 /// preapprove_on_request, max_pending, max_pending_per_site, notify_burst, repeat_window
-/// (seconds), site_requests_per_minute, pending_expiry_days, watch, federation ("open" or
+/// (seconds), site_requests_per_minute, pending_expiry_days, expiry_reminder_days, watch, federation ("open" or
 /// "buddies"), federation_group, adhoc (prompts name the ad-hoc command). Returns the engine or
 /// `nil, message` (bad options included: the caller fails closed, it never raises).
 fn open(lua: &Lua, (root, host, opts): (String, String, Option<LuaTable>)) -> LuaResult<LuaMultiValue> {

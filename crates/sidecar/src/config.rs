@@ -101,6 +101,7 @@ struct RawHost {
     repeat_window: Option<f64>,
     site_requests_per_minute: Option<f64>,
     pending_expiry_days: Option<f64>,
+    expiry_reminder_days: Option<f64>,
 }
 
 impl Config {
@@ -221,6 +222,9 @@ fn parse_host(h: RawHost, base: &Path, allow_non_loopback: bool) -> Result<HostC
     if let Some(v) = h.pending_expiry_days {
         engine.pending_max_age =
             server_trust::Config::pending_expiry_days(v).map_err(|e| ctx(&e.to_string()))?;
+    }
+    if let Some(v) = h.expiry_reminder_days {
+        engine.expiry_reminder = server_trust::engine::reminder_days(v).map_err(|e| ctx(&e.to_string()))?;
     }
     Ok(HostConfig { name, api_url, api_token, admins: h.admins, engine })
 }

@@ -234,6 +234,7 @@ fn parse_act(s: &str) -> Option<AdminAct> {
         "approve" => AdminAct::Approve,
         "deny" => AdminAct::Deny,
         "revoke" => AdminAct::Revoke,
+        "renew" => AdminAct::Renew,
         _ => return None,
     })
 }
@@ -406,7 +407,20 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
             v.map(|v| Reply::ok(StatusCode::OK, v)).map_err(|e| engine_error(&e))
         }
         Route::Groups(h, p) => groups(app, req, &h, &p).await,
-        Route::Act(h, p, act) => admin_act(app, &h, p, act, actor(&req)?).await,
+        Route::Act(h, p, AdminAct::Renew) => renew(app, req, &h, &p).await,
+        Route::Act(h, p, act) => {
+            // `approve?for=90d`: trust for a time only.
+            let trust_for = match (act, query(&req).remove("for")) {
+                (_, None) => None,
+                (AdminAct::Approve, Some(d)) => Some(
+                    server_trust::engine::parse_duration("for", &d)
+                        .and_then(server_trust::engine::trust_for)
+                        .map_err(|e| engine_error(&e))?,
+                ),
+                (_, Some(_)) => return Err(bad("for=: only an approval is given for a time")),
+            };
+            admin_act(app, &h, p, act, actor(&req)?, trust_for).await
+        }
         Route::BulkDeny(h) => bulk_deny(app, req, &h).await,
         Route::Dropped(h) => {
             let host = app.host(&h)?;
@@ -525,14 +539,21 @@ fn actor(req: &Request<Incoming>) -> Result<Actor, Reply> {
     }
 }
 
-async fn admin_act(app: &App, h: &str, p: String, act: AdminAct, actor: Actor) -> Result<Reply, Reply> {
+async fn admin_act(
+    app: &App,
+    h: &str,
+    p: String,
+    act: AdminAct,
+    actor: Actor,
+    trust_for: Option<std::time::Duration>,
+) -> Result<Reply, Reply> {
     let host = app.host(h)?;
     let peer = Domain::new(&p).map_err(|e| engine_error(&e))?;
     let (h, pp) = (host.clone(), peer.clone());
     let result = blocking(move || {
         h.run(|e| match act {
             AdminAct::Request => e.request(pp.as_str(), actor),
-            AdminAct::Approve => e.approve(pp.as_str(), actor),
+            AdminAct::Approve => e.approve_for(pp.as_str(), trust_for, actor),
             AdminAct::Deny => e.deny(pp.as_str(), actor),
             _ => e.revoke(pp.as_str(), actor),
         })
@@ -551,6 +572,41 @@ async fn admin_act(app: &App, h: &str, p: String, act: AdminAct, actor: Actor) -
     // The CLI's answer, plus the state the act left.
     let mut body = serde_json::to_value(done).expect("serialisable");
     body["state"] = json!(state);
+    Ok(Reply::ok(StatusCode::OK, body))
+}
+
+/// `POST …/peers/{peer}/renew` with `{"for": "90d"}`, `{"until": "2027-03-08T12:00:00Z"}` or
+/// `{"forever": true}`: when the trust in a buddy ends, as the CLI's `renew` sets it.
+async fn renew(app: &App, req: Request<Incoming>, h: &str, p: &str) -> Result<Reply, Reply> {
+    use server_trust::engine::{Until, parse_duration};
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RenewIn {
+        #[serde(default, rename = "for")]
+        for_: Option<String>,
+        #[serde(default)]
+        until: Option<String>,
+        #[serde(default)]
+        forever: bool,
+    }
+    let host = app.host(h)?;
+    let peer = Domain::new(p).map_err(|e| engine_error(&e))?;
+    let actor = actor(&req)?;
+    let body: RenewIn = read_json(req).await?;
+    let until = match (body.for_, body.until, body.forever) {
+        (Some(d), None, false) => Until::For(parse_duration("for", &d).map_err(|e| engine_error(&e))?),
+        (None, Some(t), false) => Until::at(&t).map_err(|e| engine_error(&e))?,
+        (None, None, true) => Until::Forever,
+        _ => return Err(bad("give exactly one of for, until and forever")),
+    };
+    let (h, pp) = (host.clone(), peer.clone());
+    let result = blocking(move || h.engine.renew(pp.as_str(), &until, actor)).await?;
+    result.map_err(|e| engine_error(&e))?;
+    let end = host.engine.entry(peer.as_str()).map_err(|e| engine_error(&e))?.and_then(|e| e.expires_at);
+    log::info!("{}: trust in {peer} now ends {} (admin API)", host.name, end.as_deref().unwrap_or("never"));
+    let mut body =
+        serde_json::to_value(server_trust::admin::renewed(&peer, end.as_deref())).expect("serialisable");
+    body["expires_at"] = json!(end);
     Ok(Reply::ok(StatusCode::OK, body))
 }
 

@@ -15,6 +15,7 @@ use crate::testkit::{self, ADMIN_TOKEN, API_TOKEN, ApiCall, FakeApi, HOOK_TOKEN}
 
 mod bulk; // issue 14's bulk acts: tests/bulk.rs
 mod decisions; // issue 14: the first recorded decision wins, over HTTP too
+mod expiry; // issue 15 item 3: trust for a time
 
 const HOST: &str = "verona.lit";
 const PEER: &str = "capulet.lit";

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use server_trust_lab::ejabberd::{EjabberdLab, EjabberdOptions, VERONA};
-use server_trust_lab::xmpp_client::reply::{errors, form_peers, list, notes, sessionid, strs};
+use server_trust_lab::xmpp_client::reply::{TRUST_FOR, errors, form_peers, list, notes, sessionid, strs};
 use server_trust_lab::xmpp_client::{NODE_PENDING, NODE_REQUEST, NODE_REVOKE, XmppClient};
 use server_trust_lab::{MONTAGUE, Stanza, TrustAdmin, presence_from};
 
@@ -172,7 +172,12 @@ fn an_admin_lists_approves_denies_requests_and_revokes() {
     assert_eq!(form_type[0]["type"], "hidden");
     assert_eq!(strs(&form_type[0]["values"]), ["http://jabber.org/protocol/admin"]);
     assert_eq!(form_peers(&r), [CAPULET, MONTAGUE], "{r}");
-    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE") {
+    // And one optional text field, as on Prosody: approve for a time only (empty: no end).
+    let trust_for: Vec<&Value> = fields.iter().filter(|f| f["var"] == TRUST_FOR).collect();
+    assert_eq!(trust_for.len(), 1, "{r}");
+    assert_eq!(trust_for[0]["type"], "text-single", "{r}");
+    assert!(strs(&trust_for[0]["values"]).is_empty(), "no end unless asked: {r}");
+    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR) {
         assert_eq!(f["type"], "list-single", "{f}");
         assert_eq!(f["label"], f["var"], "{f}");
         assert!(strs(&f["values"]).is_empty(), "no default allowed: {f}");
@@ -181,13 +186,13 @@ fn an_admin_lists_approves_denies_requests_and_revokes() {
     thread::sleep(QUIET);
     assert_eq!(count(&lab, from_verona(MONTAGUE, "subscribed")), 0, "the form alone approves nothing");
 
-    // Approve montague.lit, decide capulet.lit later: montague gets subscribed over s2s (and
-    // verona's own subscribe), capulet nothing.
+    // Approve montague.lit for 90 days, decide capulet.lit later: montague gets subscribed
+    // over s2s (and verona's own subscribe), capulet nothing.
     let r = adhoc(
         &mut admin,
         NODE_PENDING,
         Some("complete"),
-        &[(MONTAGUE, "approve"), (CAPULET, "later")],
+        &[(MONTAGUE, "approve"), (CAPULET, "later"), (TRUST_FOR, "90d")],
         Some(&sid),
     );
     assert_eq!((&r["type"], &r["status"]), (&"result".into(), &"completed".into()), "{r}");
@@ -198,6 +203,8 @@ fn an_admin_lists_approves_denies_requests_and_revokes() {
     lab.sidecar.wait_state(MONTAGUE, "both", T);
     p.admin(MONTAGUE).wait_state(VERONA, "both", T);
     assert_eq!(lab.sidecar.state(CAPULET), "none+pending-in", "later means later");
+    let show: Value = serde_json::from_slice(&lab.sidecar.cli(&["--json", "show", MONTAGUE]).stdout).unwrap();
+    assert!(show["entry"]["expires_at"].is_string(), "approved for 90d has an end: {show}");
     // The audit log names the ad-hoc command as the actor (the module tells the sidecar).
     let audit = fs::read_to_string(lab.sidecar.audit_log()).unwrap_or_default();
     assert!(
@@ -206,7 +213,7 @@ fn an_admin_lists_approves_denies_requests_and_revokes() {
     );
     lab.ejabberd.wait_log("the approve, by the ad-hoc command", T, |l| {
         l.contains(
-            "mod_server_trust (verona.lit): approve montague.lit by ad-hoc command of admin@verona.lit",
+            "mod_server_trust (verona.lit): approve montague.lit for 90d by ad-hoc command of admin@verona.lit",
         )
     });
 

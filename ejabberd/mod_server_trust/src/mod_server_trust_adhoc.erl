@@ -203,12 +203,25 @@ submit(Host, From, Act, peer, X, Req, Sid) when is_binary(Act) ->
 	end;
 %% "Pending server buddies": only the peers this session's form offered.
 submit(Host, From, pending, Peers, X, Req, Sid) when is_list(Peers) ->
+	%% An optional length of time limits the approvals (as on Prosody).
+	Decide = case xmpp_util:get_xdata_values(<<"trust_for">>, X) of
+			 [For] when For /= <<>> ->
+				 fun(Peer, <<"approve">>) ->
+						 mod_server_trust_commands:approve_for(via(From), Host, Peer, For);
+				    (Peer, Choice) ->
+						 mod_server_trust_commands:act(via(From), Host, Peer, Choice)
+				 end;
+			 _ ->
+				 fun(Peer, Choice) ->
+						 mod_server_trust_commands:act(via(From), Host, Peer, Choice)
+				 end
+		 end,
 	{Done, Failed} =
 		lists:foldl(
 		  fun(Peer, {D, F}) ->
 			  case xmpp_util:get_xdata_values(Peer, X) of
 				  [Choice] when Choice == <<"approve">>; Choice == <<"deny">> ->
-					  case mod_server_trust_commands:act(via(From), Host, Peer, Choice) of
+					  case Decide(Peer, Choice) of
 						  {error, _, _, Msg} -> {D, [Msg | F]};
 						  _ -> {[<<Peer/binary, ": ", Choice/binary>> | D], F}
 					  end;
@@ -275,13 +288,16 @@ peer_form(Title) ->
 			 #xdata_field{type = 'text-single', var = <<"peer">>,
 				      label = <<"Server domain">>, required = true}]}.
 
-%% One choice per pending peer, with no default: the admin must pick.
+%% One choice per pending peer, with no default: the admin must pick. An
+%% optional length of time limits the approvals (the same form as Prosody's).
 pending_form(Peers) ->
 	Options = [#xdata_option{label = <<"Approve">>, value = <<"approve">>},
 		   #xdata_option{label = <<"Deny">>, value = <<"deny">>},
 		   #xdata_option{label = <<"Decide later">>, value = <<"later">>}],
 	#xdata{type = form, title = <<"Pending server buddy requests">>,
-	       fields = [form_type() |
+	       fields = [form_type(),
+			 #xdata_field{type = 'text-single', var = <<"trust_for">>,
+				      label = <<"Trust the approved for (e.g. 90d; empty: no end)">>} |
 			 [#xdata_field{type = 'list-single', var = P, label = P, options = Options}
 			  || P <- Peers]]}.
 

@@ -28,6 +28,8 @@
 %% (mod_server_trust_webadmin): one act or call, with the driver named in
 %% ejabberd's log.
 -export([act/4, call/5]).
+%% Trust for a time (the pending form's trust_for): `approve?for=90d`.
+-export([approve_for/4]).
 
 -include("logger.hrl").
 -include("ejabberd_commands.hrl").
@@ -191,6 +193,20 @@ act(Via, Host, Peer, Act) ->
 			%% log does (actor/0).
 			?INFO_MSG("mod_server_trust (~ts): ~ts ~ts by ~ts",
 				  [Host, Act, Peer, Via]),
+			Ok
+	end.
+
+%% Approves Peer's request for a time only (For: 90d, 12h, 2w); the sidecar
+%% checks the time and refuses one that is not, approving nothing.
+approve_for(Via, Host, <<>>, _For) ->
+	fail(Via, invalid_parameter, 400, <<"peer: empty">>, Host);
+approve_for(Via, Host, Peer, For) ->
+	case call(Via, Host, post, [<<"peers">>, Peer, <<"approve">>], #{}, [{<<"for">>, For}]) of
+		{error, _, _, _} = Err ->
+			Err;
+		Ok ->
+			?INFO_MSG("mod_server_trust (~ts): approve ~ts for ~ts by ~ts",
+				  [Host, Peer, For, Via]),
 			Ok
 	end.
 

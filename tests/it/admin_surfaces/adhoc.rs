@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::support::QUIET;
-use server_trust_lab::xmpp_client::reply::{form_peers, sessionid};
+use server_trust_lab::xmpp_client::reply::{TRUST_FOR, form_peers, sessionid};
 
 const NODES: [&str; 3] = [NODE_PENDING, NODE_REQUEST, NODE_REVOKE];
 
@@ -67,7 +67,14 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
         let prefix = format!("{peer}: authenticated by: ");
         assert!(known.iter().any(|k| k.starts_with(&prefix) && k.contains("asked once")), "{peer}: {r}");
     }
-    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["type"] != "fixed") {
+    // And one optional text field: approve for a time only (empty: no end).
+    let trust_for: Vec<&Value> = fields.iter().filter(|f| f["var"] == TRUST_FOR).collect();
+    assert_eq!(trust_for.len(), 1, "{r}");
+    assert_eq!(trust_for[0]["type"], "text-single", "{r}");
+    assert!(strs(&trust_for[0]["values"]).is_empty(), "no end unless asked: {r}");
+    for f in
+        fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR && f["type"] != "fixed")
+    {
         assert_eq!(f["type"], "list-single", "{f}");
         assert!(strs(&f["values"]).is_empty(), "no default allowed: {f}");
         assert_eq!(strs(&f["options"]), ["approve", "deny", "later"], "{f}");
@@ -75,12 +82,12 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
     // Opening the form decides nothing.
     m.assert_none_for(QUIET, presence(CAPULET, MONTAGUE, "subscribed"), "the form alone approves nothing");
 
-    // Submit: approve montague, decide verona later.
+    // Submit: approve montague for 90 days, decide verona later.
     let r = adhoc(
         &mut admin,
         NODE_PENDING,
         Some("complete"),
-        &[(MONTAGUE, "approve"), (VERONA, "later")],
+        &[(MONTAGUE, "approve"), (VERONA, "later"), (TRUST_FOR, "90d")],
         Some(&sid),
     );
     assert_eq!(r["type"], "result", "{r}");
@@ -96,6 +103,8 @@ fn pending_form_approves_denies_and_leaves_for_later(v: Prosody) {
     c.wait_state(MONTAGUE, "both", WAIT);
     m.wait_state(CAPULET, "both", WAIT);
     assert!(!c.pending_file(MONTAGUE).exists());
+    let show: Value = serde_json::from_slice(&c.cli(&["--json", "show", MONTAGUE]).stdout).unwrap();
+    assert!(show["entry"]["expires_at"].is_string(), "approved for 90d has an end: {show}");
     assert_eq!(c.state(VERONA), "none+pending-in", "later means later");
     assert!(c.pending_file(VERONA).exists());
     // (The evidence queries went to verona when it asked; no answer since.)

@@ -170,6 +170,14 @@ fn every_act_through_the_shell(v: Prosody, form: Form) {
     assert!(out.lines().any(|l| l.starts_with(&format!("{CAPULET}\t{MONTAGUE}\tboth\ttrusted"))), "{out}");
     assert!(out.contains("5 peers"), "the roster holds the pending peers too: {out}");
 
+    // renew: the trust in montague now ends in 30 days; list shows until when.
+    let out = act(c, form, "renew", &[MONTAGUE, "30d"]);
+    assert!(out.contains(&format!("renew {MONTAGUE} 30d on {CAPULET}")), "{out}");
+    let out = act(c, form, "list", &[]);
+    let line = out.lines().find(|l| l.starts_with(&format!("{CAPULET}\t{MONTAGUE}\t"))).unwrap_or("");
+    assert!(line.contains("\tuntil 20"), "{out}");
+    assert!(!out.contains("\tnil"), "a peer with no end shows none: {out}");
+
     // revoke: unsubscribe + unsubscribed; gone on both sides.
     let out = act(c, form, "revoke", &[MONTAGUE]);
     assert!(out.contains(&format!("revoke {MONTAGUE} on {CAPULET}")), "{out}");

@@ -161,9 +161,23 @@ pub struct GroupsView {
     pub groups: Vec<String>,
 }
 
+/// A pending request as `pending --json` and the HTTP API show it: the file's fields, and
+/// `summary`, what is known about the requester a line each ([`PendingRequest::summary_lines`]),
+/// so every driver (the ejabberd ad-hoc form, the WebAdmin page) shows the same words.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PendingView {
+    /// The request as its file holds it.
+    #[serde(flatten)]
+    pub request: PendingRequest,
+    /// For people.
+    pub summary: Vec<String>,
+}
+
 /// Every pending request, and the files that could not be read (each names its file).
-pub fn pending(store: &Store) -> (Vec<PendingRequest>, Vec<Error>) {
-    store.list_pending()
+pub fn pending(store: &Store) -> (Vec<PendingView>, Vec<Error>) {
+    let (reqs, bad) = store.list_pending();
+    let views = reqs.into_iter().map(|r| PendingView { summary: r.summary_lines(), request: r }).collect();
+    (views, bad)
 }
 
 /// An admin act, as named in answers and the audit log.

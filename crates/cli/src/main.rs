@@ -179,7 +179,7 @@ fn pending(store: &Store, out: Out) -> Result<()> {
     }
     if !out.json(&reqs) {
         println!("{} pending request(s) for {}", reqs.len(), store.host());
-        for r in &reqs {
+        for r in reqs.iter().map(|v| &v.request) {
             println!(
                 "  {:<32} decision={:<8} first_seen={} times_seen={}",
                 r.peer.as_str(),

@@ -177,7 +177,17 @@ fn an_admin_lists_approves_denies_requests_and_revokes() {
     assert_eq!(trust_for.len(), 1, "{r}");
     assert_eq!(trust_for[0]["type"], "text-single", "{r}");
     assert!(strs(&trust_for[0]["values"]).is_empty(), "no end unless asked: {r}");
-    for f in fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR) {
+    // Above each choice, what is known about the requester (the engine's summary, as on
+    // Prosody).
+    let known: Vec<String> =
+        fields.iter().filter(|f| f["type"] == "fixed").map(|f| strs(&f["values"]).join("\n")).collect();
+    for peer in [CAPULET, MONTAGUE] {
+        let prefix = format!("{peer}: authenticated by: ");
+        assert!(known.iter().any(|k| k.starts_with(&prefix) && k.contains("asked once")), "{peer}: {r}");
+    }
+    for f in
+        fields.iter().filter(|f| f["var"] != "FORM_TYPE" && f["var"] != TRUST_FOR && f["type"] != "fixed")
+    {
         assert_eq!(f["type"], "list-single", "{f}");
         assert_eq!(f["label"], f["var"], "{f}");
         assert!(strs(&f["values"]).is_empty(), "no default allowed: {f}");

@@ -240,6 +240,13 @@ fn admin_approves_in_the_webadmin_and_others_cannot() {
         for peer in [MONTAGUE, CAPULET, TYBALT] {
             assert!(pending.contains(peer), "{pending}");
         }
+        // Each request with what is known about the requester (the engine's summary).
+        let xpath = format!(
+            "//table[@id='pending']//tr[td[@class='peer' and text()='{TYBALT}']]/td[@class='summary']"
+        );
+        let known = c.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("{xpath}: {e}"));
+        let known = known.text().await.unwrap();
+        assert!(known.contains("authenticated by: ") && known.contains("asked once"), "{known}");
         assert_eq!(cell(&c, MONTAGUE, "state").await, "none+pending-in");
         assert_eq!(cell(&c, MONTAGUE, "trusted").await, "no");
         assert_eq!(subscribed_to(&lab, MONTAGUE), 0, "answered before the decision");

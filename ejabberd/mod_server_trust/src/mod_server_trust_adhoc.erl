@@ -176,8 +176,9 @@ open(Host, From, _Name, pending, #adhoc_command{node = Node} = Req) ->
 			reply(Req, new_sid(), completed([], [Msg]));
 		{ok, []} ->
 			reply(Req, new_sid(), completed([<<"No pending requests">>], []));
-		{ok, Peers} ->
-			form(Req, open_session(Host, Node, From, Peers), pending_form(Peers))
+		{ok, Pending} ->
+			Peers = [P || {P, _} <- Pending],
+			form(Req, open_session(Host, Node, From, Peers), pending_form(Pending))
 	end;
 open(Host, From, Name, _Act, #adhoc_command{node = Node} = Req) ->
 	form(Req, open_session(Host, Node, From, peer), peer_form(Name)).
@@ -274,7 +275,7 @@ pending_peers(Host) ->
 		Body ->
 			try jiffy:decode(Body, [return_maps]) of
 				L when is_list(L) ->
-					{ok, [P || #{<<"peer">> := P} <- L, is_binary(P), P /= <<>>]};
+					{ok, [{P, summary(R)} || #{<<"peer">> := P} = R <- L, is_binary(P), P /= <<>>]};
 				_ ->
 					{error, <<"the sidecar's pending list is not a list">>}
 			catch _:_ ->
@@ -288,9 +289,17 @@ peer_form(Title) ->
 			 #xdata_field{type = 'text-single', var = <<"peer">>,
 				      label = <<"Server domain">>, required = true}]}.
 
+%% What the engine says is known about a requester, a line each (the sidecar's
+%% `summary`); nothing when it sends none.
+summary(#{<<"summary">> := Lines}) when is_list(Lines) ->
+	[L || L <- Lines, is_binary(L)];
+summary(_) ->
+	[].
+
 %% One choice per pending peer, with no default: the admin must pick. An
 %% optional length of time limits the approvals (the same form as Prosody's).
-pending_form(Peers) ->
+%% Above each choice, what is known about the requester.
+pending_form(Pending) ->
 	Options = [#xdata_option{label = <<"Approve">>, value = <<"approve">>},
 		   #xdata_option{label = <<"Deny">>, value = <<"deny">>},
 		   #xdata_option{label = <<"Decide later">>, value = <<"later">>}],
@@ -298,8 +307,12 @@ pending_form(Peers) ->
 	       fields = [form_type(),
 			 #xdata_field{type = 'text-single', var = <<"trust_for">>,
 				      label = <<"Trust the approved for (e.g. 90d; empty: no end)">>} |
-			 [#xdata_field{type = 'list-single', var = P, label = P, options = Options}
-			  || P <- Peers]]}.
+			 lists:append(
+			   [[#xdata_field{type = fixed,
+					  values = [<<P/binary, ": ", (str:join(Summary, <<"\n">>))/binary>>]}
+			     || Summary /= []] ++
+			    [#xdata_field{type = 'list-single', var = P, label = P, options = Options}]
+			    || {P, Summary} <- Pending])]}.
 
 form_type() ->
 	#xdata_field{type = hidden, var = <<"FORM_TYPE">>, values = [?NS_ADMIN_FORM]}.

@@ -92,10 +92,11 @@ pending(Host, Token) ->
 		{ok, []} ->
 			[?XAC(<<"p">>, [{<<"id">>, <<"no-pending">>}], <<"No request waits for a decision.">>)];
 		{ok, Reqs} ->
-			Head = [<<"Peer">>, <<"First seen">>, <<"Last seen">>, <<"Times seen">>, <<"Decision">>, <<"">>],
+			Head = [<<"Peer">>, <<"First seen">>, <<"Last seen">>, <<"Times seen">>, <<"Decision">>,
+				<<"What is known">>, <<"">>],
 			[table(<<"pending">>, Head,
 			       [[cell(R, <<"peer">>), cell(R, <<"first_seen">>), cell(R, <<"last_seen">>),
-				 cell(R, <<"times_seen">>), cell(R, <<"decision">>),
+				 cell(R, <<"times_seen">>), cell(R, <<"decision">>), lines(R, <<"summary">>),
 				 ?XE(<<"td">>, [buttons(text(maps:get(<<"peer">>, R, null)), Token)])]
 				|| R <- Reqs, is_map(R)])];
 		{error, Msg} ->
@@ -133,6 +134,12 @@ table(Id, Head, Rows) ->
 	?XAE(<<"table">>, [{<<"id">>, Id}, {<<"class">>, <<"withtextareas">>}],
 	     [?XE(<<"thead">>, [?XE(<<"tr">>, [?XC(<<"td">>, H) || H <- Head])]),
 	      ?XE(<<"tbody">>, [?XE(<<"tr">>, Cells) || Cells <- Rows])]).
+
+%% A list of lines (the engine's summary of a request), one per line.
+lines(Map, Key) ->
+	Lines = [L || L <- case maps:get(Key, Map, []) of X when is_list(X) -> X; _ -> [] end,
+		      is_binary(L)],
+	?XAE(<<"td">>, [{<<"class">>, Key}], lists:join(?X(<<"br">>), [?C(L) || L <- Lines])).
 
 cell(Map, Key) ->
 	?XAC(<<"td">>, [{<<"class">>, Key}], text(maps:get(Key, Map, null))).

@@ -225,6 +225,11 @@ typedef struct st_options {
 typedef uint32_t st_subscription;
 
 /**
+ * Who may exchange stanzas with the host over s2s, `ST_FEDERATION_*`.
+ */
+typedef uint32_t st_federation;
+
+/**
  * Direction of a subscription stanza, `ST_DIRECTION_*`.
  */
 typedef uint32_t st_direction;
@@ -270,6 +275,17 @@ typedef uint32_t st_disposition;
  * Something is broken (e.g. a corrupt store file).
  */
 #define ST_LOG_LEVEL_ERROR 2
+
+/**
+ * Every server, as XMPP does by default (what `st_engine_open` gives).
+ */
+#define ST_FEDERATION_OPEN 0
+
+/**
+ * Only the peers we approved (in the group, when one is given); presence between the two
+ * host JIDs always passes, so a stranger can still ask to become a buddy.
+ */
+#define ST_FEDERATION_BUDDIES 1
 
 /**
  * None.
@@ -563,6 +579,43 @@ st_status st_engine_startup(const struct st_engine *engine, struct st_actions **
  * against). Static, NUL-terminated.
  */
 const char *st_version(void);
+
+/**
+ * `st_engine_open` with a federation mode: `ST_FEDERATION_OPEN` or `ST_FEDERATION_BUDDIES`,
+ * and with buddies an optional `group` (NULL for none; 1 to 64 characters, no comma) a
+ * buddy must carry, e.g. "federate". A group with `ST_FEDERATION_OPEN` is refused with
+ * `ST_STATUS_INVALID_OPTION` (it says the admin meant to restrict federation); another
+ * mode with `ST_STATUS_OUT_OF_RANGE`. Then ask `st_engine_federates_with` for every stanza
+ * crossing s2s either way and refuse what it refuses (a policy-violation stanza error for
+ * a message, an iq get/set or a subscription request; drop the rest).
+ *
+ * # Safety
+ * Strings must be NUL-terminated (`group` may be NULL); `options` NULL or readable; `out`
+ * writable.
+ */
+st_status st_engine_open_federated(const char *store_root,
+                                   const char *host,
+                                   const struct st_options *options,
+                                   st_federation federation,
+                                   const char *group,
+                                   struct st_engine **out);
+
+/**
+ * May a stanza cross s2s between the host and `peer` (the remote domain, as the router
+ * names it)? `host_presence`: the stanza is presence from one host JID to the other (the
+ * XEP-0267 handshake and probes), which buddies-only federation always lets through for a
+ * valid domain. Writes the answer to `*out`: always true for an engine opened with
+ * `ST_FEDERATION_OPEN` (or by `st_engine_open`); otherwise true only for a peer we approved,
+ * in the engine's group if it has one, and a `peer` that is not a domain is answered false
+ * (fails closed), not an error. Memory only, no disk: call it for every stanza.
+ *
+ * # Safety
+ * `engine` from `st_engine_open*`; `peer` NUL-terminated; `out` writable.
+ */
+st_status st_engine_federates_with(const struct st_engine *engine,
+                                   const char *peer,
+                                   bool host_presence,
+                                   bool *out);
 
 /**
  * Your server accepted this subscription stanza (one an `ST_ACTION_SEND` gave, with the

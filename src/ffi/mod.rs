@@ -8,6 +8,7 @@
 //! | `boundary` | the panic boundary and argument checks every function starts with |
 //! | `status` | `st_status` (numbered in bands), its descriptions, `st_last_error` |
 //! | `engine` | `st_engine`: open, inbound presence, admin acts, poll, trust checks |
+//! | `federation` | buddies-only federation: `st_engine_open_federated`, `st_engine_federates_with` |
 //! | `actions` | `st_actions` / `st_action`: what the host must do |
 //! | `transition` | the pure RFC 6121 table and the numbered vocabularies (states, types) |
 //!
@@ -19,12 +20,14 @@
 pub(crate) mod boundary;
 mod actions;
 mod engine;
+mod federation;
 mod outbox;
 pub(crate) mod status;
 mod transition;
 
 pub use actions::*;
 pub use engine::*;
+pub use federation::*;
 pub use outbox::*;
 pub use status::*;
 pub use transition::*;

@@ -61,6 +61,8 @@
 %% Global hook: ejabberd_app:prep_stop runs it before it stops the listeners
 %% and s2s.
 -define(STOPPING_PRIO, 50).
+%% The persistent term of the hosts' federation policies (federates/3).
+-define(POLICY, {?MODULE, federation}).
 
 -type peer() :: binary().
 
@@ -71,6 +73,7 @@
 start(Host, Opts) ->
 	case mod_server_trust_sidecar:start(Host, Opts) of
 		{ok, _Pid} ->
+			set_policy(Host, policy(Opts)),
 			hooks(Host, add),
 			mod_server_trust_webadmin:hooks(Host, add),
 			case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
@@ -92,6 +95,7 @@ start(Host, Opts) ->
 stop(Host) ->
 	mod_server_trust_adhoc:stop(Host),
 	hooks(Host, delete),
+	set_policy(Host, undefined),
 	mod_server_trust_webadmin:hooks(Host, delete),
 	case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
 		false ->
@@ -103,6 +107,7 @@ stop(Host) ->
 
 -spec reload(binary(), gen_mod:opts(), gen_mod:opts()) -> ok.
 reload(Host, NewOpts, _OldOpts) ->
+	set_policy(Host, policy(NewOpts)),
 	mod_server_trust_sidecar:reload(Host, NewOpts).
 
 -spec depends(binary(), gen_mod:opts()) -> [{module(), hard | soft}].
@@ -273,14 +278,47 @@ flush(Pids, Deadline) ->
 %% valid name, anything else only with a trusted peer, in `federation_group`
 %% when one is set. A group with `federation: all` counts as buddies: the
 %% engine refuses that pair, and refusing here fails closed.
+%% The policy is read from a persistent term written at start and reload: two
+%% gen_mod:get_module_opt/3 calls per stanza cost ~1 us (benches/README.md).
 -spec federates(binary(), binary(), boolean()) -> boolean().
 federates(Host, Peer, HostPresence) ->
-	case {mod_server_trust_opt(Host, federation), mod_server_trust_opt(Host, federation_group)} of
-		{all, undefined} -> true;
-		_ when HostPresence -> normalise(Peer) /= error;
-		{_, undefined} -> is_trusted(Host, Peer);
-		{_, Group} -> is_trusted(Host, Peer, Group)
+	case persistent_term:get(?POLICY, #{}) of
+		#{Host := open} -> true;
+		#{Host := _} when HostPresence -> normalise(Peer) /= error;
+		#{Host := {buddies, undefined}} -> is_trusted(Host, Peer);
+		#{Host := {buddies, Group}} -> is_trusted(Host, Peer, Group);
+		_ -> federates(policy(gen_mod:get_module_opts(Host, ?MODULE)), Host, Peer, HostPresence)
 	end.
+
+%% The same from the options (a host whose policy term is not written yet).
+federates(open, _Host, _Peer, _HostPresence) -> true;
+federates(_, _Host, Peer, true) -> normalise(Peer) /= error;
+federates({buddies, undefined}, Host, Peer, false) -> is_trusted(Host, Peer);
+federates({buddies, Group}, Host, Peer, false) -> is_trusted(Host, Peer, Group).
+
+%% `federation` and `federation_group` as federates/3 reads them: open, or buddies in
+%% a group or not (a group with `federation: all` counts as buddies: fails closed).
+policy(Opts) ->
+	case {gen_mod:get_opt(federation, Opts), gen_mod:get_opt(federation_group, Opts)} of
+		{all, undefined} -> open;
+		{_, Group} -> {buddies, Group}
+	end.
+
+%% One persistent term for all hosts (a small map, as the sidecar worker's tables),
+%% written only when a host starts, reloads or stops.
+set_policy(Host, Policy) ->
+	global:trans({{?MODULE, policy}, self()},
+		     fun() ->
+			     Old = persistent_term:get(?POLICY, #{}),
+			     New = case Policy of
+					   undefined -> maps:remove(Host, Old);
+					   _ -> Old#{Host => Policy}
+				   end,
+			     case New == Old of
+				     true -> ok;
+				     false -> persistent_term:put(?POLICY, New)
+			     end
+		     end, [node()]).
 
 %% Every stanza a remote server sent us (after its stream authenticated and
 %% from/to were checked), before it is routed; LServer is the host the
@@ -290,7 +328,10 @@ federates(Host, Peer, HostPresence) ->
 on_s2s_receive_packet({Pkt, State} = Acc) when ?is_stanza(Pkt) ->
 	From = xmpp:get_from(Pkt),
 	To = xmpp:get_to(Pkt),
-	Host = ejabberd_router:host_of_route(To#jid.lserver),
+	Host = case persistent_term:get(?POLICY, #{}) of
+		       #{(To#jid.lserver) := _} -> To#jid.lserver;  % a host itself: no route lookup
+		       _ -> ejabberd_router:host_of_route(To#jid.lserver)
+	       end,
 	Peer = From#jid.lserver,
 	case federates(Host, Peer, host_presence(Pkt, From, Peer, To, Host)) of
 		true ->

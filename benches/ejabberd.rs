@@ -17,16 +17,26 @@
 //!    and the same sidecar fed by an httpc keep-alive client inside the node;
 //! 3. `mod_server_trust:is_trusted/2` vs a bare `ets:lookup/2` on the module's table, timed
 //!    with `timer:tc` loops of a compiled helper inside the node, interleaved in rounds;
-//! 4. the sidecar's resident memory idle and after each 10k events.
+//! 4. the sidecar's resident memory idle and after each 10k events;
+//! 5. buddies-only federation per stanza, in a second lab with `federation: buddies`
+//!    (montague.lit approved both ways): (a) end to end, montague's Prosody writes N chat
+//!    messages to juliet@verona.lit straight onto its established s2s stream, counted and
+//!    dropped on verona by a helper hook on `s2s_receive_packet` that runs after the module's
+//!    (first post -> last arrival, per stanza); (b) inside the node, `run_fold` of
+//!    `s2s_receive_packet` and of `s2s_send_packet` for a message from / to a buddy. Each
+//!    with the module's two s2s hooks in place (the policy) and deleted (no policy), in
+//!    alternating rounds on the same node. Goal: (a) with the policy within 1.2x of without.
+//!    `EJ_BENCH_ONLY=federation` runs this part alone; `EJ_BENCH_FED_N` (messages per round,
+//!    default 5000), `EJ_BENCH_FED_ROUNDS` (default 8), `EJ_BENCH_FED_MICRO_N` (default 100000).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use server_trust_lab::TrustAdmin;
 use server_trust_lab::ejabberd::{self, EjabberdLab, EjabberdOptions, VERONA};
 use server_trust_lab::stats::stats;
+use server_trust_lab::{MONTAGUE, TrustAdmin};
 
 const WAIT: Duration = Duration::from_secs(30);
 const GOAL_P95_MS: f64 = 100.0;
@@ -36,7 +46,8 @@ const GOAL_RSS_MIB: f64 = 20.0;
 
 /// The helper loaded into the node (compiled with the module's flags by the lab).
 const HELPER: &str = r#"-module(st_bench).
--export([trust/4, route/4, http/5]).
+-export([trust/4, route/4, http/5, fed_hooks/2, fed_micro/4, fed_reset/0, fed_count/0, count_in/1,
+	 fed_counting/2]).
 -include("xmpp.hrl").
 
 loop_empty(0) -> ok;
@@ -129,6 +140,75 @@ http(Url, Token, Host, N, Conc) ->
 	T1 = erlang:monotonic_time(microsecond),
 	_ = inets:stop(httpc, Profile),
 	lists:flatten(io_lib:format("events=~p us=~p failed=~p", [Per * Conc, T1 - T0, Bad])).
+
+%% --- 5. federation ---
+%% mod_server_trust's two s2s hooks in place (On: the policy) or deleted (no policy).
+%% Deleted first either way, so the handlers are never in twice.
+fed_hooks(Host, On) ->
+	Hooks = [{s2s_receive_packet, on_s2s_receive_packet}, {s2s_send_packet, on_s2s_send_packet}],
+	[ejabberd_hooks:delete(H, Host, mod_server_trust, F, 10) || {H, F} <- Hooks],
+	[ejabberd_hooks:add(H, Host, mod_server_trust, F, 10) || On, {H, F} <- Hooks],
+	ok.
+
+%% The counting hook for the end-to-end runs: after the module's (priority 90), messages
+%% with an id "fb-..." are counted (count, first and last arrival) and dropped.
+fed_counting(Host, On) ->
+	persistent_term:put(st_bench_fed, atomics:new(3, [{signed, true}])),
+	Op = case On of true -> add; false -> delete end,
+	ejabberd_hooks:Op(s2s_receive_packet, Host, ?MODULE, count_in, 90),
+	ok.
+
+count_in({#message{id = <<"fb-", _/binary>>}, State}) ->
+	A = persistent_term:get(st_bench_fed),
+	T = os:system_time(microsecond),
+	atomics:add(A, 1, 1),
+	_ = atomics:compare_exchange(A, 2, 0, T),
+	atomics:put(A, 3, T),
+	{stop, {drop, State}};
+count_in(Acc) ->
+	Acc.
+
+fed_reset() ->
+	A = persistent_term:get(st_bench_fed),
+	[atomics:put(A, I, 0) || I <- [1, 2, 3]],
+	"fedbench reset".
+
+fed_count() ->
+	A = persistent_term:get(st_bench_fed),
+	lists:flatten(io_lib:format("got=~p first=~p last=~p", [atomics:get(A, 1), atomics:get(A, 2), atomics:get(A, 3)])).
+
+loop_in(_, _, _, 0) -> ok;
+loop_in(H, P, S, N) -> _ = ejabberd_hooks:run_fold(s2s_receive_packet, H, {P, S}, []), loop_in(H, P, S, N - 1).
+loop_out(_, _, 0) -> ok;
+loop_out(H, P, N) -> _ = ejabberd_hooks:run_fold(s2s_send_packet, H, P, []), loop_out(H, P, N - 1).
+
+%% ns per run_fold of s2s_receive_packet (a message from romeo@Peer to juliet@Host) and of
+%% s2s_send_packet (one back), without the module's hooks and with them, in Rounds rounds of
+%% N each: the least of each, and the median of the rounds' ratios (with / without).
+fed_micro(Host, Peer, N, Rounds) ->
+	In = #message{from = jid:make(<<"romeo">>, Peer, <<>>), to = jid:make(<<"juliet">>, Host, <<>>),
+		      type = chat, id = <<"fbm">>, body = [#text{data = <<"x">>}]},
+	Out = #message{from = jid:make(<<"juliet">>, Host, <<>>), to = jid:make(<<"romeo">>, Peer, <<>>),
+		       type = chat, id = <<"fbm">>, body = [#text{data = <<"x">>}]},
+	State = #{lserver => Host, remote_server => Peer},
+	Ns = fun(F) -> element(1, timer:tc(F)) * 1000 / N end,
+	Rs = [begin
+		      ok = fed_hooks(Host, false),
+		      OffIn = Ns(fun() -> loop_in(Host, In, State, N) end),
+		      OffOut = Ns(fun() -> loop_out(Host, Out, N) end),
+		      ok = fed_hooks(Host, true),
+		      OnIn = Ns(fun() -> loop_in(Host, In, State, N) end),
+		      OnOut = Ns(fun() -> loop_out(Host, Out, N) end),
+		      {OffIn, OffOut, OnIn, OnOut}
+	      end || _ <- lists:seq(1, Rounds)],
+	Min = fun(I) -> lists:min([element(I, R) || R <- Rs]) end,
+	Med = fun(L) -> lists:nth((length(L) + 1) div 2, lists:sort(L)) end,
+	%% Still a buddy, still passing: the checks answered true.
+	{Passed, _} = ejabberd_hooks:run_fold(s2s_receive_packet, Host, {In, State}, []),
+	lists:flatten(io_lib:format("off_in=~.1f off_out=~.1f on_in=~.1f on_out=~.1f "
+		"median_ratio_in=~.2f median_ratio_out=~.2f passed=~p",
+		[Min(1), Min(2), Min(3), Min(4), Med([C / A || {A, _, C, _} <- Rs]),
+		 Med([D / B || {_, B, _, D} <- Rs]), Passed /= drop])).
 "#;
 
 fn now() -> f64 {
@@ -226,6 +306,133 @@ fn approvals(lab: &EjabberdLab, peers: &[String]) -> Vec<Run> {
     runs
 }
 
+/// One end-to-end round of part 5: seconds per stanza, montague's first write -> verona's
+/// last arrival.
+fn federation_round(lab: &EjabberdLab, n: usize) -> f64 {
+    let p = lab.prosody();
+    lab.ejabberd.eval("st_bench:fed_reset().");
+    let lua = format!(
+        ">local st = require'util.stanza' local now = require'util.time'.now \
+         local out = prosody.hosts['montague.lit'].s2sout['{VERONA}'] \
+         if not (out and out.type == 's2sout') then return 'fedbench no-stream' end \
+         local t0 = now() for i = 1, {n} do out.sends2s(st.message({{ from = 'romeo@montague.lit', \
+         to = 'juliet@{VERONA}', type = 'chat', id = 'fb-'..i }}):text_tag('body', 'x')) end \
+         return ('fedbench t0=%.6f'):format(t0)"
+    );
+    let out = p.shell(&lua);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("no-stream"), "montague has no s2s stream to verona:\n{text}");
+    let t0: f64 = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("t0="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no t0 in {text}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = lab.ejabberd.eval("st_bench:fed_count().");
+        if field(&c, "got") as usize >= n {
+            return (field(&c, "last") / 1e6 - t0) / n as f64;
+        }
+        assert!(Instant::now() < deadline, "verona got {c}, of {n}\n{}", lab.diagnostics());
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Part 5: buddies-only federation per stanza, a lab of its own.
+fn federation_bench() {
+    let n = env_usize("EJ_BENCH_FED_N", 5000).max(1);
+    let rounds = env_usize("EJ_BENCH_FED_ROUNDS", 8).max(1);
+    let micro_n = env_usize("EJ_BENCH_FED_MICRO_N", 100_000).max(1);
+    let mut o = EjabberdOptions::new(ejabberd::sidecar_bin());
+    o.federation = "buddies".into();
+    eprintln!("[bench] 5. federation: starting ejabberd (federation: buddies) + sidecar + Prosody");
+    let lab = EjabberdLab::start(o);
+    let p = lab.prosody();
+    p.admin(MONTAGUE).cli(&["request", VERONA]);
+    lab.sidecar.wait_pending(MONTAGUE, WAIT);
+    lab.sidecar.cli(&["approve", MONTAGUE]);
+    lab.sidecar.wait_state(MONTAGUE, "both", WAIT);
+    p.admin(MONTAGUE).wait_state(VERONA, "both", WAIT);
+    let t0 = Instant::now();
+    while !lab.ejabberd.is_trusted(MONTAGUE, None) {
+        assert!(t0.elapsed() < WAIT, "montague never trusted inside ejabberd");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let src = lab.dir.join("st_bench.erl");
+    fs::write(&src, HELPER).unwrap();
+    lab.ejabberd.load_erl(&src);
+    lab.ejabberd.eval(&format!("st_bench:fed_counting(<<\"{VERONA}\">>, true)."));
+    // Warm-up (and the check that the policy lets a buddy through: every message arrives).
+    federation_round(&lab, n.min(1000));
+    let mut e2e: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut micro = Vec::new();
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [false, true] } else { [true, false] };
+        for on in order {
+            lab.ejabberd.eval(&format!("st_bench:fed_hooks(<<\"{VERONA}\">>, {on})."));
+            e2e[usize::from(on)].push(federation_round(&lab, n));
+        }
+        lab.ejabberd.eval(&format!("st_bench:fed_hooks(<<\"{VERONA}\">>, true)."));
+        eprintln!(
+            "[bench] 5. round {}: no policy {:.1} us/stanza, policy {:.1} us/stanza",
+            r + 1,
+            e2e[0][r] * 1e6,
+            e2e[1][r] * 1e6
+        );
+    }
+    micro
+        .push(lab.ejabberd.eval(&format!(
+            "st_bench:fed_micro(<<\"{VERONA}\">>, <<\"{MONTAGUE}\">>, {micro_n}, {rounds})."
+        )));
+    drop(lab);
+
+    println!();
+    println!(
+        "== 5. Buddies-only federation per stanza: montague (Prosody) -> verona (ejabberd) over s2s, {n} chat messages per round, {rounds} rounds each =="
+    );
+    let summary = |v: &[f64]| {
+        let mut us: Vec<f64> = v.iter().map(|x| x * 1e6).collect();
+        us.sort_by(f64::total_cmp);
+        (us[us.len() / 2], us[0], us[us.len() - 1])
+    };
+    let st = [summary(&e2e[0]), summary(&e2e[1])];
+    for (i, label) in ["no policy (hooks deleted)", "federation: buddies"].iter().enumerate() {
+        let (p50, min, max) = st[i];
+        println!(
+            "  {label:<26} us/stanza p50 {p50:>7.2}  min {min:>7.2}  max {max:>7.2}  ({:.0} stanzas/s at p50)",
+            1e6 / p50
+        );
+    }
+    let ratio = st[1].0 / st[0].0;
+    let paired = {
+        let mut r: Vec<f64> = e2e[1].iter().zip(&e2e[0]).map(|(b, o)| b / o).collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!(
+        "  policy / no policy: {ratio:.3}x (p50s), {paired:.3}x (median of the rounds' ratios)   goal <= 1.2x: {}",
+        verdict(ratio <= 1.2 && paired <= 1.2)
+    );
+    for line in &micro {
+        let (fi, fo, ni, no) =
+            (field(line, "off_in"), field(line, "off_out"), field(line, "on_in"), field(line, "on_out"));
+        println!("  inside the node, ns per run_fold (least of {rounds} rounds of N = {micro_n}):");
+        println!(
+            "    s2s_receive_packet, a message from a buddy: no policy {fi:>7.1}  policy {ni:>7.1}  -> the check adds {:>6.1} ns",
+            ni - fi
+        );
+        println!(
+            "    s2s_send_packet, a message to a buddy:      no policy {fo:>7.1}  policy {no:>7.1}  -> the check adds {:>6.1} ns",
+            no - fo
+        );
+        println!(
+            "    both checks of one stanza: {:.1} ns = {:.2}% of the end-to-end p50 with the policy  ({line})",
+            (ni - fi) + (no - fo),
+            ((ni - fi) + (no - fo)) / (st[1].0 * 1e3) * 100.0
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -234,6 +441,12 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: skip there.
     if !args.iter().any(|a| a == "--bench") && std::env::var_os("EJABBERD_BENCH").is_none() {
         println!("ejabberd bench: skipped (run with `cargo bench --bench ejabberd`)");
+        return;
+    }
+    let only = std::env::var("EJ_BENCH_ONLY").unwrap_or_default();
+    if only == "federation" {
+        ejabberd::require_installed();
+        federation_bench();
         return;
     }
     let runs = env_usize("EJ_BENCH_RUNS", 24).max(1);
@@ -399,4 +612,7 @@ fn main() {
         rss_after.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>().join(", "),
         verdict(max_after <= GOAL_RSS_MIB && rss_after.last().unwrap() - rss_after[0] < 2.0)
     );
+    if only != "approval" {
+        federation_bench();
+    }
 }

@@ -17,10 +17,25 @@
 //!    floor of any call). Peers: a trusted one, a stranger, and the trusted one in uppercase.
 //!    Goals: (a) faster than (c); (a) and (d) within 2x of (b).
 //!
+//! 3. Buddies-only federation per stanza (benches/lua/mod_server_trust_fedbench.lua, loaded on
+//!    both hosts): two labs at once, montague and capulet buddies in both, one with
+//!    `server_trust_federation = "buddies"` on both servers and one without (open: the module's
+//!    federation hooks are not registered). (a) end to end: montague posts N chat messages
+//!    romeo@montague.lit -> juliet@capulet.lit, written to the established s2s stream,
+//!    received and counted on capulet (the lab's per-stanza recorder skipped on both sides);
+//!    time from the first post to the last arrival, per stanza, rounds alternating between
+//!    the two labs. (b) inside capulet: CPU ns of `fire_event("message/bare")` for a message
+//!    from montague (origin an s2sin session) and of `fire_event("route/remote")` for one to
+//!    montague, i.e. the hook chains a stanza runs through, with and without the policy.
+//!    Goal: (a) with the policy within 1.2x of without.
+//!
 //! Run: `cargo bench --bench prosody`. The lab builds the CLI and the Lua bridge for the
 //! profile in use (release under `cargo bench`); set `PROSODY_BENCH_NATIVE=PATH` to load
 //! another `libserver_trust_lua.so`.
-//! Env: PROSODY_BENCH_RUNS (default 40 per poll interval), PROSODY_BENCH_N (default 1000000).
+//! Env: PROSODY_BENCH_RUNS (default 40 per poll interval), PROSODY_BENCH_N (default 1000000),
+//! PROSODY_BENCH_ONLY (`federation`: part 3 alone; `approval`: parts 1 and 2 alone),
+//! PROSODY_BENCH_FED_N (messages per round, default 5000), PROSODY_BENCH_FED_ROUNDS (rounds
+//! per lab, default 8), PROSODY_BENCH_FED_MICRO_N (events per in-process loop, default 200000).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use server_trust_lab::lua::lua_str;
 use server_trust_lab::stats::stats;
-use server_trust_lab::{CAPULET, Lab, LabOptions, Server, TrustAdmin, artifacts};
+use server_trust_lab::{CAPULET, Lab, LabOptions, MONTAGUE, Server, TrustAdmin, artifacts};
 
 const WAIT: Duration = Duration::from_secs(20);
 const GOAL_P95_MS: f64 = 250.0;
@@ -175,12 +190,148 @@ fn trust_bench(srv: &Server, n: usize, peer: &str) -> TrustBench {
     }
 }
 
+/// Part 3: a lab for the federation bench, montague and capulet buddies, the bench module
+/// loaded on both hosts; `buddies`: the policy on both servers.
+fn federation_lab(buddies: bool) -> Lab {
+    let lab = Lab::with_server_trust(LabOptions {
+        extra_global: if buddies { "server_trust_federation = \"buddies\"\n".into() } else { String::new() },
+        plugin_paths: vec![artifacts::workspace_dir().join("benches").join("lua")],
+        native_module: native_override(),
+        ..LabOptions::default()
+    });
+    let (m, c) = (&lab.montague, &lab.capulet);
+    m.cli(&["request", CAPULET]);
+    c.wait_state(MONTAGUE, "none+pending-in", WAIT);
+    c.cli(&["approve", MONTAGUE]);
+    c.wait_state(MONTAGUE, "both", WAIT);
+    m.wait_state(CAPULET, "both", WAIT);
+    for (srv, host) in [(m, MONTAGUE), (c, CAPULET)] {
+        let out = srv.shell_ok(&format!("module:load(\"server_trust_fedbench\", \"{host}\")"));
+        assert!(out.contains("Loaded for") || out.contains("loaded onto 1 host"), "{out}");
+    }
+    lab
+}
+
+/// `key=value` of a bench module's OK line.
+fn ok_field(out: &str, key: &str) -> f64 {
+    out.lines()
+        .filter(|l| l.contains("OK: fedbench"))
+        .flat_map(str::split_whitespace)
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {out}"))
+}
+
+/// One end-to-end round: seconds per stanza, first post on montague -> last arrival on capulet.
+fn federation_round(lab: &Lab, n: usize) -> f64 {
+    let (m, c) = (&lab.montague, &lab.capulet);
+    c.shell_ok("server_trust_fedbench:reset()");
+    let sent = m.shell_ok(&format!("server_trust_fedbench:send({n}, \"juliet@{CAPULET}\")"));
+    let t0 = ok_field(&sent, "t0");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = c.shell_ok("server_trust_fedbench:count()");
+        if ok_field(&got, "got") as usize >= n {
+            return (ok_field(&got, "last") - t0) / n as f64;
+        }
+        assert!(Instant::now() < deadline, "capulet got {} of {n} messages\n{got}", ok_field(&got, "got"));
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn federation_bench() {
+    let n = env_usize("PROSODY_BENCH_FED_N", 5000).max(1);
+    let rounds = env_usize("PROSODY_BENCH_FED_ROUNDS", 8).max(1);
+    let micro_n = env_usize("PROSODY_BENCH_FED_MICRO_N", 200_000).max(1);
+    eprintln!("[bench] federation: starting two labs (open, buddies)");
+    let labs = [("open (no policy)", federation_lab(false)), ("buddies", federation_lab(true))];
+    // Warm-up: both s2s streams up and used, the Lua heap grown.
+    for (_, lab) in &labs {
+        federation_round(lab, n.min(1000));
+    }
+    let mut e2e: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut micro: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        // Alternate which lab goes first, so a busy moment of the machine falls on both alike.
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            e2e[i].push(federation_round(&labs[i].1, n));
+            let out = labs[i].1.capulet.shell_ok(&format!(
+                "server_trust_fedbench:micro({micro_n}, \"romeo@{MONTAGUE}\", \"{MONTAGUE}\")"
+            ));
+            micro[i].push((ok_field(&out, "in"), ok_field(&out, "out"), ok_field(&out, "empty")));
+        }
+        eprintln!(
+            "[bench] federation round {}: open {:.1} us/stanza, buddies {:.1} us/stanza",
+            r + 1,
+            e2e[0][r] * 1e6,
+            e2e[1][r] * 1e6
+        );
+    }
+    drop(labs);
+
+    println!();
+    println!(
+        "== Buddies-only federation per stanza: montague -> capulet over s2s, {n} chat messages per round, {rounds} rounds per lab =="
+    );
+    // (median, min, max) in microseconds.
+    let summary = |v: &[f64]| {
+        let mut us: Vec<f64> = v.iter().map(|x| x * 1e6).collect();
+        us.sort_by(f64::total_cmp);
+        (us[us.len() / 2], us[0], us[us.len() - 1])
+    };
+    let st = [summary(&e2e[0]), summary(&e2e[1])];
+    for (i, label) in ["open (no policy)", "buddies"].iter().enumerate() {
+        let (p50, min, max) = st[i];
+        println!(
+            "  {label:<18} us/stanza p50 {p50:>7.2}  min {min:>7.2}  max {max:>7.2}  ({:.0} stanzas/s at p50)",
+            1e6 / p50
+        );
+    }
+    let ratio = st[1].0 / st[0].0;
+    let paired = {
+        let mut r: Vec<f64> = e2e[1].iter().zip(&e2e[0]).map(|(b, o)| b / o).collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!(
+        "  buddies / open: {ratio:.3}x (p50s), {paired:.3}x (median of the rounds' ratios)   goal <= 1.2x: {}",
+        if ratio <= 1.2 && paired <= 1.2 { "MET" } else { "MISSED" }
+    );
+    println!();
+    println!(
+        "== The same inside capulet: the hook chains one stanza runs through (CPU ns, least of {rounds}, N = {micro_n}) =="
+    );
+    let least =
+        |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| v.iter().map(f).fold(f64::INFINITY, f64::min);
+    let (oi, oo, oe) = (least(&micro[0], |x| x.0), least(&micro[0], |x| x.1), least(&micro[0], |x| x.2));
+    let (bi, bo) = (least(&micro[1], |x| x.0), least(&micro[1], |x| x.1));
+    println!(
+        "  fire_event(\"message/bare\") from montague: open {oi:>7.1}  buddies {bi:>7.1}  -> the check adds {:>6.1} ns",
+        bi - oi
+    );
+    println!(
+        "  fire_event(\"route/remote\") to montague:    open {oo:>7.1}  buddies {bo:>7.1}  -> the check adds {:>6.1} ns",
+        bo - oo
+    );
+    println!(
+        "  both checks of one stanza (sent and received): {:.1} ns = {:.2}% of the end-to-end p50 with the policy; empty loop {oe:.1} ns",
+        (bi - oi) + (bo - oo),
+        ((bi - oi) + (bo - oo)) / (st[1].0 * 1e3) * 100.0
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing special: only run
     // when invoked as a benchmark (or explicitly with PROSODY_BENCH=1).
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") && std::env::var_os("PROSODY_BENCH").is_none() {
         println!("prosody bench: skipped (run with `cargo bench --bench prosody`)");
+        return;
+    }
+    let only = std::env::var("PROSODY_BENCH_ONLY").unwrap_or_default();
+    if only == "federation" {
+        federation_bench();
         return;
     }
     let runs = env_usize("PROSODY_BENCH_RUNS", 40).max(1);
@@ -320,5 +471,8 @@ fn main() {
     }
     for t in &trust {
         println!("\n{}", t.line);
+    }
+    if only != "approval" {
+        federation_bench();
     }
 }

@@ -231,6 +231,11 @@ typedef struct st_options {
 typedef uint32_t st_subscription;
 
 /**
+ * Who may exchange stanzas with the host over s2s, `ST_FEDERATION_*`.
+ */
+typedef uint32_t st_federation;
+
+/**
  * Direction of a subscription stanza, `ST_DIRECTION_*`.
  */
 typedef uint32_t st_direction;
@@ -288,6 +293,17 @@ typedef uint32_t st_disposition;
  * Something is broken (e.g. a corrupt store file).
  */
 #define ST_LOG_LEVEL_ERROR 2
+
+/**
+ * Every server, as XMPP does by default (what `st_engine_open` gives).
+ */
+#define ST_FEDERATION_OPEN 0
+
+/**
+ * Only the peers we approved (in the group, when one is given); presence between the two
+ * host JIDs always passes, so a stranger can still ask to become a buddy.
+ */
+#define ST_FEDERATION_BUDDIES 1
 
 /**
  * None.
@@ -637,6 +653,56 @@ st_status st_engine_approve_for(const struct st_engine *engine,
  * `engine` from `st_engine_open`; `peer` NUL-terminated.
  */
 st_status st_engine_renew(const struct st_engine *engine, const char *peer, uint64_t seconds);
+
+/**
+ * `st_engine_open` with a federation mode: `ST_FEDERATION_OPEN` or `ST_FEDERATION_BUDDIES`,
+ * and with buddies an optional `group` (NULL for none; 1 to 64 characters, no comma) a
+ * buddy must carry, e.g. "federate". A group with `ST_FEDERATION_OPEN` is refused with
+ * `ST_STATUS_INVALID_OPTION` (it says the admin meant to restrict federation); another
+ * mode with `ST_STATUS_OUT_OF_RANGE`. Then ask `st_engine_federates_with` for every stanza
+ * crossing s2s either way and refuse what it refuses (a policy-violation stanza error for
+ * a message, an iq get/set or a subscription request; drop the rest).
+ *
+ * # Safety
+ * Strings must be NUL-terminated (`group` may be NULL); `options` NULL or readable; `out`
+ * writable.
+ */
+st_status st_engine_open_federated(const char *store_root,
+                                   const char *host,
+                                   const struct st_options *options,
+                                   st_federation federation,
+                                   const char *group,
+                                   struct st_engine **out);
+
+/**
+ * May a stanza cross s2s between the host and `peer` (the remote domain, as the router
+ * names it)? `host_presence`: the stanza goes from one host JID to the other and
+ * `st_host_stanza` lets it through (presence: the XEP-0267 handshake and probes; the
+ * evidence queries and iq replies), which buddies-only federation always allows for a
+ * valid domain. Writes the answer to `*out`: always true for an engine opened with
+ * `ST_FEDERATION_OPEN` (or by `st_engine_open`); otherwise true only for a peer we approved,
+ * in the engine's group if it has one, and a `peer` that is not a domain is answered false
+ * (fails closed), not an error. Memory only, no disk: call it for every stanza.
+ *
+ * # Safety
+ * `engine` from `st_engine_open*`; `peer` NUL-terminated; `out` writable.
+ */
+st_status st_engine_federates_with(const struct st_engine *engine,
+                                   const char *peer,
+                                   bool host_presence,
+                                   bool *out);
+
+/**
+ * Whether a stanza between the two host JIDs passes buddies-only federation without trust
+ * (pass the answer as `st_engine_federates_with`'s `host_presence`): `name` the element
+ * (`presence`, `iq`, ...), `type` its type attribute and `ns` the namespace of its first
+ * child, each NULL when absent. Presence, iq `result` and `error`, and iq `get` of the
+ * evidence queries (`ST_ACTION_QUERY`) pass. NULL `name` or invalid UTF-8: false.
+ *
+ * # Safety
+ * Strings NUL-terminated or NULL.
+ */
+bool st_host_stanza(const char *name, const char *type, const char *ns);
 
 /**
  * Your server accepted this subscription stanza (one an `ST_ACTION_SEND` gave, with the

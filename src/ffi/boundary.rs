@@ -26,6 +26,13 @@ impl Outcome for () {
     fn on_panic() -> Self {}
 }
 
+/// A yes/no answer: a panic answers no (fails closed).
+impl Outcome for bool {
+    fn on_panic() -> Self {
+        false
+    }
+}
+
 impl Outcome for usize {
     fn on_panic() -> Self {
         0

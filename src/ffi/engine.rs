@@ -75,7 +75,7 @@ pub extern "C" fn st_options_default() -> st_options {
     }
 }
 
-fn config(o: &st_options) -> crate::Result<Config> {
+pub(super) fn config(o: &st_options) -> crate::Result<Config> {
     Ok(Config {
         reciprocate: o.reciprocate,
         preapprove_on_request: o.preapprove_on_request,
@@ -91,7 +91,7 @@ fn config(o: &st_options) -> crate::Result<Config> {
         watch: o.watch,
         lock_wait: std::time::Duration::from_millis(o.lock_wait_ms.into()),
         // Not in `st_options` (a field more would change the struct's size, an ABI break):
-        // C hosts get the defaults.
+        // C hosts get the defaults (federation: `st_engine_open_federated`).
         ..Config::default()
     })
 }

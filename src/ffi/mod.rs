@@ -9,6 +9,7 @@
 //! | `status` | `st_status` (numbered in bands), its descriptions, `st_last_error` |
 //! | `engine` | `st_engine`: open, inbound presence, admin acts, poll, trust checks |
 //! | `expiry` | trust for a time: approving for some seconds, moving the end |
+//! | `federation` | buddies-only federation: `st_engine_open_federated`, `st_engine_federates_with` |
 //! | `actions` | `st_actions` / `st_action`: what the host must do |
 //! | `evidence` | stream facts and query replies for a new request's evidence |
 //! | `transition` | the pure RFC 6121 table and the numbered vocabularies (states, types) |
@@ -23,6 +24,7 @@ mod actions;
 mod engine;
 mod evidence;
 mod expiry;
+mod federation;
 mod outbox;
 pub(crate) mod status;
 mod transition;
@@ -31,6 +33,7 @@ pub use actions::*;
 pub use engine::*;
 pub use evidence::*;
 pub use expiry::*;
+pub use federation::*;
 pub use outbox::*;
 pub use status::*;
 pub use transition::*;

@@ -321,3 +321,36 @@ fn an_approve_after_a_recorded_deny_is_already_decided() {
         st_engine_free(e);
     }
 }
+
+#[test]
+fn federation_group_lets_an_approved_peer_in_the_group_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = CString::new(dir.path().to_str().unwrap()).unwrap();
+    let (mut e, mut out, mut yes) = (null_mut(), null_mut(), false);
+    unsafe {
+        let s = st_engine_open_federated(
+            root.as_ptr(),
+            c"a.lit".as_ptr(),
+            null(),
+            ST_FEDERATION_BUDDIES,
+            c"federate".as_ptr(),
+            &mut e,
+        );
+        assert_eq!(s, st_status::Ok);
+        assert_eq!(
+            st_engine_inbound(e, c"b.lit".as_ptr(), ST_PRESENCE_TYPE_SUBSCRIBE, null(), &mut out),
+            st_status::Ok
+        );
+        st_actions_free(out);
+        assert_eq!(st_engine_approve(e, c"b.lit".as_ptr(), &mut out), st_status::Ok);
+        st_actions_free(out);
+        assert_eq!(st_engine_federates_with(e, c"b.lit".as_ptr(), false, &mut yes), st_status::Ok);
+        assert!(!yes, "approved but not in the group");
+        (*e).engine.set_groups("b.lit", vec!["federate".into()], crate::engine::Actor::Api).unwrap();
+        assert_eq!(st_engine_federates_with(e, c"b.lit".as_ptr(), false, &mut yes), st_status::Ok);
+        assert!(yes, "approved and in the group");
+        let bad = [0xffu8, 0];
+        assert_eq!(st_engine_federates_with(e, bad.as_ptr().cast(), true, &mut yes), st_status::InvalidUtf8);
+        st_engine_free(e);
+    }
+}

@@ -54,6 +54,46 @@ fn c_handshake_is_clean_under_asan_and_ubsan() {
     build_and_run_handshake(&["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]);
 }
 
+/// Compiles tests/c/federation.c with `extra` flags and runs it against a fresh store: buddies-only
+/// federation through `st_engine_open_federated` and `st_engine_federates_with`.
+fn build_and_run_federation(extra: &[&str]) {
+    let out = tempfile::tempdir().unwrap();
+    let bin = out.path().join("federation");
+    let lib = artifacts::get().c_library.parent().unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .args(extra)
+        .arg("-o")
+        .arg(&bin)
+        .arg(repo().join("tests/c/federation.c"))
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lserver_trust")
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "C compile failed ({extra:?})");
+    let store = out.path().join("store");
+    let run = Command::new(&bin).arg(&store).env("LD_LIBRARY_PATH", lib).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "C federation failed ({extra:?}):\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("C federation OK"), "{stdout}");
+}
+
+#[test]
+fn c_program_federates_with_buddies_only() {
+    build_and_run_federation(&[]);
+}
+
+#[test]
+fn c_federation_is_clean_under_asan_and_ubsan() {
+    build_and_run_federation(&["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]);
+}
+
 #[test]
 fn header_compiles_as_cpp_too() {
     let out = tempfile::tempdir().unwrap();

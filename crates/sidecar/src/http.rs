@@ -33,7 +33,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use server_trust::admin::{AdminAct, Done};
-use server_trust::{Actor, Domain, Error, PresenceKind};
+use server_trust::{Action, Actor, Domain, Error, PresenceKind};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -245,6 +245,7 @@ enum Route {
     Health,
     HookPresence,
     HookHello,
+    HookGoodbye,
     HookTrusted,
     Roster(String),
     Pending(String),
@@ -263,7 +264,7 @@ impl Route {
     fn need(&self) -> Need {
         match self {
             Route::Health => Need::Nothing,
-            Route::HookPresence | Route::HookHello | Route::HookTrusted => Need::Hook,
+            Route::HookPresence | Route::HookHello | Route::HookGoodbye | Route::HookTrusted => Need::Hook,
             _ => Need::Admin,
         }
     }
@@ -286,6 +287,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Reply> {
         ["v1", "health"] => (Route::Health, "GET"),
         ["v1", "hook", "presence"] => (Route::HookPresence, "POST"),
         ["v1", "hook", "hello"] => (Route::HookHello, "POST"),
+        ["v1", "hook", "goodbye"] => (Route::HookGoodbye, "POST"),
         ["v1", "hook", "trusted"] => (Route::HookTrusted, "GET"),
         ["v1", "hosts", h, "roster"] => (Route::Roster(own(h)), "GET"),
         ["v1", "hosts", h, "pending"] => (Route::Pending(own(h)), "GET"),
@@ -375,6 +377,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
         Route::Health => Ok(Reply::ok(StatusCode::OK, json!({"ok": true}))),
         Route::HookPresence => hook_presence(app, req).await,
         Route::HookHello => hook_hello(app, req).await,
+        Route::HookGoodbye => hook_goodbye(app, req).await,
         Route::HookTrusted => hook_trusted(app, &req).await,
         Route::Roster(h) => {
             let host = app.host(&h)?;
@@ -490,6 +493,35 @@ async fn hook_hello(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
         node.escape_debug()
     );
     Ok(Reply::accepted())
+}
+
+/// The XMPP server is stopping cleanly: the engine's shutdown actions (`unavailable` to the
+/// peers we approved; every peer noted as last seen now). The presences come back in the
+/// answer for the server to route itself, at once: its HTTP API, which `send_stanza` needs,
+/// stops right after this hook, and its s2s streams soon after.
+async fn hook_goodbye(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let bye: HelloIn = read_json(req).await?;
+    let host = app.host(&bye.host)?;
+    let node = bye.node.as_deref().map(clip).unwrap_or_default();
+    let h = host.clone();
+    let actions = blocking(move || h.engine.shutdown_actions()).await?;
+    let mut presence = Vec::new();
+    for a in actions {
+        match a {
+            // In the engine's wire form: {"kind":"send","peer":…,"type":"unavailable","id":null}.
+            a @ Action::Send { .. } => presence.push(
+                serde_json::to_value(&a).map_err(|e| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+            ),
+            other => host.perform(&[other], PATIENCE),
+        }
+    }
+    log::info!(
+        "{}: goodbye from the XMPP server {}: {} unavailable presence(s) for it to send",
+        host.name,
+        node.escape_debug(),
+        presence.len()
+    );
+    Ok(Reply::ok(StatusCode::OK, json!({"host": host.name, "actions": presence})))
 }
 
 async fn hook_trusted(app: &App, req: &Request<Incoming>) -> Result<Reply, Reply> {

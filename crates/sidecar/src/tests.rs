@@ -583,6 +583,42 @@ fn startup_and_hello_send_presence_to_approved_peers_and_probes_to_peers_that_ap
 }
 
 #[test]
+fn goodbye_answers_unavailable_for_approved_peers_for_the_server_to_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sidecar::start_with(dir, "", |store| {
+        // capulet.lit: we approved it; montague.lit only approved us (gets no presence of ours).
+        let e = Engine::open(store, HOST, EngineConfig { watch: false, ..EngineConfig::default() }).unwrap();
+        e.inbound(PEER, server_trust::PresenceKind::Subscribe, None).unwrap();
+        e.approve(PEER, Actor::Cli).unwrap();
+        e.request("montague.lit", Actor::Cli).unwrap();
+        e.inbound("montague.lit", server_trust::PresenceKind::Subscribed, None).unwrap();
+    });
+    let before = s.api.calls().len();
+    let (st, body) = s.req(
+        "POST",
+        "/v1/hook/goodbye",
+        Some(HOOK_TOKEN),
+        Some(r#"{"host":"verona.lit","node":"ejabberd@localhost"}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"host": HOST, "actions": [{"kind": "send", "peer": PEER, "type": "unavailable", "id": null}]})
+    );
+    // The server routes them itself: nothing goes through its HTTP API, which stops next.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.api.calls()[before..].iter().all(|c| !c.body.to_string().contains("unavailable")),
+        "{:?}",
+        s.api.calls()
+    );
+    let (st, _) = s.req("POST", "/v1/hook/goodbye", None, Some(r#"{"host":"verona.lit"}"#));
+    assert_eq!(st, 401, "the hook token is needed");
+    let (st, _) = s.req("POST", "/v1/hook/goodbye", Some(HOOK_TOKEN), Some(r#"{"host":"other.lit"}"#));
+    assert_eq!(st, 404, "a host the sidecar does not serve");
+}
+
+#[test]
 fn api_failures_are_retried_and_never_grant_trust() {
     let s = Sidecar::start("");
     s.api.set_status(503); // ejabberd starting up

@@ -19,7 +19,10 @@
 %%%    s2s either way is checked with the engine's `federates_with` rule
 %%%    (federates/3): presence between the two host JIDs always passes,
 %%%    anything else only with a trusted peer (in `federation_group`, if
-%%%    set); a revoked peer's streams are closed.
+%%%    set); a revoked peer's streams are closed;
+%%%  * when the node stops cleanly (and no other node of the cluster serves
+%%%    the hosts), `unavailable` goes to the approved peers (on_stopping/0),
+%%%    so the "last seen" they show for us is true.
 %%%----------------------------------------------------------------------
 -module(mod_server_trust).
 -author('server-trust').
@@ -29,7 +32,7 @@
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1,
 	 mod_options/1, mod_doc/0, mod_status/0]).
 %% ejabberd_hooks callbacks.
--export([on_host_stanza/1, on_s2s_receive_packet/1, on_s2s_send_packet/1]).
+-export([on_host_stanza/1, on_s2s_receive_packet/1, on_s2s_send_packet/1, on_stopping/0]).
 %% Called by mod_server_trust_sidecar, by timers and inside s2s_in processes.
 -export([trust_removed/2, close_streams/2, close_in_stream/3]).
 %% API.
@@ -52,6 +55,14 @@
 %% written first (an s2s_out process writes what it was routed before it
 %% handles our stream error).
 -define(CLOSE_DELAY, timer:seconds(2)).
+%% At a clean stop: how long the goodbye presences get to leave through the
+%% s2s streams before ejabberd stops them.
+-define(GOODBYE_FLUSH, 2000).
+%% Global hook: ejabberd_app:prep_stop runs it before it stops the listeners
+%% and s2s.
+-define(STOPPING_PRIO, 50).
+%% The persistent term of the hosts' federation policies (federates/3).
+-define(POLICY, {?MODULE, federation}).
 
 -type peer() :: binary().
 
@@ -62,10 +73,13 @@
 start(Host, Opts) ->
 	case mod_server_trust_sidecar:start(Host, Opts) of
 		{ok, _Pid} ->
+			set_policy(Host, policy(Opts)),
 			hooks(Host, add),
 			mod_server_trust_webadmin:hooks(Host, add),
 			case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
-				false -> ejabberd_commands:register_commands(get_commands_spec());
+				false ->
+					ejabberd_commands:register_commands(get_commands_spec()),
+					ejabberd_hooks:add(ejabberd_stopping, ?MODULE, on_stopping, ?STOPPING_PRIO);
 				true -> ok
 			end,
 			ok = mod_server_trust_adhoc:start(Host),
@@ -81,15 +95,19 @@ start(Host, Opts) ->
 stop(Host) ->
 	mod_server_trust_adhoc:stop(Host),
 	hooks(Host, delete),
+	set_policy(Host, undefined),
 	mod_server_trust_webadmin:hooks(Host, delete),
 	case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
-		false -> ejabberd_commands:unregister_commands(get_commands_spec());
+		false ->
+			ejabberd_hooks:delete(ejabberd_stopping, ?MODULE, on_stopping, ?STOPPING_PRIO),
+			ejabberd_commands:unregister_commands(get_commands_spec());
 		true -> ok
 	end,
 	mod_server_trust_sidecar:stop(Host).
 
 -spec reload(binary(), gen_mod:opts(), gen_mod:opts()) -> ok.
 reload(Host, NewOpts, _OldOpts) ->
+	set_policy(Host, policy(NewOpts)),
 	mod_server_trust_sidecar:reload(Host, NewOpts).
 
 -spec depends(binary(), gen_mod:opts()) -> [{module(), hard | soft}].
@@ -208,6 +226,49 @@ on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Hos
 on_host_stanza(_Stanza) ->
 	ok.
 
+%% --- a clean stop -------------------------------------------------------
+
+%% The node is stopping cleanly (SIGTERM, `ejabberdctl stop`): for each host
+%% the sidecar's engine gives the presences to send (`unavailable` to the
+%% peers we approved; it notes every peer as last seen now), and they are
+%% routed here, while s2s still runs: the HTTP API the sidecar would send
+%% through stops next. Prosody does the same on server-stopping. Not while
+%% other nodes of the cluster run: they still serve the hosts.
+-spec on_stopping() -> ok.
+on_stopping() ->
+	case ejabberd_cluster:get_nodes() of
+		[_, _ | _] = Nodes ->
+			?INFO_MSG("mod_server_trust: ~p stops, ~p other node(s) still serve the hosts: "
+				  "no unavailable to the server buddies", [node(), length(Nodes) - 1]);
+		_ ->
+			Hosts = [H || H <- ejabberd_option:hosts(), gen_mod:is_loaded(H, ?MODULE)],
+			Pids = lists:usort(lists:flatmap(fun goodbye/1, Hosts)),
+			flush(Pids, erlang:monotonic_time(millisecond) + ?GOODBYE_FLUSH)
+	end,
+	ok.
+
+goodbye(Host) ->
+	Presences = mod_server_trust_sidecar:goodbye(Host),
+	From = jid:make(Host),
+	?INFO_MSG("mod_server_trust (~ts): stopping: ~p presence(s) to server buddies",
+		  [Host, length(Presences)]),
+	lists:flatmap(
+	  fun({Peer, Type}) ->
+		  ejabberd_router:route(#presence{from = From, to = jid:make(Peer), type = Type}),
+		  ejabberd_s2s:get_connections_pids({Host, Peer})
+	  end, Presences).
+
+%% Until the s2s_out processes the goodbyes went to have taken them from
+%% their mailboxes (an established stream writes a stanza as it takes it),
+%% at most until Deadline.
+flush(Pids, Deadline) ->
+	Busy = [P || P <- Pids, erlang:process_info(P, message_queue_len) /= {message_queue_len, 0},
+		     is_process_alive(P)],
+	case Busy /= [] andalso erlang:monotonic_time(millisecond) < Deadline of
+		true -> timer:sleep(20), flush(Busy, Deadline);
+		false -> ok
+	end.
+
 %% --- buddies-only federation ----------------------------------------------
 
 %% The engine's `Engine::federates_with(peer, host_presence)` rule, mirrored here
@@ -217,14 +278,47 @@ on_host_stanza(_Stanza) ->
 %% valid name, anything else only with a trusted peer, in `federation_group`
 %% when one is set. A group with `federation: all` counts as buddies: the
 %% engine refuses that pair, and refusing here fails closed.
+%% The policy is read from a persistent term written at start and reload: two
+%% gen_mod:get_module_opt/3 calls per stanza cost ~1 us (benches/README.md).
 -spec federates(binary(), binary(), boolean()) -> boolean().
 federates(Host, Peer, HostPresence) ->
-	case {mod_server_trust_opt(Host, federation), mod_server_trust_opt(Host, federation_group)} of
-		{all, undefined} -> true;
-		_ when HostPresence -> normalise(Peer) /= error;
-		{_, undefined} -> is_trusted(Host, Peer);
-		{_, Group} -> is_trusted(Host, Peer, Group)
+	case persistent_term:get(?POLICY, #{}) of
+		#{Host := open} -> true;
+		#{Host := _} when HostPresence -> normalise(Peer) /= error;
+		#{Host := {buddies, undefined}} -> is_trusted(Host, Peer);
+		#{Host := {buddies, Group}} -> is_trusted(Host, Peer, Group);
+		_ -> federates(policy(gen_mod:get_module_opts(Host, ?MODULE)), Host, Peer, HostPresence)
 	end.
+
+%% The same from the options (a host whose policy term is not written yet).
+federates(open, _Host, _Peer, _HostPresence) -> true;
+federates(_, _Host, Peer, true) -> normalise(Peer) /= error;
+federates({buddies, undefined}, Host, Peer, false) -> is_trusted(Host, Peer);
+federates({buddies, Group}, Host, Peer, false) -> is_trusted(Host, Peer, Group).
+
+%% `federation` and `federation_group` as federates/3 reads them: open, or buddies in
+%% a group or not (a group with `federation: all` counts as buddies: fails closed).
+policy(Opts) ->
+	case {gen_mod:get_opt(federation, Opts), gen_mod:get_opt(federation_group, Opts)} of
+		{all, undefined} -> open;
+		{_, Group} -> {buddies, Group}
+	end.
+
+%% One persistent term for all hosts (a small map, as the sidecar worker's tables),
+%% written only when a host starts, reloads or stops.
+set_policy(Host, Policy) ->
+	global:trans({{?MODULE, policy}, self()},
+		     fun() ->
+			     Old = persistent_term:get(?POLICY, #{}),
+			     New = case Policy of
+					   undefined -> maps:remove(Host, Old);
+					   _ -> Old#{Host => Policy}
+				   end,
+			     case New == Old of
+				     true -> ok;
+				     false -> persistent_term:put(?POLICY, New)
+			     end
+		     end, [node()]).
 
 %% Every stanza a remote server sent us (after its stream authenticated and
 %% from/to were checked), before it is routed; LServer is the host the
@@ -234,7 +328,10 @@ federates(Host, Peer, HostPresence) ->
 on_s2s_receive_packet({Pkt, State} = Acc) when ?is_stanza(Pkt) ->
 	From = xmpp:get_from(Pkt),
 	To = xmpp:get_to(Pkt),
-	Host = ejabberd_router:host_of_route(To#jid.lserver),
+	Host = case persistent_term:get(?POLICY, #{}) of
+		       #{(To#jid.lserver) := _} -> To#jid.lserver;  % a host itself: no route lookup
+		       _ -> ejabberd_router:host_of_route(To#jid.lserver)
+	       end,
 	Peer = From#jid.lserver,
 	case federates(Host, Peer, host_presence(Pkt, From, Peer, To, Host)) of
 		true ->

@@ -33,7 +33,8 @@
 -behaviour(gen_server).
 
 %% API (called by mod_server_trust and its hooks).
--export([start/2, stop/1, reload/2, presence/4, member/2, lookup/2, trusted/1, status/1]).
+-export([start/2, stop/1, reload/2, presence/4, member/2, lookup/2, trusted/1, status/1,
+	 goodbye/1]).
 %% gen_server callbacks.
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
 	 code_change/3]).
@@ -46,6 +47,7 @@
 -define(MAX_DELAY, 5000).               %% ... up to 5 s (the sidecar is local)
 -define(WARN_EVERY, 10000).             %% at most one warning per kind per 10 s
 -define(SERVER_ERROR_TRIES, 5).         %% 500s for one presence before it is given up
+-define(GOODBYE_TIMEOUT, 3000).         %% ms the node's stop waits for the sidecar, at most
 -define(TYPES, [subscribe, subscribed, unsubscribe, unsubscribed, probe,
 		available, unavailable]).
 
@@ -157,6 +159,16 @@ trusted(Host) ->
 			end
 	end.
 
+%% The node stops cleanly: POST /v1/hook/goodbye, synchronously (the stop
+%% waits, at most ?GOODBYE_TIMEOUT), and the presences the engine wants sent,
+%% [{Peer, Type}], for mod_server_trust to route. Nothing when the sidecar is
+%% unreachable (logged): the peers then learn we are gone when s2s closes.
+-spec goodbye(binary()) -> [{binary(), atom()}].
+goodbye(Host) ->
+	try gen_server:call(proc(Host), goodbye, ?GOODBYE_TIMEOUT + 1000)
+	catch exit:_ -> []
+	end.
+
 -spec status(binary()) -> map().
 status(Host) ->
 	try gen_server:call(proc(Host), status, 5000)
@@ -189,6 +201,16 @@ handle_call(status, _From, #state{} = S) ->
 		  dropped => S#state.dropped,
 		  superseded => S#state.superseded,
 		  peers => length(trusted(S#state.host))}, S};
+handle_call(goodbye, _From, #state{host = Host} = S) ->
+	Body = json(#{<<"host">> => Host, <<"node">> => atom_to_binary(node(), utf8)}),
+	Req = {S#state.url ++ "/v1/hook/goodbye", headers(S), "application/json", Body},
+	Result = httpc:request(post, Req, http_opts(min(S#state.timeout, ?GOODBYE_TIMEOUT), S),
+			       [{body_format, binary}], S#state.profile),
+	Reply = case Result of
+			{ok, R} -> goodbye_presences(classify(R), Host);
+			{error, _} = Err -> goodbye_presences(classify(Err), Host)
+		end,
+	{reply, Reply, S};
 handle_call(_Request, _From, State) ->
 	{reply, {error, badarg}, State}.
 
@@ -222,6 +244,31 @@ handle_info(hello, State) ->
 	{noreply, send_hello(State#state{hello_timer = undefined})};
 handle_info(_Info, State) ->
 	{noreply, State}.
+
+%% The engine's actions in its wire form: the presences to send.
+goodbye_presences({ok, Body}, Host) ->
+	try jiffy:decode(Body, [return_maps]) of
+		#{<<"actions">> := Actions} when is_list(Actions) ->
+			[{Peer, Type} || #{<<"kind">> := <<"send">>, <<"peer">> := Peer, <<"type">> := T} <- Actions,
+					 is_binary(Peer), Type <- [presence_type(T)], Type /= undefined];
+		_ ->
+			?WARNING_MSG("mod_server_trust (~ts): goodbye: unexpected answer ~ts",
+				     [Host, snippet(Body)]),
+			[]
+	catch _:_ ->
+		?WARNING_MSG("mod_server_trust (~ts): goodbye: unreadable answer ~ts", [Host, snippet(Body)]),
+		[]
+	end;
+goodbye_presences(Other, Host) ->
+	?WARNING_MSG("mod_server_trust (~ts): stopping, but the sidecar did not answer the goodbye "
+		     "(~p): server buddies get no unavailable presence from us", [Host, Other]),
+	[].
+
+presence_type(T) ->
+	case [A || A <- ?TYPES, atom_to_binary(A, utf8) == T] of
+		[A] -> A;
+		[] -> undefined
+	end.
 
 terminate(_Reason, #state{host = Host, profile = Profile} = State) ->
 	case queued(State) of

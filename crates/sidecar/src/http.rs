@@ -267,9 +267,7 @@ impl Route {
     fn need(&self) -> Need {
         match self {
             Route::Health => Need::Nothing,
-            Route::HookPresence | Route::HookHello | Route::HookTrusted | Route::HookEvidence => {
-                Need::Hook
-            }
+            Route::HookPresence | Route::HookHello | Route::HookTrusted | Route::HookEvidence => Need::Hook,
             _ => Need::Admin,
         }
     }

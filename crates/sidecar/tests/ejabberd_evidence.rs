@@ -102,14 +102,17 @@ fn ejabberd_answers_a_strangers_host_queries_with_its_contacts_and_version() {
     let ask = |from: &str, id: &str, ns: &str| {
         p.inject(&format!("<iq type='get' from='{from}' to='{VERONA}' id='{id}'><query xmlns='{ns}'/></iq>"))
     };
-    let answer = |id: &'static str| {
-        move |s: &Stanza| s.host == STRANGER && s.id.as_deref() == Some(id) && s.via_s2s()
-    };
+    let answer =
+        |id: &'static str| move |s: &Stanza| s.host == STRANGER && s.id.as_deref() == Some(id) && s.via_s2s();
     ask(STRANGER, "ev-d1", "http://jabber.org/protocol/disco#info");
     let disco = p.wait_for("verona's disco#info", T, answer("ev-d1"));
     assert!(disco.is_type("result"), "{}", disco.xml);
     for (kind, addr) in contact_addresses(VERONA) {
-        assert!(disco.xml.contains(&format!("{kind}-addresses")) && disco.xml.contains(&addr), "{}", disco.xml);
+        assert!(
+            disco.xml.contains(&format!("{kind}-addresses")) && disco.xml.contains(&addr),
+            "{}",
+            disco.xml
+        );
     }
     ask(STRANGER, "ev-v1", "jabber:iq:version");
     let version = p.wait_for("verona's version", T, answer("ev-v1"));

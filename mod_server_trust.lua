@@ -62,6 +62,8 @@ if lua_version ~= "Lua 5.4" then
 else
 	native, native_err = load_native();
 end
+-- How long evidence queries wait for their reply (the engine says).
+local answer_timeout = native and native.answer_timeout or 10;
 local engine, engine_err;
 if native then
 	local ok, opened, err = pcall(native.open, store_root, host, options);
@@ -228,6 +230,16 @@ local function perform(actions, err, log)
 			fire_isolated(a.trusted and "peer-subscription-completed" or "peer-subscription-removed", a.peer);
 		elseif a.kind == "log" then
 			log(a.level, "%s", a.text);
+		elseif a.kind == "query" then
+			-- Evidence for the admin: ask the new requester, hand the engine whatever comes back.
+			local peer, ns = a.peer, a.ns;
+			local function answer(reply)
+				local ok, more, aerr = pcall(engine.answer, engine, peer, ns, reply and tostring(reply) or nil);
+				if ok then perform(more, aerr, log); else log("warn", "Evidence from %s not kept: %s", peer, tostring(more)); end
+			end
+			module:send_iq(st.iq({ type = "get", from = host, to = peer, id = new_id() }):tag("query", { xmlns = ns }),
+				nil, answer_timeout):next(function (event) answer(event.stanza); end,
+				function (e) answer(type(e) == "table" and e.context and e.context.stanza or nil); end);
 		end
 	end
 	return actions;
@@ -265,6 +277,14 @@ module:hook("presence/host", function (event)
 		log("warn", "Presence error from %s: %s %s", from_host, condition, text or "");
 		call_logged(log, "bounced", from_host, condition);
 	else
+		if ptype == "subscribe" and origin.type == "s2sin" and engine then
+			-- Evidence: how this stream was authenticated, and the certificate it showed.
+			local conn = origin.conn;
+			local cert = conn and conn.ssl_peercertificate and conn:ssl_peercertificate();
+			local auth = origin.dane and "dane" or origin.cert_identity_status == "valid" and "certificate" or "dialback";
+			local ok, _, serr = pcall(engine.session, engine, from_host, auth, cert and cert:pem() or nil);
+			if not ok or serr then log("debug", "Stream facts for %s not kept: %s", from_host, tostring(serr or _)); end
+		end
 		call_logged(log, "inbound", from_host, ptype, stanza.attr.id);
 	end
 	return true;
@@ -279,6 +299,13 @@ if (options.federation or "open") ~= "open" or options.federation_group ~= nil t
 	local function federates(peer, host_presence)
 		if not engine or not peer then return false; end -- no engine: no federation (fails closed)
 		local ok, yes = pcall(engine.federates, engine, peer, host_presence);
+		return ok and yes == true;
+	end
+	-- What passes between the two host JIDs without trust: the engine's rule, by name, type
+	-- and the first child's namespace.
+	local function between_hosts(stanza)
+		local child = stanza.tags[1];
+		local ok, yes = pcall(native.host_stanza, stanza.name, stanza.attr.type, child and child.attr.xmlns);
 		return ok and yes == true;
 	end
 	local function refuse(stanza, peer)
@@ -297,7 +324,7 @@ if (options.federation or "open") ~= "open" or options.federation_group ~= nil t
 		if origin.type ~= "s2sin" then return; end
 		local from = stanza.attr.from;
 		local peer = jid_host(from);
-		if federates(peer, stanza.name == "presence" and from == peer and stanza.attr.to == host) then return; end
+		if federates(peer, from == peer and stanza.attr.to == host and between_hosts(stanza)) then return; end
 		(origin.log or module._log)("debug", "Refused %s from %s: not a server buddy", stanza.name, from);
 		return refuse(stanza, peer);
 	end
@@ -310,7 +337,7 @@ if (options.federation or "open") ~= "open" or options.federation_group ~= nil t
 		local stanza, peer = event.stanza, event.to_host;
 		-- Dialback's own elements travel this way too: they are how any stream comes up.
 		if ours[stanza] or not routed[stanza.name] then return; end
-		if federates(peer, stanza.name == "presence" and stanza.attr.from == host and stanza.attr.to == peer) then return; end
+		if federates(peer, stanza.attr.from == host and stanza.attr.to == peer and between_hosts(stanza)) then return; end
 		module:log("debug", "Refused %s to %s: not a server buddy", stanza.name, stanza.attr.to);
 		return refuse(stanza, peer);
 	end, 2000);
@@ -594,9 +621,14 @@ peer_command("Request a server buddy", "urn:xmpp:server-trust#request", "request
 peer_command("Revoke a server buddy", "urn:xmpp:server-trust#revoke", "revoke");
 
 -- One choice per pending peer, with no default: the admin must pick approve or deny.
-local function pending_layout(peers)
+-- `summaries` (peer -> lines, from the engine) go above each choice, as what is known.
+local function pending_layout(peers, summaries)
 	local fields = { title = "Pending server buddy requests"; form_type };
 	for _, peer in ipairs(peers) do
+		local summary = summaries and summaries[peer];
+		if summary then
+			fields[#fields+1] = { type = "fixed", value = peer..": "..t_concat(summary, "\n") };
+		end
 		fields[#fields+1] = { name = peer, type = "list-single", label = peer,
 			options = { { label = "Approve", value = "approve" }, { label = "Deny", value = "deny" },
 				{ label = "Decide later", value = "later" } } };
@@ -609,10 +641,10 @@ module:provides("adhoc", adhoc_new("Pending server buddies", "urn:xmpp:server-tr
 	if not engine then return { status = "completed", error = { message = engine_err } }; end
 	-- Only a session this command opened (see peer_command) takes a form.
 	if type(state) ~= "table" or not state.peers or not data.form then
-		local peers = {};
-		for _, p in ipairs(engine:pending()) do peers[#peers+1] = p.peer; end
+		local peers, summaries = {}, {};
+		for _, p in ipairs(engine:pending()) do peers[#peers+1], summaries[p.peer] = p.peer, p.summary; end
 		if #peers == 0 then return { status = "completed", info = "No pending requests" }; end
-		return { status = "executing", actions = { "complete" }, form = pending_layout(peers) }, { peers = peers };
+		return { status = "executing", actions = { "complete" }, form = pending_layout(peers, summaries) }, { peers = peers };
 	end
 	local fields = pending_layout(state.peers):data(data.form);
 	local done, failed = {}, {};

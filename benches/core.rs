@@ -90,6 +90,7 @@ fn build_pending_1000(root: &Path) {
         last_seen: now.clone(),
         times_seen: 1,
         stanza_id: Some("sub-1".into()),
+        evidence: Default::default(),
     };
     store.write_pending(&req(template_peer)).expect("write pending");
     let template_path = store.pending_path(&domain(template_peer));

@@ -15,6 +15,11 @@
 
 
 /**
+ * Seconds to wait for the reply to an `ST_ACTION_QUERY`.
+ */
+#define ST_ANSWER_TIMEOUT_SECS 10
+
+/**
  * Result of every fallible call. Numbered in bands by origin, with room to grow: 1xxx the
  * caller's arguments, 2xxx refused by the roster's state, 3xxx the store, 9xxx internal.
  * Numbers are never reused. `st_status_str` describes each; `st_last_error` gives the
@@ -165,7 +170,8 @@ typedef struct st_action {
    */
   const char *id;
   /**
-   * For `ST_ACTION_NOTIFY` / `ST_ACTION_LOG`: the text.
+   * For `ST_ACTION_NOTIFY` / `ST_ACTION_LOG`: the text; for `ST_ACTION_QUERY`: the
+   * query's namespace.
    */
   const char *text;
   /**
@@ -237,6 +243,12 @@ typedef uint32_t st_disposition;
 
 
 /**
+ * What the driver asks a new requester, from the host JID, each as
+ * `<iq type='get'><query xmlns='NS'/></iq>`.
+ */
+#define QUERIES { DISCO_INFO, VERSION, }
+
+/**
  * Send `<presence from=host to=peer type=type id=id/>`.
  */
 #define ST_ACTION_SEND 0
@@ -255,6 +267,12 @@ typedef uint32_t st_disposition;
  * Log `text` at `level`.
  */
 #define ST_ACTION_LOG 3
+
+/**
+ * Send `<iq type='get' from=host to=peer><query xmlns=text/></iq>` and pass its reply (or
+ * NULL after `ST_ANSWER_TIMEOUT_SECS`) to `st_engine_answer`. Ignore kinds you do not know.
+ */
+#define ST_ACTION_QUERY 4
 
 /**
  * Routine.
@@ -563,6 +581,37 @@ st_status st_engine_startup(const struct st_engine *engine, struct st_actions **
  * against). Static, NUL-terminated.
  */
 const char *st_version(void);
+
+/**
+ * Before `st_engine_inbound` for a `subscribe`: how the s2s stream it came by was
+ * authenticated (`auth`: `"certificate"`, `"dane"` or `"dialback"`) and the certificate the
+ * peer presented, DER or PEM (`cert` NULL or `cert_len` 0: none). A new request's evidence
+ * starts with them. An unknown `auth` fails with `ST_STATUS_UNKNOWN_NAME`; a certificate
+ * that does not parse is shown as missing.
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; strings NUL-terminated; `cert` readable for `cert_len`
+ * bytes when not NULL.
+ */
+st_status st_engine_session(const struct st_engine *engine,
+                            const char *peer,
+                            const char *auth,
+                            const uint8_t *cert,
+                            size_t cert_len);
+
+/**
+ * The reply to an `ST_ACTION_QUERY` for `peer` whose namespace was `ns`: the whole iq
+ * stanza as XML (`type='result'` or `'error'`), or NULL when none came within
+ * `ST_ANSWER_TIMEOUT_SECS`. `*out` receives actions (a notice once every query is answered).
+ *
+ * # Safety
+ * `engine` from `st_engine_open`; strings NUL-terminated (`reply` may be NULL); `out` writable.
+ */
+st_status st_engine_answer(const struct st_engine *engine,
+                           const char *peer,
+                           const char *ns,
+                           const char *reply,
+                           struct st_actions **out);
 
 /**
  * Your server accepted this subscription stanza (one an `ST_ACTION_SEND` gave, with the

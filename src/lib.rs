@@ -11,6 +11,7 @@ pub mod admin;
 mod domain;
 pub mod engine;
 mod error;
+pub mod evidence;
 pub mod ffi;
 pub mod owner;
 pub mod store;

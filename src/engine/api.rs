@@ -34,6 +34,7 @@ pub struct Engine {
     pub(super) view: View,
     pub(super) ops: Mutex<Ops>,
     presence: Liveness,
+    pub(super) gathering: super::gather::Gathering,
     watcher: Watcher,
     compactor: Compactor,
     /// `ops.deferred` is not empty: lets an idle poll stay one atomic load.
@@ -170,6 +171,7 @@ impl Engine {
             born: Instant::now(),
             schedule: Default::default(),
             presence: Liveness::load(&store_clone),
+            gathering: Default::default(),
             watcher,
             compactor: Compactor::new(store_clone),
         };
@@ -207,9 +209,11 @@ impl Engine {
 
     /// Whether a stanza may cross s2s between the host and `peer` (a domain as the router
     /// hands it, any spelling), under the `federation` setting: with [`Federation::Open`]
-    /// always; with [`Federation::Buddies`] presence between the two host JIDs
-    /// (`host_presence`: the XEP-0267 handshake and probes) always, anything else only with a
-    /// trusted peer in the group, if one is set. Memory only; invalid input is refused.
+    /// always; with [`Federation::Buddies`] what passes between the two host JIDs without
+    /// trust (`host_presence`: the driver found the stanza is between them and
+    /// [`Federation::host_stanza`] lets it through: the XEP-0267 handshake, probes, the
+    /// evidence queries) always, anything else only with a trusted peer in the group, if one
+    /// is set. Memory only; invalid input is refused.
     #[inline]
     pub fn federates_with(&self, peer: &str, host_presence: bool) -> bool {
         match &self.config.federation {
@@ -332,6 +336,26 @@ impl Engine {
             PresenceKind::Unsubscribed
         };
         Action::Send { to: peer, kind, id: id.map(str::to_string) }
+    }
+
+    /// Facts about the s2s stream `peer`'s subscription stanza arrives by, from the driver,
+    /// before it hands the stanza to [`Engine::inbound`]: how the stream was authenticated
+    /// (`certificate`, `dane` or `dialback`) and the certificate the peer presented (DER or
+    /// PEM), if any. A new request's evidence starts with them. Memory only.
+    pub fn session(&self, peer: &str, auth: &str, cert: Option<&[u8]>) -> Result<()> {
+        let peer = Domain::peer(peer)?;
+        self.gathering.session(peer, crate::evidence::Session::new(auth, cert)?);
+        Ok(())
+    }
+
+    /// The reply to an [`Action::Query`] for `peer` and `ns`: the whole iq stanza as XML
+    /// (result or error), or `None` when none came in time. Recorded in the peer's pending
+    /// file while it waits for a decision; with the last answer, a notice sums the evidence
+    /// up for the admins. A reply to a query the engine did not ask changes nothing.
+    pub fn answer(&self, peer: &str, ns: &str, reply: Option<&str>) -> Result<Vec<Action>> {
+        let peer = Domain::peer(peer)?;
+        let Some(last) = self.gathering.answered(&peer, ns) else { return Ok(Vec::new()) };
+        self.transact(Actor::Peer, |txn| txn.on_answer(&peer, ns, reply, last))
     }
 
     /// Admin asks `peer` for a subscription (and pre-approves its reciprocal request).

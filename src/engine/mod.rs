@@ -9,6 +9,7 @@
 //! | `types` | the public vocabulary: [`Config`], [`PresenceKind`], [`Action`], [`Actor`], [`LogLevel`] |
 //! | `api` | [`Engine`]: the public calls, locking, loading and saving the roster |
 //! | `policy` | XEP-0267 policy: what each RFC 6121 transition means for a server |
+//! | `gather` | evidence for new requests: stream facts and queries awaiting answers |
 //! | `snapshot` | the lock-free roster snapshot behind `is_trusted` |
 //! | `compact` | folding the roster's journal into roster.toml, off the server's thread |
 //! | `watch` | inotify + eventfd: noticing what the CLI and editors changed, across fork |
@@ -19,6 +20,7 @@ mod api;
 #[cfg(test)]
 mod cap_tests;
 mod compact;
+mod gather;
 mod liveness;
 pub mod outbox;
 mod outside;
@@ -36,5 +38,7 @@ mod outbox_tests;
 mod tests;
 #[cfg(test)]
 mod tests_decisions;
+#[cfg(test)]
+mod tests_evidence;
 #[cfg(test)]
 mod tests_outside;

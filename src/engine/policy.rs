@@ -34,8 +34,8 @@ const SITE_BUCKETS: usize = 4096;
 
 /// One operation in progress: the locked state, the actor, and what it produced.
 pub(super) struct Txn<'a> {
-    engine: &'a Engine,
-    ops: &'a mut Ops,
+    pub(super) engine: &'a Engine,
+    pub(super) ops: &'a mut Ops,
     actor: Actor,
     actions: Vec<Action>,
     /// The entries this operation changed (`None`: removed).
@@ -92,7 +92,7 @@ impl<'a> Txn<'a> {
         self.actions.push(Action::Send { to: to.clone(), kind, id: id.map(str::to_string) });
     }
 
-    fn notify(&mut self, peer: &Domain, text: String) {
+    pub(super) fn notify(&mut self, peer: &Domain, text: String) {
         self.actions.push(Action::Notify { peer: peer.clone(), text });
     }
 
@@ -202,7 +202,7 @@ impl<'a> Txn<'a> {
             return Ok(());
         }
         let now = now_rfc3339();
-        let req = PendingRequest {
+        let mut req = PendingRequest {
             peer: peer.clone(),
             decision: Decision::Pending,
             decided_by: None,
@@ -211,7 +211,12 @@ impl<'a> Txn<'a> {
             last_seen: now,
             times_seen: 1,
             stanza_id: id.map(str::to_string),
+            evidence: Default::default(),
         };
+        let session = self.engine.gathering.session_of(peer);
+        if let Some(s) = &session {
+            req.evidence.add_session(s);
+        }
         let store = &self.engine.store;
         // Never overwrite a file the admin is working on, even a broken one.
         if store.read_pending(peer)?.is_none() {
@@ -228,14 +233,20 @@ impl<'a> Txn<'a> {
         } else {
             "Approve: "
         };
+        let stream = match &session {
+            Some(_) => format!(" Its server {}.", req.evidence.lines()[0]),
+            None => String::new(),
+        };
         let text = format!(
-            "Server buddy request from {} to {} (XEP-0267). {adhoc}{} (or deny; or edit {})",
+            "Server buddy request from {} to {} (XEP-0267).{stream} {adhoc}{} (or deny; or edit {})",
             peer.display_name(),
             self.engine.host,
             store.command("approve", peer),
             store.pending_path(peer).display()
         );
         self.prompt(peer, text);
+        // Evidence comes after the request is recorded and prompted for, never before.
+        self.actions.extend(self.engine.gathering.ask(peer));
         Ok(())
     }
 
@@ -695,6 +706,7 @@ impl<'a> Txn<'a> {
                 last_seen: at,
                 times_seen: 1,
                 stanza_id: None, // not kept in the journal
+                evidence: Default::default(),
             })?;
             self.ops.pending_sites = None; // counted again
             self.actor = Actor::Engine;

@@ -69,6 +69,19 @@ pub enum Federation {
 }
 
 impl Federation {
+    /// Whether a stanza between the two host JIDs (`name`, its `type`, the namespace of its
+    /// first child) passes in buddies mode without trust: presence (the XEP-0267 handshake
+    /// and probes), and the evidence queries ([`crate::evidence::QUERIES`]) with their
+    /// replies, both ways, so each side can learn about the other before deciding.
+    pub fn host_stanza(name: &str, ty: Option<&str>, ns: Option<&str>) -> bool {
+        match (name, ty) {
+            ("presence", _) => true,
+            ("iq", Some("result" | "error")) => true,
+            ("iq", Some("get")) => ns.is_some_and(|n| crate::evidence::QUERIES.contains(&n)),
+            _ => false,
+        }
+    }
+
     /// The `federation` option (`"open"` or `"buddies"`) and the `federation_group` option.
     /// A group without `"buddies"` is refused rather than ignored: it says the admin meant
     /// to restrict federation.
@@ -245,7 +258,8 @@ impl LogLevel {
 /// Something the driver must do. On the wire (JSON, Lua tables) an action is an object
 /// tagged by `kind`: `{"kind":"send","peer":…,"type":"subscribed","id":…}`,
 /// `{"kind":"notify","peer":…,"text":…}`, `{"kind":"trust","peer":…,"trusted":true}`,
-/// `{"kind":"log","level":"warn","text":…}`.
+/// `{"kind":"log","level":"warn","text":…}`, `{"kind":"query","peer":…,"ns":…}`. Drivers
+/// ignore kinds they do not know.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Action {
@@ -274,6 +288,15 @@ pub enum Action {
         peer: Domain,
         /// New value.
         trusted: bool,
+    },
+    /// Send `<iq type='get' from=HOST to=PEER><query xmlns=NS/></iq>` and hand the reply to
+    /// [`crate::Engine::answer`], or `None` when none came within
+    /// [`crate::evidence::ANSWER_TIMEOUT`]: evidence for the admin about a new requester.
+    Query {
+        /// The requester.
+        peer: Domain,
+        /// The query's namespace, one of [`crate::evidence::QUERIES`].
+        ns: String,
     },
     /// A line for the server log.
     Log {

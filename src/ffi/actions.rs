@@ -17,6 +17,12 @@ pub const ST_ACTION_NOTIFY: st_action_kind = 1;
 pub const ST_ACTION_TRUST_CHANGED: st_action_kind = 2;
 /// Log `text` at `level`.
 pub const ST_ACTION_LOG: st_action_kind = 3;
+/// Send `<iq type='get' from=host to=peer><query xmlns=text/></iq>` and pass its reply (or
+/// NULL after `ST_ANSWER_TIMEOUT_SECS`) to `st_engine_answer`. Ignore kinds you do not know.
+pub const ST_ACTION_QUERY: st_action_kind = 4;
+/// Seconds to wait for the reply to an `ST_ACTION_QUERY`.
+pub const ST_ANSWER_TIMEOUT_SECS: u32 = 10;
+const _: () = assert!(crate::evidence::ANSWER_TIMEOUT.as_secs() == ST_ANSWER_TIMEOUT_SECS as u64);
 
 /// Severity of an `ST_ACTION_LOG`, `ST_LOG_LEVEL_*`.
 pub type st_log_level = u32;
@@ -48,7 +54,8 @@ pub struct st_action {
     pub r#type: st_presence_type,
     /// For `ST_ACTION_SEND`: the stanza id to echo, or NULL (pick your own).
     pub id: *const c_char,
-    /// For `ST_ACTION_NOTIFY` / `ST_ACTION_LOG`: the text.
+    /// For `ST_ACTION_NOTIFY` / `ST_ACTION_LOG`: the text; for `ST_ACTION_QUERY`: the
+    /// query's namespace.
     pub text: *const c_char,
     /// For `ST_ACTION_LOG`: `ST_LOG_LEVEL_*`.
     pub level: st_log_level,
@@ -94,6 +101,9 @@ impl From<Action> for OwnedAction {
             }
             Action::TrustChanged { peer, trusted } => {
                 OwnedAction { trusted, ..blank(ST_ACTION_TRUST_CHANGED, peer.as_str()) }
+            }
+            Action::Query { peer, ns } => {
+                OwnedAction { text: Some(cstring(&ns)), ..blank(ST_ACTION_QUERY, peer.as_str()) }
             }
             Action::Log { level, text } => OwnedAction {
                 text: Some(cstring(&text)),

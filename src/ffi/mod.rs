@@ -9,6 +9,7 @@
 //! | `status` | `st_status` (numbered in bands), its descriptions, `st_last_error` |
 //! | `engine` | `st_engine`: open, inbound presence, admin acts, poll, trust checks |
 //! | `actions` | `st_actions` / `st_action`: what the host must do |
+//! | `evidence` | stream facts and query replies for a new request's evidence |
 //! | `transition` | the pure RFC 6121 table and the numbered vocabularies (states, types) |
 //!
 //! Names cross this boundary as numbers tied to the Rust enums by compile-time asserts, and
@@ -19,12 +20,14 @@
 pub(crate) mod boundary;
 mod actions;
 mod engine;
+mod evidence;
 mod outbox;
 pub(crate) mod status;
 mod transition;
 
 pub use actions::*;
 pub use engine::*;
+pub use evidence::*;
 pub use outbox::*;
 pub use status::*;
 pub use transition::*;

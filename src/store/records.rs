@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Domain;
 use crate::engine::{Actor, PresenceKind};
+use crate::evidence::Evidence;
 use crate::subscription::Subscription;
 use crate::vocab;
 
@@ -148,9 +149,22 @@ pub struct PendingRequest {
     /// The `id` of the first stanza, echoed in our answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stanza_id: Option<String>,
+    /// What the server learnt about the peer when it asked (filled in as answers arrive).
+    #[serde(default, skip_serializing_if = "Evidence::is_empty")]
+    pub evidence: Evidence,
 }
 
 impl PendingRequest {
+    /// What an admin deciding should know, a line per fact ([`Evidence::lines`]), then how
+    /// often and since when the peer asked.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut lines = self.evidence.lines();
+        let times =
+            if self.times_seen == 1 { "once".to_string() } else { format!("{} times", self.times_seen) };
+        lines.push(format!("asked {times}: first {}, last {}", self.first_seen, self.last_seen));
+        lines
+    }
+
     /// The refusal of `decision` when the file records a different one already.
     pub fn conflict(&self, decision: Decision) -> Option<crate::error::Error> {
         (self.decision != Decision::Pending && self.decision != decision).then(|| {

@@ -20,6 +20,7 @@ fn req(peer: &str) -> PendingRequest {
         last_seen: now_rfc3339(),
         times_seen: 1,
         stanza_id: Some("x1".into()),
+        evidence: Default::default(),
     }
 }
 

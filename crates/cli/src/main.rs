@@ -170,6 +170,10 @@ fn pending(store: &Store, out: Out) -> Result<()> {
                 r.first_seen,
                 r.times_seen
             );
+            // What is known about the requester, and what is not (see `show` for all).
+            for line in r.evidence.lines() {
+                println!("      {line}");
+            }
         }
         if let Ok(Some(d)) = admin::dropped(store) {
             println!("{}", admin::dropped_line(&d));
@@ -192,6 +196,9 @@ fn show(store: &Store, peer: &Domain, out: Out) -> Result<()> {
     }
     if let Some(p) = &report.pending {
         println!("pending request: {}", store.pending_path(peer).display());
+        for line in p.summary_lines() {
+            println!("  {line}");
+        }
         print!("{}", toml::to_string_pretty(p).expect("serialisable"));
     }
     for w in &report.waiting {

@@ -59,6 +59,16 @@ impl LuaUserData for LuaEngine {
         m.add_method("federates", |_, this, (peer, host_presence): (LuaString, Option<bool>)| {
             Ok(peer.to_str().is_ok_and(|p| this.0.federates_with(&p, host_presence.unwrap_or(false))))
         });
+        // session(peer, auth, cert_pem): the stream a subscribe came by (see Engine::session).
+        m.add_method("session", |lua, this, (peer, auth, cert): (String, String, Option<LuaString>)| {
+            let cert = cert.as_ref().map(|c| c.as_bytes());
+            let r = this.0.session(&peer, &auth, cert.as_deref());
+            lua_result(lua, r, |_, ()| Ok(LuaValue::Boolean(true)))
+        });
+        // answer(peer, ns, reply_xml | nil): the reply to a "query" action (see Engine::answer).
+        m.add_method("answer", |lua, this, (peer, ns, reply): (String, String, Option<String>)| {
+            lua_result(lua, this.0.answer(&peer, &ns, reply.as_deref()), actions_table)
+        });
         m.add_method("generation", |_, this, ()| Ok(this.0.generation()));
         m.add_method("trusted", |lua, this, ()| {
             let list = lua.create_table()?;
@@ -154,6 +164,7 @@ impl LuaUserData for LuaEngine {
             let list = lua.create_table()?;
             for r in reqs {
                 let t = lua.create_table()?;
+                t.set("summary", r.summary_lines())?;
                 t.set("peer", r.peer.as_str())?;
                 t.set("first_seen", r.first_seen)?;
                 t.set("last_seen", r.last_seen)?;
@@ -389,5 +400,14 @@ fn server_trust_lua(lua: &Lua) -> LuaResult<LuaTable> {
     // SAFETY: `read_only` is a well-formed Lua C function (see there).
     exports.set("read_only", unsafe { lua.create_c_function(read_only)? })?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    exports.set("answer_timeout", server_trust::evidence::ANSWER_TIMEOUT.as_secs())?;
+    // host_stanza(name, type, ns): passes between the two host JIDs without trust in buddies
+    // mode (see Federation::host_stanza).
+    exports.set(
+        "host_stanza",
+        lua.create_function(|_, (name, ty, ns): (String, Option<String>, Option<String>)| {
+            Ok(server_trust::Federation::host_stanza(&name, ty.as_deref(), ns.as_deref()))
+        })?,
+    )?;
     Ok(exports)
 }

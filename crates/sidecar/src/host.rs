@@ -161,6 +161,8 @@ impl Host {
                     let what = if *trusted { "now trusted" } else { "no longer trusted" };
                     log::info!("{}: {peer} is {what}", self.name);
                 }
+                // Replies come back to ejabberd, not here: the module sends the queries.
+                Action::Query { .. } => {}
                 Action::Log { level, text } => {
                     let level = match level {
                         LogLevel::Info => log::Level::Info,

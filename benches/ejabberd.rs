@@ -287,7 +287,7 @@ fn main() {
     o.contact_info = true;
     // Every routed event must be kept while the worker sends (the default is 1000).
     o.queue_max = (events as u32).saturating_mul(2).max(1000);
-    eprintln!("[bench] starting ejabberd + sidecar + Prosody ({} virtual hosts)", peers.len() + 1);
+    eprintln!("[bench] starting ejabberd + sidecar + Prosody ({} virtual hosts)", o.prosody_hosts.len() + 1);
     let lab = EjabberdLab::start(o);
     let sidecar_pid: u32 = fs::read_to_string(&lab.sidecar.pidfile).unwrap().trim().parse().unwrap();
     thread::sleep(Duration::from_secs(1));

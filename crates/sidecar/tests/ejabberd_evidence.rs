@@ -85,6 +85,13 @@ fn a_prosody_peers_request_on_ejabberd_carries_its_contacts_software_and_stream(
     let mine = pending.as_array().unwrap().iter().find(|r| r["peer"] == MONTAGUE).unwrap();
     assert_eq!(mine["evidence"], req["evidence"]);
 
+    // verona's admins got the summary in chat (the sidecar's send_message; ejabberd logs it).
+    lab.ejabberd.wait_log("the evidence notice sent to verona's admin", T, |l| {
+        l.contains("API call send_message")
+            && l.contains("Evidence on the server buddy request from montague.lit")
+            && l.contains("xmpp:admin@montague.lit")
+    });
+
     // Gathering decided nothing: both still wait for the admin, and are strangers.
     for peer in [MONTAGUE, STRANGER] {
         assert_eq!(lab.sidecar.state(peer), "none+pending-in");
@@ -121,4 +128,29 @@ fn ejabberd_answers_a_strangers_host_queries_with_its_contacts_and_version() {
     ask(&format!("romeo@{STRANGER}"), "ev-d2", "http://jabber.org/protocol/disco#info");
     let refused = p.wait_for("the refusal of a user's query", T, answer("ev-d2"));
     assert!(refused.is_type("error") && refused.xml.contains("policy-violation"), "{}", refused.xml);
+}
+
+/// The other way round, with the Prosody module's own gathering: verona's admin asks
+/// montague.lit, whose pending request shows verona's contact addresses and ejabberd's
+/// version, asked for through verona's `federation: buddies`.
+#[test]
+fn ejabberds_request_on_prosody_carries_veronas_contacts_and_software() {
+    let lab = lab();
+    let p = lab.prosody();
+    lab.sidecar.cli(&["request", MONTAGUE]);
+    let t0 = Instant::now();
+    let req = loop {
+        let v: Value = serde_json::from_slice(&p.admin(MONTAGUE).cli(&["--json", "pending"]).stdout).unwrap();
+        let found = v.as_array().unwrap().iter().find(|r| r["peer"] == VERONA).cloned();
+        if let Some(r) =
+            found.filter(|r| !r["evidence"]["contacts"].is_null() && !r["evidence"]["software"].is_null())
+        {
+            break r;
+        }
+        assert!(t0.elapsed() < T, "no evidence about verona on montague.lit: {v}\n{}", lab.diagnostics());
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(req["evidence"]["contacts"], contacts(VERONA), "{req}");
+    assert!(req["evidence"]["software"].as_str().unwrap().starts_with("ejabberd 23.01"), "{req}");
+    assert_eq!(p.admin(MONTAGUE).state(VERONA), "none+pending-in");
 }

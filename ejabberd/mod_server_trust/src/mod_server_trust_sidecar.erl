@@ -752,8 +752,14 @@ ask(Body, #state{host = Host} = State) ->
 			  {_, #jid{luser = <<>>, lresource = <<>>} = To, N} when N < ?MAX_ASKING ->
 				  IQ = #iq{type = get, from = jid:make(Host), to = To,
 					   sub_els = [#xmlel{name = <<"query">>, attrs = [{<<"xmlns">>, NS}]}]},
-				  ejabberd_router:route_iq(IQ, {evidence, Peer, NS}, self(), ?ANSWER_TIMEOUT),
-				  S#state{asking = N + 1};
+				  %% Never let a routing failure take the worker (and its queue) down.
+				  try
+					  ejabberd_router:route_iq(IQ, {evidence, Peer, NS}, self(), ?ANSWER_TIMEOUT),
+					  S#state{asking = N + 1}
+				  catch C:E ->
+					  warn(asking, "mod_server_trust (~ts): cannot ask ~ts for ~ts: ~p:~p",
+					       [Host, Peer, NS, C, E], S)
+				  end;
 			  {_, #jid{}, _} ->
 				  warn(asking, "mod_server_trust (~ts): ~p evidence queries already wait for "
 				       "their answers; not asking ~ts for ~ts (shown as not known)",
@@ -767,17 +773,23 @@ ask(Body, #state{host = Host} = State) ->
 
 %% The answer to a query (the reply stanza, or timeout) for the sidecar.
 answered(Peer, NS, Reply, #state{host = Host} = State) ->
-	Xml = case Reply of
-		      #iq{} ->
-			      X = fxml:element_to_binary(xmpp:encode(Reply)),
-			      binary:part(X, 0, min(byte_size(X), ?MAX_REPLY));
-		      _ ->
-			      null
+	Xml = try reply_xml(Reply)
+	      catch C:E ->
+		      %% Not the worker's end: reported as no answer, and logged.
+		      ?WARNING_MSG("mod_server_trust (~ts): cannot encode ~ts's answer to ~ts: ~p:~p",
+				   [Host, Peer, NS, C, E]),
+		      null
 	      end,
 	%% force_utf8: a reply cut at ?MAX_REPLY may end inside a character.
 	Body = iolist_to_binary(jiffy:encode(#{<<"host">> => Host, <<"peer">> => Peer,
 					       <<"ns">> => NS, <<"reply">> => Xml}, [force_utf8])),
 	post_answer(Body, 1, State).
+
+reply_xml(#iq{} = Reply) ->
+	X = fxml:element_to_binary(xmpp:encode(Reply)),
+	binary:part(X, 0, min(byte_size(X), ?MAX_REPLY));
+reply_xml(timeout) ->
+	null.
 
 post_answer(Body, Tries, State) ->
 	case post("/v1/hook/evidence", Body, State) of

@@ -154,3 +154,20 @@ fn ejabberds_request_on_prosody_carries_veronas_contacts_and_software() {
     assert!(req["evidence"]["software"].as_str().unwrap().starts_with("ejabberd 23.01"), "{req}");
     assert_eq!(p.admin(MONTAGUE).state(VERONA), "none+pending-in");
 }
+
+/// A peer that publishes nothing and does not answer version queries (Prosody without
+/// `server_contact_info` and `version`): shown as such, not as unknown, and not as empty.
+#[test]
+fn what_a_peer_does_not_publish_is_shown_as_missing() {
+    let mut o = EjabberdOptions::new(env!("CARGO_BIN_EXE_server-trust-sidecar"));
+    o.federation = "buddies".into();
+    let lab = EjabberdLab::start(o);
+    lab.prosody().admin(MONTAGUE).cli(&["request", VERONA]);
+    let req = wait_evidence(&lab, MONTAGUE);
+    let ev = &req["evidence"];
+    assert_eq!(ev["contacts"], serde_json::json!({}), "{req}");
+    assert!(ev["software"].is_null(), "{req}");
+    assert_eq!(ev["unanswered"]["version"], "error: service-unavailable", "{req}");
+    let shown = lab.sidecar.cli_text(&["show", MONTAGUE]);
+    assert!(shown.contains("none published") && shown.contains("service-unavailable"), "{shown}");
+}

@@ -313,22 +313,27 @@ host_stanza(_Pkt, _From, _A, _To, _B) ->
 %% certificate itself (DER), if it sent one. Nothing else is looked at, so
 %% other stanzas cost nothing here.
 with_session(#presence{type = subscribe} = Pkt, Peer, #{socket := Socket} = State) ->
-	Auth = try xmpp_stream_pkix:authenticate(State#{remote_server => Peer}) of
-		       {ok, _} -> <<"certificate">>;
-		       {error, _, _} -> <<"dialback">>
-	       catch _:_ -> undefined
-	       end,
-	Cert = try xmpp_socket:get_peer_certificate(Socket, otp) of
-		       {ok, C} -> public_key:pkix_encode('OTPCertificate', C, otp);
-		       _ -> undefined
-	       catch _:_ -> undefined
-	       end,
+	%% Whatever goes wrong here costs the evidence, never the subscribe.
+	Auth = try stream_auth(Peer, State) catch _:_ -> undefined end,
+	Cert = try peer_cert(Socket) catch _:_ -> undefined end,
 	case Auth of
 		undefined -> Pkt;
 		_ -> xmpp:put_meta(Pkt, ?SESSION, #{auth => Auth, cert => Cert})
 	end;
 with_session(Pkt, _Peer, _State) ->
 	Pkt.
+
+stream_auth(Peer, State) ->
+	case xmpp_stream_pkix:authenticate(State#{remote_server => Peer}) of
+		{ok, _} -> <<"certificate">>;
+		{error, _, _} -> <<"dialback">>
+	end.
+
+peer_cert(Socket) ->
+	case xmpp_socket:get_peer_certificate(Socket, otp) of
+		{ok, C} -> public_key:pkix_encode('OTPCertificate', C, otp);
+		_ -> undefined
+	end.
 
 %% A refused message, iq request or subscription request is answered with a
 %% policy-violation error (to the remote sender, or to our user who wrote to a

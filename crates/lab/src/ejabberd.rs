@@ -122,6 +122,21 @@ pub struct EjabberdOptions {
     /// the access rule `configure` allowing [`WEBADMIN_ADMIN`] only; create the accounts with
     /// [`Ejabberd::register`].
     pub webadmin: bool,
+    /// Both servers publish XEP-0157 contact addresses ([`contact_addresses`]) and answer
+    /// XEP-0092 software version queries: each Prosody host with `server_contact_info`
+    /// (`contact_info`) and `version`, verona.lit with mod_disco's `server_info` and
+    /// mod_version. The evidence an admin sees with a request (issue 15).
+    pub contact_info: bool,
+}
+
+/// The XEP-0157 addresses a lab server publishes with [`EjabberdOptions::contact_info`], as
+/// (kind, address): an admin's JID, an abuse mailbox and a security mailbox.
+pub fn contact_addresses(host: &str) -> [(&'static str, String); 3] {
+    [
+        ("admin", format!("xmpp:admin@{host}")),
+        ("abuse", format!("mailto:abuse@{host}")),
+        ("security", format!("mailto:security@{host}")),
+    ]
 }
 
 impl EjabberdOptions {
@@ -138,6 +153,7 @@ impl EjabberdOptions {
             admin_commands: false,
             c2s: false,
             webadmin: false,
+            contact_info: false,
         }
     }
 }
@@ -328,7 +344,7 @@ impl EjabberdLab {
         }
         let montague = opts.prosody.then(|| {
             let p = ProsodyPeer::new(&dir, &slot.a, prosody_hosts.clone());
-            p.write_config(&certs, &slot.b);
+            p.write_config(&certs, &slot.b, opts.contact_info);
             p
         });
 
@@ -499,7 +515,7 @@ impl EjabberdCluster {
         }
         let montague = opts.prosody.then(|| {
             let p = ProsodyPeer::new(&dir, &prosody_ip, prosody_hosts.clone());
-            p.write_config(&certs, &ip1);
+            p.write_config(&certs, &ip1, opts.contact_info);
             p
         });
         let mut pidfiles: Vec<&Path> = vec![&nodes[0].pidfile, &nodes[1].pidfile, &sidecar.pidfile];
@@ -728,7 +744,7 @@ modules:
   mod_admin_extra: {{}}
   mod_http_api: {{}}
   mod_s2s_dialback: {{}}
-  mod_disco: {{}}{adhoc_module}
+  mod_disco:{disco_options}{adhoc_module}
   mod_server_trust:
     sidecar_url: "http://{sidecar_ip}:{SIDECAR_PORT}"
     token_file: "{token}"
@@ -778,6 +794,18 @@ modules:
                 (true, true) => "\n  configure:\n    - allow: admin\n    - allow: webadmins",
             },
             adhoc_module = if opts.c2s { "\n  mod_adhoc: {}" } else { "" },
+            // XEP-0157 in disco#info of the host (mod_disco's server_info) and XEP-0092.
+            disco_options = if opts.contact_info {
+                let mut o = "\n    server_info:".to_string();
+                for (kind, addr) in contact_addresses(VERONA) {
+                    o.push_str(&format!(
+                        "\n      -\n        modules: all\n        name: \"{kind}-addresses\"\n        urls: [\"{addr}\"]"
+                    ));
+                }
+                o + "\n  mod_version: {}"
+            } else {
+                " {}".to_string()
+            },
             access_adhoc = if opts.c2s { "\n    access_adhoc: configure" } else { "" },
             webadmin_handler = if opts.webadmin { "\n      /admin: ejabberd_web_admin" } else { "" },
             // 23.01's WebAdmin: GET of a host's pages needs `configure` or `webadmin_view` of
@@ -1439,7 +1467,7 @@ impl ProsodyPeer {
         }
     }
 
-    fn write_config(&self, certs: &Path, ejabberd_ip: &str) {
+    fn write_config(&self, certs: &Path, ejabberd_ip: &str, contact_info: bool) {
         fs::create_dir_all(&self.data).unwrap();
         let hosts_file = self.dir.join("hosts");
         let mut h = format!("{ejabberd_ip} {VERONA}\n");
@@ -1465,10 +1493,21 @@ impl ProsodyPeer {
         c.push_str(&config::server_trust_options(&self.store, None));
         for host in &self.hosts {
             c.push_str(&config::virtual_host(host, MONTAGUE, certs));
-            c.push_str(&format!(
-                "\tadmins = {{ {} }}\n\tmodules_enabled = {{ \"server_trust\" }}\n",
-                lua_str(&format!("admin@{host}"))
-            ));
+            c.push_str(&format!("\tadmins = {{ {} }}\n", lua_str(&format!("admin@{host}"))));
+            if contact_info {
+                // XEP-0157 (core module in 0.12) and XEP-0092.
+                let kinds: Vec<String> = contact_addresses(host)
+                    .iter()
+                    .map(|(kind, addr)| format!("{kind} = {{ {} }}", lua_str(addr)))
+                    .collect();
+                c.push_str(&format!(
+                    "\tmodules_enabled = {{ \"server_trust\", \"server_contact_info\", \"version\" }}\n\
+                     \tcontact_info = {{ {} }}\n",
+                    kinds.join("; ")
+                ));
+            } else {
+                c.push_str("\tmodules_enabled = { \"server_trust\" }\n");
+            }
         }
         fs::write(&self.cfg, c).unwrap();
     }

@@ -1,6 +1,6 @@
 //! The JSON request bodies the HTTP API accepts, and the checks on their values that need
-//! nothing but the body: `POST /v1/hook/presence`, `POST /v1/hook/hello` and
-//! `PUT /v1/hosts/{host}/peers/{peer}/groups`.
+//! nothing but the body: `POST /v1/hook/presence`, `POST /v1/hook/hello`,
+//! `POST /v1/hook/evidence` and `PUT /v1/hosts/{host}/peers/{peer}/groups`.
 //!
 //! Self-contained on purpose (serde and serde_json only, no `crate::` paths):
 //! `fuzz/fuzz_targets/sidecar_json.rs` compiles this very file with `#[path]`, so the fuzzer
@@ -42,6 +42,28 @@ pub struct PresenceIn {
     pub kind: String,
     #[serde(default)]
     pub id: Option<String>,
+    /// With a `subscribe`: what the s2s stream it came by told about the peer.
+    #[serde(default)]
+    pub session: Option<SessionIn>,
+}
+
+/// How the XMPP server's s2s stream authenticated the peer (`certificate`, `dane` or
+/// `dialback`), and the certificate it presented (PEM), if any: evidence for the admin.
+#[derive(Deserialize)]
+pub struct SessionIn {
+    pub auth: String,
+    #[serde(default)]
+    pub cert: Option<String>,
+}
+
+/// `POST /v1/hook/evidence`: the peer's reply to a query the sidecar named in its answer to
+/// a presence (the iq stanza's XML), or null when none came in time.
+#[derive(Deserialize)]
+pub struct EvidenceIn {
+    pub host: String,
+    pub peer: String,
+    pub ns: String,
+    pub reply: Option<String>,
 }
 
 impl PresenceIn {

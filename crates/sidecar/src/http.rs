@@ -37,7 +37,7 @@ use server_trust::{Action, Actor, Domain, Error, PresenceKind};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::bodies::{self, GroupsIn, HelloIn, PresenceIn, clean_groups, clip};
+use crate::bodies::{self, EvidenceIn, GroupsIn, HelloIn, PresenceIn, clean_groups, clip};
 use crate::config::Token;
 use crate::guard::{Conn, Failed, Guard};
 use crate::host::{Host, PATIENCE};
@@ -45,6 +45,9 @@ use crate::views;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
+/// Largest body of `POST /v1/hook/evidence`: a peer's reply of up to 64 KiB (the engine
+/// reads no more) in JSON.
+pub const EVIDENCE_LIMIT: usize = 80 * 1024;
 /// Time allowed for a client to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for an authenticated client to send a request's headers, and to stay idle
@@ -247,6 +250,8 @@ enum Route {
     HookHello,
     HookGoodbye,
     HookTrusted,
+    /// A peer's reply to an evidence query.
+    HookEvidence,
     Roster(String),
     Pending(String),
     /// What waits in a host's outbox.
@@ -264,7 +269,11 @@ impl Route {
     fn need(&self) -> Need {
         match self {
             Route::Health => Need::Nothing,
-            Route::HookPresence | Route::HookHello | Route::HookGoodbye | Route::HookTrusted => Need::Hook,
+            Route::HookPresence
+            | Route::HookHello
+            | Route::HookGoodbye
+            | Route::HookTrusted
+            | Route::HookEvidence => Need::Hook,
             _ => Need::Admin,
         }
     }
@@ -289,6 +298,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Reply> {
         ["v1", "hook", "hello"] => (Route::HookHello, "POST"),
         ["v1", "hook", "goodbye"] => (Route::HookGoodbye, "POST"),
         ["v1", "hook", "trusted"] => (Route::HookTrusted, "GET"),
+        ["v1", "hook", "evidence"] => (Route::HookEvidence, "POST"),
         ["v1", "hosts", h, "roster"] => (Route::Roster(own(h)), "GET"),
         ["v1", "hosts", h, "pending"] => (Route::Pending(own(h)), "GET"),
         ["v1", "hosts", h, "outbox"] => (Route::Outbox(own(h)), "GET"),
@@ -322,6 +332,11 @@ fn bad(message: impl Display) -> Reply {
 
 /// Reads a JSON body: `application/json`, at most [`BODY_LIMIT`] bytes, within the body timeout.
 async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    read_json_up_to(req, BODY_LIMIT).await
+}
+
+/// [`read_json`] with a body of at most `limit` bytes.
+async fn read_json_up_to<T: DeserializeOwned>(req: Request<Incoming>, limit: usize) -> Result<T, Reply> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -331,12 +346,12 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Rep
     if !is_json {
         return Err(Reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json"));
     }
-    let too_large = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {BODY_LIMIT} bytes"));
+    let too_large = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {limit} bytes"));
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let body = Limited::new(req.into_body(), BODY_LIMIT);
+    let body = Limited::new(req.into_body(), limit);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
         Err(_) => return Err(Reply::error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
@@ -379,6 +394,7 @@ async fn dispatch(app: &App, conn: &Conn, req: Request<Incoming>) -> Result<Repl
         Route::HookHello => hook_hello(app, req).await,
         Route::HookGoodbye => hook_goodbye(app, req).await,
         Route::HookTrusted => hook_trusted(app, &req).await,
+        Route::HookEvidence => hook_evidence(app, req).await,
         Route::Roster(h) => {
             let host = app.host(&h)?;
             let v = blocking(move || views::roster(&host.engine)).await?;
@@ -469,7 +485,17 @@ async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply
         return Ok(Reply::accepted());
     }
     let kind = PresenceKind::from_str(&p.kind).map_err(|e| engine_error(&e))?;
-    let PresenceIn { from, id, .. } = p;
+    let PresenceIn { from, id, session, .. } = p;
+    if kind == PresenceKind::Subscribe
+        && let Some(s) = &session
+    {
+        // Memory only; before `inbound`, which starts a new request's evidence with it. Facts
+        // we cannot read must not cost the request itself: logged, and shown as not known.
+        let cert = s.cert.as_deref().map(str::as_bytes);
+        if let Err(e) = host.engine.session(&from, &s.auth, cert) {
+            log::warn!("{}: session facts of {} ignored: {e}", host.name, clip(&from).escape_debug());
+        }
+    }
     let result = match kind {
         // Memory only (presence bookkeeping, probe answers): cheap enough for the reactor.
         PresenceKind::Available | PresenceKind::Unavailable | PresenceKind::Probe => {
@@ -478,6 +504,29 @@ async fn hook_presence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply
         // Subscription changes write the store (fsync): on the blocking pool.
         _ => blocking(move || host.run(|e| e.inbound(&from, kind, id.as_deref()))).await?,
     };
+    let actions = result.map_err(|e| engine_error(&e))?;
+    // The replies to evidence queries reach the XMPP server, not us: it sends the queries we
+    // name here and hands the replies to `POST /v1/hook/evidence`.
+    let queries: Vec<Value> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Query { peer, ns } => Some(json!({"peer": peer, "ns": ns})),
+            _ => None,
+        })
+        .collect();
+    if queries.is_empty() {
+        return Ok(Reply::accepted());
+    }
+    Ok(Reply::ok(StatusCode::ACCEPTED, json!({"ok": true, "queries": queries})))
+}
+
+/// `POST /v1/hook/evidence`: a peer's reply to a query named by [`hook_presence`].
+async fn hook_evidence(app: &App, req: Request<Incoming>) -> Result<Reply, Reply> {
+    let e: EvidenceIn = read_json_up_to(req, EVIDENCE_LIMIT).await?;
+    let host = app.host(&e.host)?;
+    let EvidenceIn { peer, ns, reply, .. } = e;
+    // Records in the pending file (fsync): on the blocking pool.
+    let result = blocking(move || host.run(|en| en.answer(&peer, &ns, reply.as_deref()))).await?;
     result.map(|_| Reply::accepted()).map_err(|e| engine_error(&e))
 }
 
@@ -751,6 +800,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(route(&get, "/v1/health").unwrap(), Route::Health);
         assert_eq!(route(&post, "/v1/hook/presence").unwrap(), Route::HookPresence);
+        assert_eq!(route(&post, "/v1/hook/evidence").unwrap(), Route::HookEvidence);
         assert_eq!(
             route(&post, "/v1/hosts/verona.lit/peers/capulet.lit/approve").unwrap(),
             Route::Act("verona.lit".into(), "capulet.lit".into(), AdminAct::Approve)

@@ -15,7 +15,8 @@ use crate::testkit::{self, ADMIN_TOKEN, API_TOKEN, ApiCall, FakeApi, HOOK_TOKEN}
 
 mod bulk; // issue 14's bulk acts: tests/bulk.rs
 mod decisions; // issue 14: the first recorded decision wins, over HTTP too
-mod expiry; // issue 15 item 3: trust for a time
+mod evidence;
+mod expiry; // issue 15 item 3: trust for a time // issue 15: evidence queries named by the hook, answers recorded
 
 const HOST: &str = "verona.lit";
 const PEER: &str = "capulet.lit";
@@ -310,7 +311,9 @@ fn hostile_inputs_change_nothing() {
 fn hook_subscribe_records_a_pending_request_and_tells_the_admins() {
     let s = Sidecar::start("");
     let (_, t0) = s.trusted("host=verona.lit");
-    assert_eq!(s.hook(subscribe("Capulet.lit", Some("s2s-1"))), (202, json!({"ok": true})));
+    let (st, answer) = s.hook(subscribe("Capulet.lit", Some("s2s-1")));
+    // The driver is told which evidence queries to send (tests/evidence.rs).
+    assert_eq!((st, &answer["ok"], answer["queries"].as_array().map(Vec::len)), (202, &json!(true), Some(2)));
 
     let file = s.store().join(HOST).join("pending").join("capulet.lit.toml");
     let text = std::fs::read_to_string(&file).expect("pending file");

@@ -18,11 +18,16 @@
 %%%  * with `federation: buddies`, every message, presence and iq crossing
 %%%    s2s either way is checked with the engine's `federates_with` rule
 %%%    (federates/3): presence between the two host JIDs always passes,
+%%%    and so do the evidence queries between them (host_stanza/5);
 %%%    anything else only with a trusted peer (in `federation_group`, if
 %%%    set); a revoked peer's streams are closed;
 %%%  * when the node stops cleanly (and no other node of the cluster serves
 %%%    the hosts), `unavailable` goes to the approved peers (on_stopping/0),
 %%%    so the "last seen" they show for us is true.
+%%%  * evidence at approval time: a peer's `subscribe` carries the facts of
+%%%    the s2s stream it came by (how the peer was authenticated, its
+%%%    certificate) to the sidecar; the worker sends the queries the sidecar
+%%%    asks for and hands their answers back (mod_server_trust_sidecar).
 %%%----------------------------------------------------------------------
 -module(mod_server_trust).
 -author('server-trust').
@@ -63,6 +68,10 @@
 -define(STOPPING_PRIO, 50).
 %% The persistent term of the hosts' federation policies (federates/3).
 -define(POLICY, {?MODULE, federation}).
+%% The queries the engine sends a new requester (server_trust::evidence::QUERIES).
+-define(EVIDENCE_NS, [<<"http://jabber.org/protocol/disco#info">>, <<"jabber:iq:version">>]).
+%% The packet meta key of a subscribe's stream facts (with_session/3).
+-define(SESSION, server_trust_session).
 
 -type peer() :: binary().
 
@@ -167,7 +176,10 @@ mod_doc() ->
 			      desc => <<"buddies: every message, presence and iq crossing s2s, "
 					"either way, passes only with a trusted peer; presence "
 					"between the two host JIDs (the XEP-0267 handshake and "
-					"probes) always passes, so any server can still ask. A "
+					"probes) always passes, so any server can still ask, and "
+					"so do the disco#info and software version queries "
+					"between them and their answers (the evidence an admin "
+					"sees with a request). A "
 					"refused message, iq get/set or subscription request gets "
 					"a policy-violation error, other refused stanzas are "
 					"dropped. A revoked peer's s2s streams are closed. Streams "
@@ -213,8 +225,8 @@ hooks(Host, Op) ->
 -spec on_host_stanza(stanza()) -> ok | stop.
 on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Host},
 			 from = #jid{luser = <<>>, lresource = <<>>, lserver = Peer},
-			 type = Type, id = Id}) when Peer /= Host ->
-	mod_server_trust_sidecar:presence(Host, Peer, Type, Id),
+			 type = Type, id = Id} = Pkt) when Peer /= Host ->
+	mod_server_trust_sidecar:presence(Host, Peer, Type, Id, xmpp:get_meta(Pkt, ?SESSION, undefined)),
 	stop;
 on_host_stanza(#presence{to = #jid{luser = <<>>, lresource = <<>>, lserver = Host},
 			 from = From, type = Type}) ->
@@ -271,27 +283,28 @@ flush(Pids, Deadline) ->
 
 %% --- buddies-only federation ----------------------------------------------
 
-%% The engine's `Engine::federates_with(peer, host_presence)` rule, mirrored here
+%% The engine's `Engine::federates_with(peer, host_stanza)` rule, mirrored here
 %% on the ETS copy of the engine's trusted set (keep the two the same): with
-%% `federation: all` always; otherwise presence between the two host JIDs (the
-%% XEP-0267 handshake and probes, so a stranger can still ask) when Peer is a
-%% valid name, anything else only with a trusted peer, in `federation_group`
-%% when one is set. A group with `federation: all` counts as buddies: the
-%% engine refuses that pair, and refusing here fails closed.
+%% `federation: all` always; otherwise what passes between the two host JIDs
+%% (host_stanza/5: the XEP-0267 handshake and probes, so a stranger can still
+%% ask, and the evidence queries) when Peer is a valid name, anything else
+%% only with a trusted peer, in `federation_group` when one is set. A group
+%% with `federation: all` counts as buddies: the engine refuses that pair, and
+%% refusing here fails closed.
 %% The policy is read from a persistent term written at start and reload: two
 %% gen_mod:get_module_opt/3 calls per stanza cost ~1 us (benches/README.md).
 -spec federates(binary(), binary(), boolean()) -> boolean().
-federates(Host, Peer, HostPresence) ->
+federates(Host, Peer, HostStanza) ->
 	case persistent_term:get(?POLICY, #{}) of
 		#{Host := open} -> true;
-		#{Host := _} when HostPresence -> normalise(Peer) /= error;
+		#{Host := _} when HostStanza -> normalise(Peer) /= error;
 		#{Host := {buddies, undefined}} -> is_trusted(Host, Peer);
 		#{Host := {buddies, Group}} -> is_trusted(Host, Peer, Group);
-		_ -> federates(policy(gen_mod:get_module_opts(Host, ?MODULE)), Host, Peer, HostPresence)
+		_ -> federates(policy(gen_mod:get_module_opts(Host, ?MODULE)), Host, Peer, HostStanza)
 	end.
 
 %% The same from the options (a host whose policy term is not written yet).
-federates(open, _Host, _Peer, _HostPresence) -> true;
+federates(open, _Host, _Peer, _HostStanza) -> true;
 federates(_, _Host, Peer, true) -> normalise(Peer) /= error;
 federates({buddies, undefined}, Host, Peer, false) -> is_trusted(Host, Peer);
 federates({buddies, Group}, Host, Peer, false) -> is_trusted(Host, Peer, Group).
@@ -333,7 +346,10 @@ on_s2s_receive_packet({Pkt, State} = Acc) when ?is_stanza(Pkt) ->
 		       _ -> ejabberd_router:host_of_route(To#jid.lserver)
 	       end,
 	Peer = From#jid.lserver,
-	case federates(Host, Peer, host_presence(Pkt, From, Peer, To, Host)) of
+	HostStanza = host_stanza(Pkt, From, Peer, To, Host),
+	case federates(Host, Peer, HostStanza) of
+		true when HostStanza ->
+			{with_session(Pkt, Peer, State), State};
 		true ->
 			Acc;
 		false ->
@@ -357,7 +373,7 @@ on_s2s_send_packet(Pkt) when ?is_stanza(Pkt) ->
 			To = xmpp:get_to(Pkt),
 			Host = From#jid.lserver,
 			Peer = To#jid.lserver,
-			case federates(Host, Peer, host_presence(Pkt, From, Host, To, Peer)) of
+			case federates(Host, Peer, host_stanza(Pkt, From, Host, To, Peer)) of
 				true ->
 					Pkt;
 				false ->
@@ -370,12 +386,51 @@ on_s2s_send_packet(Pkt) when ?is_stanza(Pkt) ->
 on_s2s_send_packet(Pkt) ->
 	Pkt.
 
-%% Presence from the bare domain JID A to the bare domain JID B.
-host_presence(#presence{}, #jid{luser = <<>>, lresource = <<>>, lserver = A}, A,
-	      #jid{luser = <<>>, lresource = <<>>, lserver = B}, B) ->
-	true;
-host_presence(_Pkt, _From, _A, _To, _B) ->
+%% What passes between the bare domain JIDs A and B whoever they are: the
+%% engine's `Federation::host_stanza(name, type, ns)` rule, mirrored (keep the
+%% two the same). Presence (the XEP-0267 handshake and probes); an iq get
+%% asking for disco#info or the software version (the evidence gathered when a
+%% request arrives, either way: its first child's namespace); and iq results
+%% and errors (their answers).
+host_stanza(Pkt, #jid{luser = <<>>, lresource = <<>>, lserver = A}, A,
+	    #jid{luser = <<>>, lresource = <<>>, lserver = B}, B) ->
+	case Pkt of
+		#presence{} -> true;
+		#iq{type = get, sub_els = [El | _]} -> lists:member(xmpp:get_ns(El), ?EVIDENCE_NS);
+		#iq{type = T} -> T == result orelse T == error;
+		_ -> false
+	end;
+host_stanza(_Pkt, _From, _A, _To, _B) ->
 	false.
+
+%% A peer's `subscribe` takes along what the stream it came by tells about
+%% the peer (read by on_host_stanza/1 for the sidecar): `certificate` when its
+%% certificate is valid for Peer (what SASL EXTERNAL checks), else `dialback`,
+%% the only other way ejabberd authenticates an s2s peer (no DANE); and the
+%% certificate itself (DER), if it sent one. Nothing else is looked at, so
+%% other stanzas cost nothing here.
+with_session(#presence{type = subscribe} = Pkt, Peer, #{socket := Socket} = State) ->
+	%% Whatever goes wrong here costs the evidence, never the subscribe.
+	Auth = try stream_auth(Peer, State) catch _:_ -> undefined end,
+	Cert = try peer_cert(Socket) catch _:_ -> undefined end,
+	case Auth of
+		undefined -> Pkt;
+		_ -> xmpp:put_meta(Pkt, ?SESSION, #{auth => Auth, cert => Cert})
+	end;
+with_session(Pkt, _Peer, _State) ->
+	Pkt.
+
+stream_auth(Peer, State) ->
+	case xmpp_stream_pkix:authenticate(State#{remote_server => Peer}) of
+		{ok, _} -> <<"certificate">>;
+		{error, _, _} -> <<"dialback">>
+	end.
+
+peer_cert(Socket) ->
+	case xmpp_socket:get_peer_certificate(Socket, otp) of
+		{ok, C} -> public_key:pkix_encode('OTPCertificate', C, otp);
+		_ -> undefined
+	end.
 
 %% A refused message, iq request or subscription request is answered with a
 %% policy-violation error (to the remote sender, or to our user who wrote to a

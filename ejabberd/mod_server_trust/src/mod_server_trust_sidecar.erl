@@ -27,19 +27,26 @@
 %%%  * hello: POST /v1/hook/hello at start and whenever the long poll comes
 %%%    back after a failure (sidecar restarted): the sidecar then sends our
 %%%    presence to approved peers and probes those that approved us.
+%%%  * evidence: when the sidecar's answer to a presence names queries (a new
+%%%    request was recorded), they are sent from the host JID with
+%%%    ejabberd_router:route_iq/4; each answer (the reply stanza's XML, or
+%%%    null after ?ANSWER_TIMEOUT) goes to POST /v1/hook/evidence. Best
+%%%    effort: a query or answer that cannot be delivered leaves that piece of
+%%%    evidence shown as missing, and decides nothing.
 %%%----------------------------------------------------------------------
 -module(mod_server_trust_sidecar).
 -author('server-trust').
 -behaviour(gen_server).
 
 %% API (called by mod_server_trust and its hooks).
--export([start/2, stop/1, reload/2, presence/4, member/2, lookup/2, trusted/1, status/1,
-	 goodbye/1]).
+-export([start/2, stop/1, reload/2, presence/4, presence/5, member/2, lookup/2, trusted/1,
+	 status/1, goodbye/1]).
 %% gen_server callbacks.
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2,
 	 code_change/3]).
 
 -include("logger.hrl").
+-include("xmpp.hrl").
 
 -define(POLL_WAIT, 25).                 %% seconds the sidecar may hold a poll
 -define(POLL_SLACK, 10000).             %% ms on top of POLL_WAIT before we give up
@@ -50,6 +57,16 @@
 -define(GOODBYE_TIMEOUT, 3000).         %% ms the node's stop waits for the sidecar, at most
 -define(TYPES, [subscribe, subscribed, unsubscribe, unsubscribed, probe,
 		available, unavailable]).
+%% Evidence: the queries the engine may ask for (server_trust::evidence::QUERIES),
+%% how long an answer is waited for (evidence::ANSWER_TIMEOUT), queries waiting
+%% at most (a flood of new requests is bounded by the engine's max_pending; this
+%% bounds the worker whatever it is set to), and tries of one answer's POST.
+-define(EVIDENCE_NS, [<<"http://jabber.org/protocol/disco#info">>, <<"jabber:iq:version">>]).
+-define(ANSWER_TIMEOUT, 10000).
+-define(MAX_ASKING, 1000).
+-define(EVIDENCE_TRIES, 3).
+%% The engine reads replies of up to 64 KiB; one byte more says "over 64 KiB".
+-define(MAX_REPLY, 65537).
 
 -record(state,
 	{host                    :: binary(),
@@ -92,6 +109,10 @@
 	 lost = 0                :: non_neg_integer(),
 	 dropped = 0             :: non_neg_integer(),
 	 superseded = 0          :: non_neg_integer(),
+	 %% Evidence queries waiting for their answer, and answers being POSTed
+	 %% (request => {body, tries so far}).
+	 asking = 0              :: non_neg_integer(),
+	 answers = #{}           :: #{reference() => {binary(), pos_integer()}},
 	 warned = #{}            :: #{atom() => {integer(), non_neg_integer()}}}).
 
 %%%===================================================================
@@ -114,8 +135,14 @@ reload(Host, Opts) ->
 %% From the local_send_to_resource_hook: never blocks the router.
 -spec presence(binary(), binary(), atom(), binary()) -> ok.
 presence(Host, Peer, Type, Id) ->
+	presence(Host, Peer, Type, Id, undefined).
+
+%% The same with what the s2s stream told about the peer (a subscribe's
+%% `auth` and `cert`, see mod_server_trust:with_session/3), or undefined.
+-spec presence(binary(), binary(), atom(), binary(), undefined | map()) -> ok.
+presence(Host, Peer, Type, Id, Session) ->
 	case lists:member(Type, ?TYPES) of
-		true -> gen_server:cast(proc(Host), {presence, Peer, Type, Id});
+		true -> gen_server:cast(proc(Host), {presence, Peer, Type, Id, Session});
 		false -> ok
 	end.
 
@@ -214,11 +241,12 @@ handle_call(goodbye, _From, #state{host = Host} = S) ->
 handle_call(_Request, _From, State) ->
 	{reply, {error, badarg}, State}.
 
-handle_cast({presence, Peer, Type, Id}, State) ->
+handle_cast({presence, Peer, Type, Id, Session}, State) ->
+	Body = #{<<"host">> => State#state.host, <<"from">> => Peer,
+		 <<"type">> => atom_to_binary(Type, utf8),
+		 <<"id">> => case Id of <<>> -> null; _ -> Id end},
 	Item = #{peer => Peer, type => Type, lane => lane(Type),
-		 body => json(#{<<"host">> => State#state.host, <<"from">> => Peer,
-				<<"type">> => atom_to_binary(Type, utf8),
-				<<"id">> => case Id of <<>> -> null; _ -> Id end})},
+		 body => json(with_session(Body, Session))},
 	{noreply, send_next(enqueue(Item, State))};
 handle_cast({reload, Opts}, State) ->
 	State1 = configure(State, Opts),
@@ -234,6 +262,14 @@ handle_info({http, {Ref, Result}}, #state{poll = Ref} = State) ->
 	{noreply, poll_result(classify(Result), State#state{poll = undefined})};
 handle_info({http, {Ref, Result}}, #state{hello = Ref} = State) ->
 	{noreply, hello_result(classify(Result), State#state{hello = undefined})};
+handle_info({http, {Ref, Result}}, #state{answers = As} = State) when is_map_key(Ref, As) ->
+	{Body, Tries} = maps:get(Ref, As),
+	{noreply, answer_result(classify(Result), Body, Tries,
+				State#state{answers = maps:remove(Ref, As)})};
+handle_info({iq_reply, Reply, {evidence, Peer, NS}}, State) ->
+	{noreply, answered(Peer, NS, Reply, State#state{asking = max(0, State#state.asking - 1)})};
+handle_info({evidence_retry, Body, Tries}, State) ->
+	{noreply, post_answer(Body, Tries, State)};
 handle_info({http, _Stale}, State) ->
 	{noreply, State};
 handle_info(retry, State) ->
@@ -584,8 +620,8 @@ send_next(#state{inflight = undefined, retry_timer = undefined, nsub = S, ndrop 
 send_next(State) ->
 	State.
 
-presence_result({ok, _}, _Item, State) ->
-	State#state{retry_delay = ?MIN_DELAY, delivered = State#state.delivered + 1};
+presence_result({ok, Body}, _Item, State) ->
+	ask(Body, State#state{retry_delay = ?MIN_DELAY, delivered = State#state.delivered + 1});
 presence_result({retry, Why}, Item, #state{host = Host} = State) ->
 	%% Back to the front of its peer's queue: each peer's order is kept.
 	State1 = put_back(Item, State),
@@ -733,6 +769,94 @@ hello_result(Failure, #state{host = Host} = State) ->
 	Delay = State1#state.hello_delay,
 	State1#state{hello_due = true, hello_timer = erlang:send_after(Delay, self(), hello),
 		     hello_delay = min(Delay * 2, ?MAX_DELAY)}.
+
+%% --- evidence ------------------------------------------------------------
+%% A subscribe's stream facts in the hook body: "session": {"auth", "cert"}
+%% (the certificate as PEM, or null).
+with_session(Body, #{auth := Auth, cert := Cert}) when is_binary(Auth) ->
+	Pem = case Cert of
+		      Der when is_binary(Der) -> public_key:pem_encode([{'Certificate', Der, not_encrypted}]);
+		      _ -> null
+	      end,
+	Body#{<<"session">> => #{<<"auth">> => Auth, <<"cert">> => Pem}};
+with_session(Body, _) ->
+	Body.
+
+%% The sidecar's answer to a presence names the queries to send, if any:
+%% {"ok": true, "queries": [{"peer": P, "ns": NS}, ...]}.
+ask(Body, #state{host = Host} = State) ->
+	Queries = try jiffy:decode(Body, [return_maps]) of
+			  #{<<"queries">> := Qs} when is_list(Qs) -> Qs;
+			  _ -> []
+		  catch _:_ -> []
+		  end,
+	lists:foldl(
+	  fun(#{<<"peer">> := Peer, <<"ns">> := NS}, S) when is_binary(Peer), is_binary(NS) ->
+		  case {lists:member(NS, ?EVIDENCE_NS), jid:make(Peer), S#state.asking} of
+			  {false, _, _} ->
+				  S;
+			  {_, #jid{luser = <<>>, lresource = <<>>} = To, N} when N < ?MAX_ASKING ->
+				  IQ = #iq{type = get, from = jid:make(Host), to = To,
+					   sub_els = [#xmlel{name = <<"query">>, attrs = [{<<"xmlns">>, NS}]}]},
+				  %% Never let a routing failure take the worker (and its queue) down.
+				  try
+					  ejabberd_router:route_iq(IQ, {evidence, Peer, NS}, self(), ?ANSWER_TIMEOUT),
+					  S#state{asking = N + 1}
+				  catch C:E ->
+					  warn(asking, "mod_server_trust (~ts): cannot ask ~ts for ~ts: ~p:~p",
+					       [Host, Peer, NS, C, E], S)
+				  end;
+			  {_, #jid{}, _} ->
+				  warn(asking, "mod_server_trust (~ts): ~p evidence queries already wait for "
+				       "their answers; not asking ~ts for ~ts (shown as not known)",
+				       [Host, ?MAX_ASKING, Peer, NS], S);
+			  _ ->
+				  S
+		  end;
+	     (_, S) ->
+		  S
+	  end, State, Queries).
+
+%% The answer to a query (the reply stanza, or timeout) for the sidecar.
+answered(Peer, NS, Reply, #state{host = Host} = State) ->
+	Xml = try reply_xml(Reply)
+	      catch C:E ->
+		      %% Not the worker's end: reported as no answer, and logged.
+		      ?WARNING_MSG("mod_server_trust (~ts): cannot encode ~ts's answer to ~ts: ~p:~p",
+				   [Host, Peer, NS, C, E]),
+		      null
+	      end,
+	%% force_utf8: a reply cut at ?MAX_REPLY may end inside a character.
+	Body = iolist_to_binary(jiffy:encode(#{<<"host">> => Host, <<"peer">> => Peer,
+					       <<"ns">> => NS, <<"reply">> => Xml}, [force_utf8])),
+	post_answer(Body, 1, State).
+
+reply_xml(#iq{} = Reply) ->
+	X = fxml:element_to_binary(xmpp:encode(Reply)),
+	binary:part(X, 0, min(byte_size(X), ?MAX_REPLY));
+reply_xml(timeout) ->
+	null.
+
+post_answer(Body, Tries, State) ->
+	case post("/v1/hook/evidence", Body, State) of
+		{ok, Ref} -> State#state{answers = (State#state.answers)#{Ref => {Body, Tries}}};
+		{error, Why} -> answer_result({retry, io_lib:format("~p", [Why])}, Body, Tries, State)
+	end.
+
+answer_result({ok, _}, _Body, _Tries, State) ->
+	State;
+answer_result({retry, Why}, Body, Tries, State) when Tries < ?EVIDENCE_TRIES ->
+	erlang:send_after(?MIN_DELAY bsl Tries, self(), {evidence_retry, Body, Tries + 1}),
+	warn(evidence, "mod_server_trust (~ts): sidecar did not take an evidence answer (~ts); "
+	     "retrying", [State#state.host, Why], State);
+answer_result(Failure, _Body, _Tries, State) ->
+	Why = case Failure of
+		      {retry, W} -> W;
+		      {server_error, Code, B} -> io_lib:format("HTTP ~p ~ts", [Code, snippet(B)]);
+		      {refused, Code, B} -> io_lib:format("HTTP ~p ~ts", [Code, snippet(B)])
+	      end,
+	warn(evidence, "mod_server_trust (~ts): evidence answer lost (~ts): the request shows it "
+	     "as not known", [State#state.host, Why], State).
 
 %% --- logging -------------------------------------------------------------
 %% One warning per kind per WARN_EVERY ms; the next one says how many were

@@ -1487,7 +1487,13 @@ impl ProsodyPeer {
             ip: &self.ip,
             hosts_file: &hosts_file,
             admin: None,
-            extra: "modules_disabled = { \"c2s\" }\n",
+            // The lab's globals publish contact addresses and the version, as Debian does;
+            // without `contact_info` this peer publishes and answers neither.
+            extra: if contact_info {
+                "modules_disabled = { \"c2s\" }\n"
+            } else {
+                "modules_disabled = { \"c2s\", \"version\", \"server_contact_info\" }\n"
+            },
             no_nagle: true,
         });
         c.push_str(&config::server_trust_options(&self.store, None));

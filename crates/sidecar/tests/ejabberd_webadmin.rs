@@ -94,7 +94,7 @@ impl Driver {
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-first-run",
-                    "--no-proxy-server", "--disable-dev-shm-usage", "--window-size=1200,900",
+                    "--no-proxy-server", "--disable-dev-shm-usage", "--window-size=1200,1800",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }
@@ -189,7 +189,12 @@ async fn cell(c: &Client, peer: &str, class: &str) -> String {
 async fn click(c: &Client, peer: &str, act: &str) {
     let xpath =
         format!("//table[@id='pending']//tr[td[@class='peer' and text()='{peer}']]//input[@name='{act}']");
-    c.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("{xpath}: {e}")).click().await.unwrap();
+    let button = c.find(Locator::XPath(&xpath)).await.unwrap_or_else(|e| panic!("{xpath}: {e}"));
+    // Clicked on the element itself, not at its on-screen position: with tall rows (the
+    // evidence column) a late layout shift put a positional click on the next row's button.
+    let this = serde_json::to_value(&button).unwrap();
+    c.execute("arguments[0].click();", vec![this]).await.unwrap();
+    c.wait().for_element(Locator::Css("#content h1")).await.unwrap();
 }
 
 fn screenshot_path() -> PathBuf {
